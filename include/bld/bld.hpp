@@ -12,3 +12,6 @@
 #include "bld/io/tiktoken.hpp"
 #include "bld/trie.hpp"
 #include "bld/vocabulary.hpp"
+#include "bld/projection.hpp"
+#include "bld/row_pass.hpp"
+#include "bld/tensor.hpp"
