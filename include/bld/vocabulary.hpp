@@ -62,6 +62,9 @@ struct text_transformations {
     /// The encoder's dummy prefix: the concatenated token bytes of an encoding are then
     /// " " + text; the decoder strips the space again.
     dummy_prefix_rule dummy_prefix = dummy_prefix_rule::none;
+    /// The decoder removes one leading space of the decoded text (HuggingFace Strip / Metaspace
+    /// prepend): decoding one id that starts with a space shows it without that space.
+    bool decoder_strips_leading_space = false;
     /// Unicode normalisation the encoder applies first ("NFC", "NFKC", ... or empty): token bytes
     /// concatenate to the *normalised* text.
     std::string normalizer;

@@ -519,6 +519,7 @@ inline void read_text_side(simdjson::dom::element e, text_transformations& t, bo
 
     t.notes.insert(t.notes.begin(), "model " + type);
     for (auto& n : dec.notes) t.notes.push_back(std::move(n));
+    t.decoder_strips_leading_space = dec.strips_leading_space;
     if (dec.strips_leading_space && t.dummy_prefix == dummy_prefix_rule::none)
         t.notes.push_back("the decoder strips one leading space but the encoder adds none");
     return std::move(b).build(std::move(t));
