@@ -1,12 +1,23 @@
 // bld-cli — a small command-line front end to bld.
 //
 //   bld-cli inspect FILE [--special NAME=ID]...
+//   bld-cli masses  --tokenizer FILE --logits X.npy [--prefix-hex HEX]
+//   bld-cli project --tokenizer FILE --logits X.npy --ids IDS.npy --out OUT.npy
+//   bld-cli project --tokenizer FILE --bigram B.npy --text-hex HEX --mode exact|beam
+//                   [--beam-k K] [--beam-eps E] --out OUT.npy
+//   bld-cli project --tokenizer FILE --topk-ids I.npy --topk-logits Z.npy --residual R.npy
+//                   --ids IDS.npy --out OUT.npy
+//
+// Row convention everywhere: row k of a teacher's logits is the distribution of token k given
+// the tokens before it. OUT is float64 [positions, 260]; `--dropped FILE.npy` also writes the
+// dropped / pruned mass per position (and `--bound FILE.npy` the top-k TV bound).
 //
 // FILE is a tokenizer.json, a folder with encoder.json + vocab.bpe (or tokenizer.json), or a
 // tiktoken rank file. Output: one JSON object on stdout. Errors: a message on stderr, exit 1
 // (exit 2 for a usage error).
 #include <bld/bld.hpp>
 #include <bld/io/json.hpp>
+#include <bld/io/npy.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -44,7 +55,169 @@ struct usage_error : std::runtime_error {
 
 constexpr const char* usage_text =
     "usage: bld-cli inspect FILE [--special NAME=ID]...\n"
-    "  FILE: tokenizer.json | folder with encoder.json + vocab.bpe | .tiktoken rank file\n";
+    "       bld-cli masses  --tokenizer FILE --logits X.npy [--prefix-hex HEX]\n"
+    "       bld-cli project --tokenizer FILE --logits X.npy --ids IDS.npy --out OUT.npy\n"
+    "       bld-cli project --tokenizer FILE --bigram B.npy --text-hex HEX --mode exact|beam\n"
+    "                       [--beam-k K] [--beam-eps E] --out OUT.npy\n"
+    "       bld-cli project --tokenizer FILE --topk-ids I.npy --topk-logits Z.npy --residual R.npy\n"
+    "                       --ids IDS.npy --out OUT.npy\n"
+    "  FILE: tokenizer.json | folder with encoder.json + vocab.bpe | .tiktoken rank file\n"
+    "  options common to all: --special NAME=ID (tiktoken specials; GPT-2 special names)\n";
+
+/// Parsed "--key value" options; flags are looked up by name.
+struct options {
+    std::vector<std::pair<std::string, std::string>> kv;
+    std::vector<bld::io::special_token> specials;
+    static options parse(const std::vector<std::string>& args, std::initializer_list<const char*> allowed) {
+        options o;
+        for (std::size_t i = 0; i < args.size(); ++i) {
+            std::string key = args[i], value;
+            if (!key.starts_with("--")) throw usage_error("unexpected argument " + key);
+            if (const auto eq = key.find('='); eq != std::string::npos) {
+                value = key.substr(eq + 1);
+                key = key.substr(0, eq);
+            } else {
+                if (i + 1 >= args.size()) throw usage_error(key + " needs a value");
+                value = args[++i];
+            }
+            if (key == "--special") {
+                o.specials.push_back(bld::io::parse_special_token(value));
+                continue;
+            }
+            bool ok = false;
+            for (const char* a : allowed) ok = ok || key == a;
+            if (!ok) throw usage_error("unknown option " + key);
+            o.kv.emplace_back(key, value);
+        }
+        return o;
+    }
+    [[nodiscard]] std::string get(const std::string& key, const std::string& def = "\x01") const {
+        for (const auto& [k, v] : kv)
+            if (k == key) return v;
+        if (def == "\x01") throw usage_error("missing " + key);
+        return def;
+    }
+    [[nodiscard]] bool has(const std::string& key) const {
+        for (const auto& [k, v] : kv)
+            if (k == key) return true;
+        return false;
+    }
+};
+
+std::string from_hex(const std::string& h, const char* what) {
+    if (h.size() % 2) throw bld::value_error("parse hex", what, "odd number of hex digits");
+    std::string out;
+    auto v = [&](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        throw bld::value_error("parse hex", what, std::string("bad hex digit '") + c + "'");
+    };
+    for (std::size_t i = 0; i < h.size(); i += 2) out += static_cast<char>(v(h[i]) * 16 + v(h[i + 1]));
+    return out;
+}
+
+std::string num(double x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", x);
+    return buf;
+}
+
+bld::byte_trie load_trie(const options& o) {
+    return bld::byte_trie(bld::io::load_vocabulary(o.get("--tokenizer"), {o.specials}));
+}
+
+/// Reads a 2-D float32 .npy of logits.
+std::vector<float> read_rows(const std::string& path, std::int64_t& rows, std::int64_t& cols) {
+    const auto a = bld::io::read_npy(path);
+    if (a.shape.size() != 2)
+        throw bld::shape_error("read logits", path, "expected a 2-D array [rows, n], got " + std::to_string(a.shape.size()) + " dimensions");
+    if (a.descr != "<f4" && a.descr != "<f8") throw bld::shape_error("read logits", path, "expected float32 logits, got " + a.descr);
+    rows = a.shape[0];
+    cols = a.shape[1];
+    return a.as<float>();
+}
+
+std::vector<std::int64_t> read_ids(const std::string& path) {
+    const auto a = bld::io::read_npy(path);
+    if (a.shape.size() != 1) throw bld::shape_error("read ids", path, "expected a 1-D array of token ids");
+    if (a.descr != "<i4" && a.descr != "<i8") throw bld::shape_error("read ids", path, "expected int32 or int64 ids, got " + a.descr);
+    return a.as<std::int64_t>();
+}
+
+void write_result(const options& o, const bld::byte_distributions& d) {
+    bld::io::write_npy(o.get("--out"), d.probs.data(), {static_cast<std::int64_t>(d.positions), 260});
+    if (o.has("--dropped")) bld::io::write_npy(o.get("--dropped"), d.dropped.data(), {static_cast<std::int64_t>(d.positions)});
+    if (o.has("--bound")) bld::io::write_npy(o.get("--bound"), d.bound.data(), {static_cast<std::int64_t>(d.positions)});
+}
+
+int cmd_masses(const std::vector<std::string>& args) {
+    const auto o = options::parse(args, {"--tokenizer", "--logits", "--prefix-hex"});
+    const auto trie = load_trie(o);
+    std::int64_t R = 0, n = 0;
+    const auto rows = read_rows(o.get("--logits"), R, n);
+    const std::string prefix = from_hex(o.get("--prefix-hex", ""), "--prefix-hex");
+    const auto bins = bld::root_bins(trie);
+    std::string out = "{\"rows\":[";
+    for (std::int64_t r = 0; r < R; ++r) {
+        const std::span<const float> row(rows.data() + r * n, static_cast<std::size_t>(n));
+        const auto m = bld::masses_for_prefix(trie, bins, row, prefix, static_cast<std::size_t>(r));
+        out += (r ? ",{" : "{");
+        out += "\"node\":" + num(m.node) + ",\"end\":" + num(m.end) + ",\"stop\":" + num(m.stop) + ",\"children\":[";
+        for (int a = 0; a < 256; ++a) out += (a ? "," : "") + num(m.children[static_cast<std::size_t>(a)]);
+        out += "]}";
+    }
+    out += "]}";
+    std::cout << out << "\n";
+    return 0;
+}
+
+int cmd_project(const std::vector<std::string>& args) {
+    const auto o = options::parse(args, {"--tokenizer", "--logits", "--ids", "--out", "--bigram", "--text-hex", "--mode",
+                                         "--beam-k", "--beam-eps", "--topk-ids", "--topk-logits", "--residual", "--dropped",
+                                         "--bound", "--text"});
+    const auto trie = load_trie(o);
+    if (o.has("--bigram")) {
+        std::int64_t R = 0, n = 0;
+        const auto table = read_rows(o.get("--bigram"), R, n);
+        bld::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {R, n}), trie.vocab().size());
+        const std::string text = from_hex(o.get("--text-hex"), "--text-hex");
+        const std::string mode = o.get("--mode", "exact");
+        if (mode == "exact") {
+            write_result(o, bld::exact_covering(trie, teacher, text));
+        } else if (mode == "beam") {
+            bld::beam_options bo;
+            bo.k = static_cast<std::size_t>(std::stoul(o.get("--beam-k", "10")));
+            bo.epsilon = std::stod(o.get("--beam-eps", "0.01"));
+            write_result(o, bld::covering_beam(trie, teacher, text, bo));
+        } else {
+            throw usage_error("--mode must be exact or beam");
+        }
+        return 0;
+    }
+    const auto ids = read_ids(o.get("--ids"));
+    std::optional<std::string> text;
+    if (o.has("--text-hex")) text = from_hex(o.get("--text-hex"), "--text-hex");
+    std::optional<std::string_view> tv;
+    if (text) tv = *text;
+    if (o.has("--topk-ids")) {
+        const auto ia = bld::io::read_npy(o.get("--topk-ids"));
+        std::int64_t R = 0, K = 0;
+        const auto z = read_rows(o.get("--topk-logits"), R, K);
+        const auto tid = ia.as<std::int64_t>();
+        if (ia.shape.size() != 2 || ia.shape[0] != R || ia.shape[1] != K)
+            throw bld::shape_error("read top-k rows", o.get("--topk-ids"), "ids must have the shape of the logits [rows, k]");
+        const auto res = bld::io::read_npy(o.get("--residual")).as<double>();
+        bld::topk_rows tr(trie, bld::tensor_view<const std::int64_t, 2>(tid.data(), {R, K}),
+                          bld::tensor_view<const float, 2>(z.data(), {R, K}), res);
+        write_result(o, bld::canonical_path_topk(trie, tr, ids, tv));
+        return 0;
+    }
+    std::int64_t R = 0, n = 0;
+    const auto rows = read_rows(o.get("--logits"), R, n);
+    write_result(o, bld::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {R, n}), ids, tv));
+    return 0;
+}
 
 int cmd_inspect(const std::vector<std::string>& args) {
     std::string file;
@@ -117,6 +290,8 @@ int main(int argc, char** argv) {
     args.erase(args.begin());
     try {
         if (cmd == "inspect") return cmd_inspect(args);
+        if (cmd == "masses") return cmd_masses(args);
+        if (cmd == "project") return cmd_project(args);
         throw usage_error("unknown command " + cmd);
     } catch (const usage_error& e) {
         std::cerr << "bld-cli: " << e.what() << "\n" << usage_text;
