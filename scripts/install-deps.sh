@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything bld's build, tests, benchmarks and demo need on Debian 12 (as root).
+# Idempotent: apt-get skips what is already installed.
+set -euo pipefail
+if [ "$(id -u)" != 0 ]; then echo "install-deps.sh: run as root (apt-get)" >&2; exit 1; fi
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(
+  build-essential cmake ninja-build git ca-certificates
+  libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev   # bld's declared dependencies
+  libsimdjson-dev nlohmann-json3-dev                         # JSON loaders (bld::json)
+  nodejs npm                                                 # npm data + JS reference encoders
+  fortunes fortunes-de fortunes-zh                           # real text (English, German, Chinese)
+  python3 python3-numpy python3-torch libtorch-dev python3-setuptools python3-matplotlib
+  clang libclang-rt-14-dev                                   # sanitizers / fuzzing with clang
+)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps.sh: installing ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "install-deps.sh: all packages present"
