@@ -8,13 +8,16 @@ pkgs=(
   build-essential cmake ninja-build git ca-certificates
   libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev   # bld's declared dependencies
   libsimdjson-dev nlohmann-json3-dev                         # JSON loaders (bld::json)
-  nodejs npm                                                 # npm data + JS reference encoders
   fortunes fortunes-de fortunes-zh                           # real text (English, German, Chinese)
   python3 python3-numpy python3-torch libtorch-dev python3-setuptools python3-matplotlib
   clang libclang-rt-14-dev                                   # sanitizers / fuzzing with clang
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# Node.js + npm fetch the npm data and run the JS reference encoders; any install on PATH will do
+# (a machine may have a newer Node than Debian's, whose npm package would conflict with it).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps.sh: installing ${missing[*]}"
   apt-get update -qq
