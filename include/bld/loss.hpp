@@ -153,6 +153,31 @@ inline constexpr no_tensor_t no_tensor{};
 template <class T>
 concept optional_tensor = std::same_as<std::remove_cvref_t<T>, no_tensor_t> || tensor_source<T>;
 
+/// The [T, K] of byte-head logits, checked: rank 3, last dimension 260, 1 ≤ K ≤ 260 (use it
+/// to size outputs before a loss call).
+/// @throws shape_error otherwise, naming `op` and the argument `logits`.
+template <tensor_source Src>
+[[nodiscard]] std::array<std::int64_t, 2> byte_head_shape(const Src& logits,
+                                                          std::string_view op = "bld::byte_head_shape") {
+    (void)bld::tensor_dtype(logits, "logits");  // an adapter that cannot describe it throws here
+    const auto ext = tensor_extents(logits);
+    const auto bad = [&](const std::string& why) {
+        throw shape_error(std::string(op), "argument `logits`", why);
+    };
+    if (ext.size() != 3) {
+        bad("expected [T, K, 260] byte-head logits, got " + detail::describe_tensor(logits));
+    }
+    if (ext[2] != byte_alphabet_size) {
+        bad("expected [T, K, 260] byte-head logits, got " + detail::describe_tensor(logits) +
+            " (the last dimension must be the 260-entry byte alphabet)");
+    }
+    if (ext[1] < 1 || ext[1] > max_byte_heads) {
+        bad("expected [T, K, 260] byte-head logits with 1 <= K <= 260 heads, got K = " +
+            std::to_string(ext[1]) + " in " + detail::describe_tensor(logits));
+    }
+    return {ext[0], ext[1]};
+}
+
 namespace detail {
 
 /// Everything the per-slot kernel needs besides the slot's data.
@@ -398,28 +423,6 @@ inline void check_floor(std::string_view op, double eps) {
     }
 }
 
-/// Shape [T, K] of the logits, checked: rank 3, last dimension 260, 1 ≤ K ≤ 260.
-template <class Src>
-std::array<std::int64_t, 2> logits_shape(std::string_view op, const Src& logits) {
-    (void)bld::tensor_dtype(logits, "logits");  // an adapter that cannot describe it throws here
-    const auto ext = tensor_extents(logits);
-    const auto bad = [&](const std::string& why) {
-        throw shape_error(std::string(op), "argument `logits`", why);
-    };
-    if (ext.size() != 3) {
-        bad("expected [T, K, 260] byte-head logits, got " + detail::describe_tensor(logits));
-    }
-    if (ext[2] != byte_alphabet_size) {
-        bad("expected [T, K, 260] byte-head logits, got " + detail::describe_tensor(logits) +
-            " (the last dimension must be the 260-entry byte alphabet)");
-    }
-    if (ext[1] < 1 || ext[1] > max_byte_heads) {
-        bad("expected [T, K, 260] byte-head logits with 1 <= K <= 260 heads, got K = " +
-            std::to_string(ext[1]) + " in " + detail::describe_tensor(logits));
-    }
-    return {ext[0], ext[1]};
-}
-
 /// Calls f(view) with the float or double view of a [T, K, 260] tensor.
 template <class Src, class F>
 decltype(auto) visit_real3(std::string_view op, const Src& src, std::string_view name,
@@ -487,7 +490,7 @@ byte_loss_result byte_loss_entry(std::string_view op, const Logits& logits, cons
                                  const TrueBytes& true_bytes, const Mask& mask,
                                  const slot_params& prm, loss_reduction reduction, Grad&& grad,
                                  PerSlot&& per_slot) {
-    const auto tk = detail::logits_shape(op, logits);
+    const auto tk = bld::byte_head_shape(logits, op);
     const std::array<std::int64_t, 3> tka{tk[0], tk[1], byte_alphabet_size};
     const std::uint8_t* m = detail::mask_pointer(op, mask, tk);
     true_bytes_ref y;

@@ -1,0 +1,63 @@
+#!/usr/bin/python3
+"""Build the `bld_torch` Python module from bld's headers, offline, against Debian's python3-torch.
+
+    /usr/bin/python3 python/build_bld_torch.py --out build-py
+    PYTHONPATH=build-py /usr/bin/python3 -c "import bld_torch"
+
+Uses torch.utils.cpp_extension.load (ninja; g++ with -std=c++20). The result is a package
+directory OUT/bld_torch/ holding __init__.py and the compiled _bld_torch extension; the object
+files stay in OUT/.build/ so a rebuild only recompiles what changed. Needs: python3-torch,
+libtorch-dev, ninja-build, g++ >= 12 — Debian packages only, no pip.
+"""
+
+import argparse
+import os
+import pathlib
+import shutil
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "build-py"),
+                        help="output directory; the package lands in OUT/bld_torch (default: build-py)")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default 2)")
+    parser.add_argument("--debug", action="store_true", help="-O0 -g instead of -O2")
+    parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
+    args = parser.parse_args(argv)
+
+    out = pathlib.Path(args.out).resolve()
+    package = out / "bld_torch"
+    build_dir = out / ".build"
+    package.mkdir(parents=True, exist_ok=True)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MAX_JOBS", str(args.jobs))
+
+    import torch.utils.cpp_extension as cpp_extension  # noqa: E402 (after MAX_JOBS is set)
+
+    opt = ["-O0", "-g"] if args.debug else ["-O2"]
+    cpp_extension.load(
+        name="_bld_torch",
+        sources=[str(REPO / "python" / "bld_torch.cpp")],
+        extra_include_paths=[str(REPO / "include")],
+        extra_cflags=["-std=c++20", *opt, "-Wall", "-Wno-unused-parameter"],
+        build_directory=str(build_dir),
+        with_cuda=False,
+        is_python_module=True,
+        verbose=args.verbose,
+    )
+    built = build_dir / "_bld_torch.so"
+    if not built.is_file():
+        print(f"build_bld_torch: expected {built} after the build", file=sys.stderr)
+        return 1
+    shutil.copy2(built, package / "_bld_torch.so")
+    for source in (REPO / "python" / "bld_torch").glob("*.py"):
+        shutil.copy2(source, package / source.name)
+    print(f"bld_torch built: {package} (use PYTHONPATH={out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""Tests of the bld_torch module: gradcheck, agreement with a plain PyTorch implementation of the
+same formulas (written here), ByteHead, and clear errors for bad input.
+
+Run: scripts/test-python.sh, or after building
+    BLD_TORCH_BUILD=build-py /usr/bin/python3 -m pytest tests/python
+(or `-m unittest discover -s tests/python` where pytest is missing).
+"""
+
+import itertools
+import math
+import os
+import pathlib
+import sys
+import unittest
+
+import torch
+
+_BUILD = os.environ.get("BLD_TORCH_BUILD",
+                        str(pathlib.Path(__file__).resolve().parents[2] / "build-py"))
+sys.path.insert(0, _BUILD)
+
+import bld_torch  # noqa: E402
+
+A = 260
+KINDS = ("kl", "reverse_kl", "jsd", "tvd")
+REDUCTIONS = ("eq5", "slot_mean", "none")
+
+
+# ---- the plain PyTorch reference ---------------------------------------------------------
+
+def ref_slot_values(z, p, y, kind, tau=1.0, floor=1e-12):
+    """Per-slot values [..., K], straight from the formulas."""
+    if kind == "ce":
+        return -torch.log_softmax(z, -1).gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    lq = torch.log_softmax(z / tau, -1)
+    q = lq.exp()
+    if kind == "kl":
+        return (torch.xlogy(p, p) - p * lq).sum(-1)
+    if kind == "reverse_kl":
+        return (q * (lq - torch.log(p.clamp(min=floor)))).sum(-1)
+    if kind == "jsd":
+        m = 0.5 * (p + q)
+        return 0.5 * (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(-1) + 0.5 * (q * (lq - torch.log(m))).sum(-1)
+    if kind == "tvd":
+        return 0.5 * (p - q).abs().sum(-1)
+    raise ValueError(kind)
+
+
+def ref_reduce(v, mask, reduction):
+    m = mask.to(v.dtype)
+    v = v * m
+    if reduction == "none":
+        return v
+    if reduction == "slot_mean":
+        return v.sum() / m.sum().clamp(min=1)
+    tokens = (m.sum(-1) > 0).to(v.dtype).sum()  # eq5: tokens with an active slot
+    return v.sum() / tokens.clamp(min=1)
+
+
+def ref_loss(z, p, y, mask, kind, tau, reduction):
+    return ref_reduce(ref_slot_values(z, p, y, kind, tau), mask, reduction)
+
+
+def ref_bld(z, p, y, mask, lambda_byte, lambda_kl, kind, tau, reduction):
+    v = lambda_byte * ref_slot_values(z, p, y, "ce") + lambda_kl * ref_slot_values(z, p, y, kind, tau)
+    return ref_reduce(v, mask, reduction)
+
+
+def make_batch(lead, k, dtype=torch.float64, seed=0):
+    """Logits, teacher distributions with exact zeros (one one-hot slot), true bytes (-100 where
+    masked) and a mask with a fully inactive token."""
+    g = torch.Generator().manual_seed(seed)
+    z = 2 * torch.randn(*lead, k, A, generator=g, dtype=torch.float64)
+    raw = torch.randn(*lead, k, A, generator=g, dtype=torch.float64).mul(2).exp()
+    raw = raw * (torch.rand(*lead, k, A, generator=g, dtype=torch.float64) > 0.6)
+    p = raw / raw.sum(-1, keepdim=True)
+    flat = p.reshape(-1, k, A)
+    flat[0, 0] = 0.0
+    flat[0, 0, 7] = 1.0
+    y = torch.randint(0, 257, (*lead, k), generator=g)
+    mask = torch.rand(*lead, k, generator=g) < 0.8
+    mflat = mask.reshape(-1, k)
+    mflat[0, 0] = True
+    mflat[-1, :] = False
+    y = torch.where(mask, y, torch.full_like(y, -100))
+    return z.to(dtype), p.to(dtype), y, mask
+
+
+class GradcheckTest(unittest.TestCase):
+    """torch.autograd.gradcheck on bld_torch's analytic backward, fp64."""
+
+    def setUp(self):
+        self.z, self.p, self.y, self.mask = make_batch((3,), 2, seed=1)
+
+    def check(self, fn):
+        z = self.z.clone().requires_grad_(True)
+        self.assertTrue(torch.autograd.gradcheck(fn, (z,), eps=1e-6, atol=1e-7, rtol=1e-5))
+
+    def test_divergences(self):
+        for kind, reduction, tau in itertools.product(KINDS, REDUCTIONS, (1.0, 1.7)):
+            with self.subTest(kind=kind, reduction=reduction, tau=tau):
+                self.check(lambda z: bld_torch.byte_loss(z, self.p, self.mask, kind=kind, temperature=tau,
+                                                         reduction=reduction))
+
+    def test_cross_entropy(self):
+        for reduction in REDUCTIONS:
+            with self.subTest(reduction=reduction):
+                self.check(lambda z: bld_torch.byte_loss(z, None, self.mask, kind="ce", reduction=reduction,
+                                                         true_bytes=self.y))
+
+    def test_bld_term(self):
+        for reduction, tau in itertools.product(REDUCTIONS, (1.0, 0.6)):
+            with self.subTest(reduction=reduction, tau=tau):
+                self.check(lambda z: bld_torch.bld_loss(z, self.p, self.y, self.mask, kind="jsd",
+                                                        temperature=tau, reduction=reduction))
+
+    def test_leading_dimensions(self):
+        z, p, y, mask = make_batch((2, 2), 2, seed=4)
+        zz = z.clone().requires_grad_(True)
+        self.assertTrue(torch.autograd.gradcheck(
+            lambda x: bld_torch.bld_loss(x, p, y, mask, reduction="none"), (zz,), eps=1e-6, atol=1e-7, rtol=1e-5))
+
+
+class ReferenceTest(unittest.TestCase):
+    """Values and gradients equal the plain PyTorch formulas to 1e-5."""
+
+    def compare(self, ours, theirs, z_ours, z_theirs, upstream=None):
+        torch.testing.assert_close(ours.detach(), theirs.detach(), rtol=1e-5, atol=1e-5)
+        go = upstream if upstream is not None else torch.ones_like(ours)
+        (g1,) = torch.autograd.grad(ours, z_ours, go)
+        (g2,) = torch.autograd.grad(theirs, z_theirs, go)
+        torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-5)
+
+    def test_every_kind_reduction_temperature_and_dtype(self):
+        for dtype in (torch.float64, torch.float32):
+            z, p, y, mask = make_batch((2, 3), 4, dtype=dtype, seed=7)
+            up = torch.rand(2, 3, 4, dtype=dtype) + 0.5
+            for kind, reduction, tau in itertools.product(KINDS + ("ce",), REDUCTIONS, (1.0, 0.7, 2.5)):
+                if kind == "ce" and tau != 1.0:
+                    continue
+                with self.subTest(dtype=dtype, kind=kind, reduction=reduction, tau=tau):
+                    z1 = z.clone().requires_grad_(True)
+                    z2 = z.clone().requires_grad_(True)
+                    if kind == "ce":
+                        ours = bld_torch.byte_loss(z1, None, mask, kind="ce", reduction=reduction, true_bytes=y)
+                    else:
+                        ours = bld_torch.byte_loss(z1, p, mask, kind=kind, temperature=tau, reduction=reduction)
+                    theirs = ref_loss(z2, p, y, mask, kind, tau, reduction)
+                    self.assertEqual(ours.dtype, dtype)
+                    self.assertEqual(ours.shape, theirs.shape)
+                    self.compare(ours, theirs, z1, z2, up if reduction == "none" else None)
+
+    def test_bld_term_and_its_defaults(self):
+        z, p, y, mask = make_batch((4,), 5, seed=9)
+        for (lb, lk), kind, reduction, tau in itertools.product(((1.0, 0.1), (0.3, 2.0), (0.0, 1.0), (1.0, 0.0)),
+                                                                 KINDS, REDUCTIONS, (1.0, 1.9)):
+            with self.subTest(lb=lb, lk=lk, kind=kind, reduction=reduction, tau=tau):
+                z1 = z.clone().requires_grad_(True)
+                z2 = z.clone().requires_grad_(True)
+                ours = bld_torch.bld_loss(z1, p, y, mask, lambda_byte=lb, lambda_kl=lk, kind=kind,
+                                          temperature=tau, reduction=reduction)
+                theirs = ref_bld(z2, p, y, mask, lb, lk, kind, tau, reduction)
+                self.compare(ours, theirs, z1, z2, torch.rand_like(theirs) if reduction == "none" else None)
+        default = bld_torch.bld_loss(z, p, y, mask)
+        explicit = ref_bld(z, p, y, mask, 1.0, 0.1, "kl", 1.0, "eq5")
+        torch.testing.assert_close(default, explicit, rtol=1e-12, atol=1e-12)
+
+    def test_masks_and_layouts(self):
+        z, p, y, mask = make_batch((3,), 4, seed=3)
+        all_on = bld_torch.byte_loss(z, p, torch.ones(3, 4, dtype=torch.bool))
+        self.assertEqual(bld_torch.byte_loss(z, p).item(), all_on.item())
+        self.assertEqual(bld_torch.byte_loss(z, p, mask).item(), bld_torch.byte_loss(z, p, mask.to(torch.uint8)).item())
+        nothing = bld_torch.byte_loss(z, p, torch.zeros(3, 4, dtype=torch.bool))
+        self.assertEqual(nothing.item(), 0.0)
+        # Non-contiguous inputs are accepted (made contiguous), with the same result.
+        zt = z.transpose(0, 1).contiguous().transpose(0, 1)
+        pt = p.transpose(0, 1).contiguous().transpose(0, 1)
+        self.assertFalse(zt.is_contiguous())
+        self.assertEqual(bld_torch.byte_loss(zt, pt, mask).item(), bld_torch.byte_loss(z, p, mask).item())
+        # int32 true bytes work like int64.
+        ce64 = bld_torch.byte_loss(z, None, mask, kind="ce", true_bytes=y)
+        ce32 = bld_torch.byte_loss(z, None, mask, kind="ce", true_bytes=y.to(torch.int32))
+        self.assertEqual(ce64.item(), ce32.item())
+        # Masked slots are never read.
+        zn = z.clone()
+        zn[~mask] = float("nan")
+        self.assertEqual(bld_torch.byte_loss(zn, p, mask).item(), bld_torch.byte_loss(z, p, mask).item())
+
+    def test_zero_mass_teacher_is_finite(self):
+        z, p, y, mask = make_batch((2,), 3, seed=5)
+        z = z.clone()
+        z[0, 0, 3] = 800.0  # q underflows to 0 elsewhere
+        for kind in KINDS:
+            with self.subTest(kind=kind):
+                zz = z.clone().requires_grad_(True)
+                v = bld_torch.byte_loss(zz, p, mask, kind=kind)
+                v.backward()
+                self.assertTrue(torch.isfinite(v).item())
+                self.assertTrue(torch.isfinite(zz.grad).all().item())
+
+    def test_no_gradient_into_the_teacher(self):
+        z, p, y, mask = make_batch((2,), 2, seed=6)
+        z = z.clone().requires_grad_(True)
+        p = p.clone().requires_grad_(True)
+        bld_torch.byte_loss(z, p, mask).backward()
+        self.assertIsNotNone(z.grad)
+        self.assertIsNone(p.grad)
+
+    def test_deterministic(self):
+        z, p, y, mask = make_batch((4,), 3, seed=8)
+        a = bld_torch.bld_loss(z, p, y, mask, kind="jsd", temperature=0.9)
+        b = bld_torch.bld_loss(z, p, y, mask, kind="jsd", temperature=0.9)
+        self.assertEqual(a.item(), b.item())
+
+
+class ByteHeadTest(unittest.TestCase):
+    def test_shapes_layers_and_init(self):
+        torch.manual_seed(0)
+        head = bld_torch.ByteHead(16, k=4)
+        self.assertEqual(tuple(head.weight.shape), (4, 260, 16))
+        self.assertEqual(tuple(head.bias.shape), (4, 260))
+        self.assertLessEqual(head.weight.abs().max().item(), 0.25)
+        self.assertEqual(bld_torch.ByteHead(8).k, 10)
+        x = torch.randn(2, 3, 16)
+        out = head(x)
+        self.assertEqual(tuple(out.shape), (2, 3, 4, 260))
+        for j in range(4):
+            torch.testing.assert_close(out[..., j, :], torch.nn.functional.linear(x, head.weight[j], head.bias[j]))
+
+    def test_trains_with_byte_loss(self):
+        torch.manual_seed(1)
+        head = bld_torch.ByteHead(8, k=3).double()
+        hidden = torch.randn(2, 5, 8, dtype=torch.float64)
+        targets = torch.softmax(3 * torch.randn(2, 5, 3, 260, dtype=torch.float64), -1)
+        y = targets.argmax(-1)
+        opt = torch.optim.SGD(head.parameters(), lr=0.5)
+        losses = []
+        for _ in range(10):
+            opt.zero_grad()
+            loss = bld_torch.bld_loss(head(hidden), targets, y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        self.assertLess(losses[-1], losses[0])
+
+    def test_errors(self):
+        with self.assertRaises(ValueError):
+            bld_torch.ByteHead(16, k=261)
+        with self.assertRaises(ValueError):
+            bld_torch.ByteHead(0)
+        with self.assertRaises(ValueError):
+            bld_torch.ByteHead(16)(torch.randn(2, 15))
+
+
+class BadInputTest(unittest.TestCase):
+    def setUp(self):
+        self.z, self.p, self.y, self.mask = make_batch((3,), 2, seed=2)
+
+    def assert_raises(self, cls, fn, *parts):
+        with self.assertRaises(cls) as cm:
+            fn()
+        self.assertIsInstance(cm.exception, bld_torch.Error)
+        for part in parts:
+            self.assertIn(part, str(cm.exception))
+
+    def test_dtypes(self):
+        self.assert_raises(TypeError, lambda: bld_torch.byte_loss(self.z.half(), self.p), "head_logits", "Half")
+        self.assert_raises(bld_torch.DtypeError, lambda: bld_torch.byte_loss(self.z.bfloat16(), self.p), "BFloat16")
+        self.assert_raises(TypeError, lambda: bld_torch.byte_loss(self.z, self.p.long()), "teacher_targets")
+        self.assert_raises(TypeError, lambda: bld_torch.byte_loss(self.z, self.p, self.mask.float()), "mask")
+        self.assert_raises(TypeError, lambda: bld_torch.byte_loss(self.z, None, kind="ce", true_bytes=self.y.float()),
+                           "true_bytes")
+        with self.assertRaises(TypeError):
+            bld_torch.byte_loss(self.z.numpy(), self.p)
+
+    def test_shapes(self):
+        self.assert_raises(ValueError, lambda: bld_torch.byte_loss(self.z, self.p[:2]), "teacher_targets", "[3, 2, 260]")
+        self.assert_raises(bld_torch.ShapeError, lambda: bld_torch.byte_loss(self.z, self.p, self.mask[:, :1]), "mask")
+        self.assert_raises(ValueError, lambda: bld_torch.byte_loss(self.z[..., :259], self.p[..., :259]), "260")
+        self.assert_raises(ValueError, lambda: bld_torch.byte_loss(self.z[0], self.p[0]), "[..., K, 260]")
+        big = torch.zeros(2, 261, 260, dtype=torch.float64)
+        self.assert_raises(ValueError, lambda: bld_torch.byte_loss(big, big), "K = 261", "1 <= K <= 260")
+
+    def test_device(self):
+        self.assert_raises(ValueError, lambda: bld_torch.byte_loss(self.z.to("meta"), self.p.to("meta")), "device")
+
+    def test_values(self):
+        z = self.z.clone()
+        z[1, 1, 4] = float("nan")
+        self.mask[1, 1] = True
+        self.assert_raises(ValueError, lambda: bld_torch.byte_loss(z, self.p, self.mask), "token 1, head 1, byte 4", "NaN")
+        z[1, 1, 4] = float("inf")
+        self.assert_raises(bld_torch.DomainError, lambda: bld_torch.byte_loss(z, self.p, self.mask), "+inf")
+        y = self.y.clone()
+        y[0, 0] = 300
+        self.assert_raises(ValueError, lambda: bld_torch.byte_loss(self.z, None, self.mask, kind="ce", true_bytes=y),
+                           "true byte 300")
+        p = self.p.clone()
+        p[0, 0, 0] = -0.5
+        self.assert_raises(ValueError, lambda: bld_torch.byte_loss(self.z, p, self.mask), "token 0, head 0, byte 0")
+
+    def test_options(self):
+        self.assert_raises(ValueError, lambda: bld_torch.byte_loss(self.z, self.p, temperature=0.0), "temperature")
+        self.assert_raises(ValueError, lambda: bld_torch.byte_loss(self.z, self.p, kind="kld"), "kld")
+        self.assert_raises(ValueError, lambda: bld_torch.byte_loss(self.z, self.p, reduction="mean"), "mean")
+        self.assert_raises(ValueError, lambda: bld_torch.byte_loss(self.z, self.p, kind="ce"), "true_bytes")
+        self.assert_raises(ValueError, lambda: bld_torch.bld_loss(self.z, self.p, self.y, lambda_kl=-1.0), "lambda_kl")
+
+
+if __name__ == "__main__":
+    unittest.main()
