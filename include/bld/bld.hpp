@@ -15,3 +15,4 @@
 #include "bld/projection.hpp"
 #include "bld/row_pass.hpp"
 #include "bld/tensor.hpp"
+#include "bld/alignment.hpp"

@@ -1,0 +1,127 @@
+// Alignment of student slots with teacher bytes on real tokenizer pairs and real text.
+#include "real_data.hpp"
+
+#include <bld/alignment.hpp>
+#include <bld/bld.hpp>
+#include <doctest/doctest.h>
+
+#include <map>
+
+namespace {
+
+/// Checks every slot of one alignment against the text: the slot's teacher byte and the
+/// student's byte are the same text byte, masked slots are exactly the ones without text.
+void check_slots(const bld::slot_alignment& a, std::string_view teacher_stream, std::string_view text,
+                 std::span<const std::int64_t> student_ids, const bld::vocabulary& student, std::size_t K,
+                 std::size_t& active) {
+    for (std::size_t l = 0; l < a.tokens; ++l) {
+        const auto b = student.bytes(static_cast<std::size_t>(student_ids[l]));
+        for (std::size_t j = 0; j < K; ++j) {
+            const auto s = l * K + j;
+            const auto so = a.student.offset[l] + static_cast<std::int64_t>(j); // student stream offset
+            const bool text_byte = j < b.size() && so >= static_cast<std::int64_t>(a.student_prefix);
+            REQUIRE(static_cast<bool>(a.mask[s]) == text_byte);
+            if (!text_byte) {
+                CHECK(a.teacher_offset[s] == -1);
+                continue;
+            }
+            ++active;
+            const auto text_off = static_cast<std::size_t>(so) - a.student_prefix;
+            REQUIRE(static_cast<std::size_t>(a.teacher_offset[s]) < teacher_stream.size());
+            CHECK(teacher_stream[static_cast<std::size_t>(a.teacher_offset[s])] == text[text_off]);
+            CHECK(a.true_byte[s] == static_cast<std::uint8_t>(text[text_off]));
+            CHECK(static_cast<std::size_t>(a.teacher_offset[s]) == text_off + a.teacher_prefix);
+        }
+    }
+}
+
+} // namespace
+
+TEST_CASE("alignment on real pairs: every slot's target sits at the right text byte") {
+    const auto dir = bld_test::data_dir();
+    std::map<std::string, bld_test::real_tokenizer> toks;
+    for (auto& t : bld_test::real_tokenizers(dir)) toks[t.name] = t;
+    // (teacher, student): byte-level teacher / byte-level student, SentencePiece teacher /
+    // byte-level student, and the reverse (SentencePiece student: its dummy prefix is masked).
+    const std::pair<std::string, std::string> pairs[] = {{"llama3", "gpt2"}, {"llama2", "llama3"}, {"llama3", "llama2"}, {"gemma3", "qwen3"}};
+    for (const auto& [tn, sn] : pairs) {
+        CAPTURE(tn);
+        CAPTURE(sn);
+        const auto teacher = bld_test::load(toks[tn]);
+        const auto student = bld_test::load(toks[sn]);
+        const auto te = bld_test::read_encodings(dir, tn);
+        const auto se = bld_test::read_encodings(dir, sn);
+        REQUIRE(te.size() == se.size());
+        std::size_t active = 0, records = 0;
+        for (std::size_t r = 0; r < te.size(); r += 3) {
+            REQUIRE(te[r].text == se[r].text);
+            const std::size_t K = 1 + r % 10;
+            // With the text: each side's dummy prefix follows from its rule.
+            const auto a = bld::align_slots(student, se[r].ids, teacher, te[r].ids, K, std::string_view(te[r].text));
+            check_slots(a, teacher.decode(te[r].ids), te[r].text, se[r].ids, student, K, active);
+            // Without the text: the prefixes are inferred from the streams, same answer.
+            const auto b = bld::align_slots(student, se[r].ids, teacher, te[r].ids, K);
+            CHECK(b.teacher_offset == a.teacher_offset);
+            ++records;
+        }
+        MESSAGE(tn << " -> " << sn << ": " << records << " texts, " << active << " active slots");
+        CHECK(active > 10000);
+    }
+}
+
+TEST_CASE("alignment: special tokens masked; gathered one-hot teacher targets recover the true bytes") {
+    // Teacher: single bytes. Student: a few multi-byte tokens and a BOS.
+    std::vector<bld::token_entry> te{{0, {}, bld::token_kind::special, "<eos>"}};
+    for (int b = 0; b < 256; ++b) te.push_back({b + 1, std::string(1, static_cast<char>(b)), bld::token_kind::text, ""});
+    bld::byte_trie teacher(bld::vocabulary::from_entries(te, "bytes"));
+    auto student = bld::vocabulary::from_entries(
+        {{0, {}, bld::token_kind::special, "<s>"}, {1, "hel", bld::token_kind::text, ""}, {2, "lo", bld::token_kind::text, ""},
+         {3, " world", bld::token_kind::text, ""}},
+        "student");
+    const std::string text = "hello world";
+    std::vector<std::int64_t> sids{0, 1, 2, 3}, tids;
+    for (unsigned char c : text) tids.push_back(c + 1);
+    // A teacher whose row k puts all its mass on the true token k.
+    std::vector<float> rows(tids.size() * 257, -30.f);
+    for (std::size_t k = 0; k < tids.size(); ++k) rows[k * 257 + static_cast<std::size_t>(tids[k])] = 30.f;
+    const std::size_t K = 4;
+    const auto t = bld::canonical_targets(student, sids, teacher, bld::tensor_view<const float, 2>(rows.data(), {11, 257}), tids, K,
+                                          std::string_view(text));
+    const auto& a = t.alignment;
+    for (std::size_t j = 0; j < K; ++j) CHECK(a.mask[j] == 0); // BOS: no bytes
+    CHECK(a.mask[1 * K + 3] == 0);                             // "hel" has 3 bytes
+    CHECK(a.mask[3 * K + 3] == 1);                             // " world": first K = 4 bytes
+    for (std::size_t s = 0; s < a.tokens * K; ++s) {
+        if (!a.mask[s]) continue;
+        const float* p = t.targets.data() + s * 260;
+        const auto best = std::max_element(p, p + 260) - p;
+        CHECK(best == a.true_byte[s]);
+        CHECK(p[best] > 0.99f);
+    }
+}
+
+TEST_CASE("alignment: mismatching streams and bad arguments are clear errors") {
+    auto v = bld::vocabulary::from_entries({{0, "ab", bld::token_kind::text, ""}, {1, "c", bld::token_kind::text, ""},
+                                            {2, "x", bld::token_kind::text, ""}, {3, {}, bld::token_kind::special, "<s>"}},
+                                           "v");
+    const std::vector<std::int64_t> s{0, 1}, t{0, 2};
+    try {
+        (void)bld::align_slots(v, s, v, t, 4);
+        FAIL("no error");
+    } catch (const bld::alignment_error& e) {
+        CHECK(std::string(e.what()).find("text byte offset 2") != std::string::npos);
+    }
+    CHECK_THROWS_AS((void)bld::align_slots(v, s, v, s, 0), bld::value_error);
+    CHECK_THROWS_AS((void)bld::align_slots(v, s, v, s, 261), bld::value_error);
+    const std::vector<std::int64_t> with_special{3, 0, 1};
+    CHECK_NOTHROW((void)bld::align_slots(v, with_special, v, s, 2)); // student BOS is fine
+    CHECK_THROWS_WITH_AS((void)bld::align_slots(v, s, v, with_special, 2), doctest::Contains("special token id 3"), bld::value_error);
+    const std::vector<std::int64_t> out_of_range{0, 9};
+    CHECK_THROWS_WITH_AS((void)bld::align_slots(v, out_of_range, v, s, 2), doctest::Contains("token position 1"), bld::value_error);
+    try {
+        (void)bld::align_slots(v, s, v, s, 2, std::string_view("abd"));
+        FAIL("no error");
+    } catch (const bld::alignment_error& e) {
+        CHECK(std::string(e.what()).find("student byte offset 2") != std::string::npos);
+    }
+}
