@@ -16,3 +16,4 @@
 #include "bld/row_pass.hpp"
 #include "bld/tensor.hpp"
 #include "bld/alignment.hpp"
+#include "bld/loss.hpp"
