@@ -372,3 +372,24 @@ TEST_CASE("projection bad input: clear errors") {
     CHECK(has(msg([&] { (void)bld::covering_beam(trie, t, "ab", {10, 1.5}); }), "epsilon"));
     CHECK(has(msg([&] { (void)bld::exact_covering(trie, t, "abz"); }), "byte offset 3"));
 }
+
+TEST_CASE("covering beam: a narrow beam that kept only a dead path recovers a pruned one") {
+    // At byte 1 the kept hypothesis is "inside ab" (the likelier path), but the text goes on
+    // with 'c': only the pruned path "a" then "c" covers it.
+    std::vector<bld::token_entry> e{{0, {}, bld::token_kind::special, "<eos>"}, {1, "a", bld::token_kind::text, ""},
+                                    {2, "b", bld::token_kind::text, ""},        {3, "c", bld::token_kind::text, ""},
+                                    {4, "ab", bld::token_kind::text, ""}};
+    bld::byte_trie trie(bld::vocabulary::from_entries(std::move(e), "abc"));
+    const std::int64_t V = 5;
+    std::vector<float> table(static_cast<std::size_t>((V + 1) * V), 0.f);
+    table[4] = 3.f; // row 0 (start): "ab" is likely
+    bld::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {V + 1, V}), V);
+    const std::string text = "ac";
+    const auto exact = bld::exact_covering(trie, teacher, text);
+    const auto beam = bld::covering_beam(trie, teacher, text, {1, 0.0});
+    CHECK(beam.recoveries == 1);
+    CHECK(beam.at(1)[static_cast<unsigned char>('c')] == 0.0); // the narrow beam's honest view at byte 1
+    for (std::size_t a = 0; a < bld::alphabet_size; ++a) CHECK(beam.at(2)[a] == doctest::Approx(exact.at(2)[a]).epsilon(1e-12));
+    const auto wide = bld::covering_beam(trie, teacher, text, {0, 0.0});
+    CHECK(wide.recoveries == 0);
+}

@@ -42,6 +42,9 @@ struct byte_distributions {
     std::vector<double> probs;   ///< [positions, 260]
     std::vector<double> dropped; ///< [positions]: share of the conditioning mass dropped / pruned
     std::vector<double> bound;   ///< [positions]: total-variation error bound (top-k rows; else 0)
+    /// covering_beam: bytes at which every kept hypothesis gave the observed byte no mass, so
+    /// pruned hypotheses were brought back (the distribution at that byte gave it probability 0).
+    std::size_t recoveries = 0;
 
     [[nodiscard]] std::span<const double> at(std::size_t i) const noexcept {
         return {probs.data() + i * alphabet_size, alphabet_size};
@@ -545,7 +548,9 @@ struct beam_options {
 /// the path's next-token row, weight). At each byte, hypotheses whose node ends tokens spawn
 /// new paths (one batched teacher call for all new contexts), then those below ε of the total
 /// mass are pruned, the top K kept, the distribution read off, and every hypothesis follows
-/// the observed byte. With K = ∞ and ε = 0 it equals exact_covering.
+/// the observed byte. With K = ∞ and ε = 0 it equals exact_covering. If no kept hypothesis can
+/// take the observed byte (a narrow beam kept only paths inside longer tokens), the best pruned
+/// hypotheses that can are brought back, and `recoveries` counts such bytes.
 /// @returns [text bytes + 1, 260] as exact_covering; `dropped` = mass pruned at each byte.
 template <teacher_model Teacher>
 [[nodiscard]] byte_distributions covering_beam(const byte_trie& trie, Teacher& teacher, std::string_view text,
@@ -571,6 +576,7 @@ template <teacher_model Teacher>
     out.resize(L + 1);
     std::vector<node_sums> sums;
     std::array<double, 257> num{};
+    std::size_t out_recoveries = 0;
     for (std::size_t i = 0; i <= L; ++i) {
         // 1. Expansion: end tokens at each hypothesis's node become new root hypotheses.
         sums.assign(beam.size(), node_sums{});
@@ -646,6 +652,22 @@ template <teacher_model Teacher>
         detail::fetch_rows(teacher, trie, store, fetch, handles);
         std::vector<hyp> next;
         std::vector<node_sums> next_sums;
+        // Keep what was pruned for this byte: if no kept hypothesis can take the observed byte,
+        // the best pruned ones that can are brought back (step 4) instead of failing.
+        std::vector<char> is_kept(cands.size(), 0);
+        for (const auto& c : kept) is_kept[c.idx] = 1;
+        std::vector<hyp> pruned_old;
+        std::vector<node_sums> pruned_old_sums;
+        std::vector<std::size_t> pruned_new;
+        for (std::size_t c = 0; c < cands.size(); ++c) {
+            if (is_kept[c] || !(cands[c].mass > 0)) continue;
+            if (c < beam.size()) {
+                pruned_old.push_back(beam[c]);
+                pruned_old_sums.push_back(sums[c]);
+            } else {
+                pruned_new.push_back(c - beam.size());
+            }
+        }
         std::size_t f = 0;
         for (const auto& c : kept) {
             if (c.idx < beam.size()) {
@@ -679,6 +701,38 @@ template <teacher_model Teacher>
             hy.node = c;
             moved.push_back(std::move(hy));
         }
+        if (moved.empty()) {
+            // Recovery: the kept hypotheses give the observed byte no mass. Bring back the
+            // pruned hypotheses that can take it (fetching rows for pruned new contexts in one
+            // batch), best first by their mass after the byte, at most K.
+            struct back {
+                double mass;
+                hyp h;
+            };
+            std::vector<back> backs;
+            for (std::size_t h = 0; h < pruned_old.size(); ++h) {
+                auto& hy = pruned_old[h];
+                const auto c = trie.child(hy.node, x);
+                const double m = hy.w * pruned_old_sums[h].child[x];
+                if (c == byte_trie::npos || !(m > 0)) continue;
+                hy.node = c;
+                backs.push_back({m, std::move(hy)});
+            }
+            std::vector<std::vector<std::int32_t>> ctxs;
+            for (auto ci : pruned_new) ctxs.push_back(new_ctx[ci]);
+            detail::fetch_rows(teacher, trie, store, ctxs, handles);
+            for (std::size_t q = 0; q < pruned_new.size(); ++q) {
+                const auto ci = pruned_new[q];
+                const double m = new_w[ci] * store.sums[handles[q]].root[x];
+                const auto c = trie.child(byte_trie::root, x);
+                if (c == byte_trie::npos || !(m > 0)) continue;
+                backs.push_back({m, hyp{std::move(ctxs[q]), handles[q], c, new_w[ci], new_w[ci]}});
+            }
+            std::stable_sort(backs.begin(), backs.end(), [](const back& a, const back& b) { return a.mass > b.mass; });
+            if (opt.k > 0 && backs.size() > opt.k) backs.resize(opt.k);
+            for (auto& b : backs) moved.push_back(std::move(b.h));
+            ++out_recoveries;
+        }
         beam = std::move(moved);
         // Drop rows no hypothesis uses any more (keeps memory at O(K) rows).
         std::vector<std::size_t> remap(store.rows.size(), SIZE_MAX);
@@ -695,8 +749,9 @@ template <teacher_model Teacher>
         store = std::move(compact);
         if (beam.empty())
             throw value_error(op, "byte offset " + std::to_string(i + 1),
-                              "no hypothesis covers the text up to here (every path was pruned or has probability 0)");
+                              "no token path covers the text up to here (every path has probability 0)");
     }
+    out.recoveries = out_recoveries;
     return out;
 }
 
