@@ -67,6 +67,16 @@ for md in sorted((root / "docs").glob("*.md")):
             errors.append(f"{where}: ```{lang} block without an <!-- example: ... --> or <!-- ci: ... --> marker")
         i = j + 1
 
+# The error catalogue and its test list the same entries.
+cat = root / "docs" / "errors.md"
+if cat.exists():
+    doc_ids = set(re.findall(r"^\| (E\d\d) \|", cat.read_text(encoding="utf-8"), re.M))
+    test_ids = set(re.findall(r'\{"(E\d\d)"', (root / "tests" / "test_error_catalogue.cpp").read_text(encoding="utf-8")))
+    for missing in sorted(doc_ids ^ test_ids):
+        errors.append(f"docs/errors.md: entry {missing} is in only one of the catalogue and tests/test_error_catalogue.cpp")
+    if len(doc_ids) < 20:
+        errors.append("docs/errors.md: fewer than 20 classes of bad input")
+
 if errors:
     print("\n".join(errors))
     sys.exit(1)
