@@ -5,8 +5,9 @@ A block is accepted when the line before it is one of
   <!-- example: PATH#TAG -->   the block equals the region of PATH between the markers
                                `[doc:TAG]` and `[/doc:TAG]` (comment lines, any language),
                                dedented; PATH is built and run by the test suite;
-  <!-- ci: SCRIPT -->          the block's commands are run by that CI script (e.g.
-                               scripts/test.sh), which is named so a reader can check it.
+  <!-- ci: SCRIPT -->          the block's commands are run by that CI script or CMake file
+                               (each command's repository script must appear in it), which
+                               is named so a reader can check it.
 Blocks fenced as ```text (program output, formulas) are not code and need no marker.
 Exit status 1 with a list of offending blocks otherwise.
 """
@@ -58,9 +59,15 @@ for md in sorted((root / "docs").glob("*.md")):
                 errors.append(f"{where}: CI script {c.group(1)} does not exist")
             else:
                 text = script.read_text(encoding="utf-8")
+                # Each command's script (the first argument naming a file of the repository, or
+                # the whole command) must be what the CI script runs.
                 for cmd in body.splitlines():
                     cmd = cmd.split("#")[0].strip()
-                    if cmd and cmd not in text and c.group(1) != cmd.split()[-1]:
+                    if not cmd:
+                        continue
+                    files = [t for t in cmd.split() if (root / t).is_file()]
+                    key = files[0] if files else cmd
+                    if key not in text:
                         errors.append(f"{where}: `{cmd}` is not run by {c.group(1)}")
             checked += 1
         else:
