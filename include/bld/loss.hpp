@@ -242,8 +242,13 @@ slot_outcome slot_loss_scalar(const L* z, const P* p, int y, const slot_params& 
             s1 += std::exp(d);
         }
     }
+    // q = exp(log q), kept: every divergence and gradient below reads it.
+    std::array<double, n> q{};
     const double lse = std::log(s);
-    for (int a = 0; a < n; ++a) lq[a] -= lse;
+    for (int a = 0; a < n; ++a) {
+        lq[a] -= lse;
+        q[a] = std::exp(lq[a]);
+    }
     const std::array<double, n>& lq_ce = shared ? lq : lq1;
     if (want_ce && !shared) {
         const double lse1 = std::log(s1);
@@ -263,7 +268,7 @@ slot_outcome slot_loss_scalar(const L* z, const P* p, int y, const slot_params& 
                     mass += pa;
                     if (pa > 0.0) div += pa * (std::log(pa) - lq[a]);
                 }
-                for (int a = 0; a < n; ++a) gu[a] = mass * std::exp(lq[a]) - static_cast<double>(p[a]);
+                for (int a = 0; a < n; ++a) gu[a] = mass * q[a] - static_cast<double>(p[a]);
                 break;
             }
             case divergence::reverse_kl: {
@@ -273,9 +278,9 @@ slot_outcome slot_loss_scalar(const L* z, const P* p, int y, const slot_params& 
                     const double pa = static_cast<double>(p[a]);
                     const double lp = pa > 0.0 ? std::max(std::log(pa), prm.log_floor) : prm.log_floor;
                     r[a] = lq[a] - lp;
-                    div += std::exp(lq[a]) * r[a];
+                    div += q[a] * r[a];
                 }
-                for (int a = 0; a < n; ++a) gu[a] = std::exp(lq[a]) * (r[a] - div);
+                for (int a = 0; a < n; ++a) gu[a] = q[a] * (r[a] - div);
                 break;
             }
             case divergence::jsd:
@@ -287,7 +292,7 @@ slot_outcome slot_loss_scalar(const L* z, const P* p, int y, const slot_params& 
                 double qc = 0.0;
                 for (int a = 0; a < n; ++a) {
                     const double pa = static_cast<double>(p[a]);
-                    const double qa = std::exp(lq[a]);
+                    const double qa = q[a];
                     if (prm.kind == divergence::jsd) {
                         const double ma = 0.5 * (pa + qa);
                         if (ma > 0.0) {
@@ -302,7 +307,7 @@ slot_outcome slot_loss_scalar(const L* z, const P* p, int y, const slot_params& 
                     }
                     qc += qa * c[a];
                 }
-                for (int a = 0; a < n; ++a) gu[a] = std::exp(lq[a]) * (c[a] - qc);
+                for (int a = 0; a < n; ++a) gu[a] = q[a] * (c[a] - qc);
                 break;
             }
         }
@@ -317,7 +322,7 @@ slot_outcome slot_loss_scalar(const L* z, const P* p, int y, const slot_params& 
         const double gc = grad_scale * prm.w_ce;
         for (int a = 0; a < n; ++a) {
             double g = want_div ? gd * gu[a] : 0.0;
-            if (want_ce) g += gc * (std::exp(lq_ce[a]) - (a == y ? 1.0 : 0.0));
+            if (want_ce) g += gc * ((shared ? q[a] : std::exp(lq1[a])) - (a == y ? 1.0 : 0.0));
             grad[a] = static_cast<L>(g);
         }
     }
