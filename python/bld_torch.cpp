@@ -14,6 +14,8 @@
 
 #include <bld/adapters/torch.hpp>
 #include <bld/error.hpp>
+#include <bld/alignment.hpp>
+#include <bld/io/json.hpp>
 #include <bld/loss.hpp>
 
 #include <optional>
@@ -103,6 +105,62 @@ loss(const torch::Tensor& logits, const std::optional<torch::Tensor>& targets,
     return {value, grad};
 }
 
+/// A loaded tokenizer: its vocabulary and sorted byte trie (shared, immutable).
+struct tokenizer {
+    std::shared_ptr<const bld::byte_trie> trie;
+};
+
+tokenizer load_tokenizer(const std::string& path, const std::vector<std::string>& specials) {
+    bld::io::load_options opt;
+    for (const auto& s : specials) opt.specials.push_back(bld::io::parse_special_token(s));
+    py::gil_scoped_release no_gil;
+    return {std::make_shared<const bld::byte_trie>(bld::io::load_vocabulary(path, opt))};
+}
+
+std::vector<std::int64_t> ids_of(const torch::Tensor& t, const char* name) {
+    if (!t.defined()) throw bld::shape_error("bld_torch.canonical_targets", std::string("argument `") + name + "`", "undefined tensor");
+    require_dtype(t, name, {torch::kInt64, torch::kInt32}, "int64 or int32");
+    if (t.dim() != 1) throw bld::shape_error("bld_torch.canonical_targets", std::string("argument `") + name + "`",
+                                            "expected a 1-D tensor of token ids, got " + std::to_string(t.dim()) + " dimensions");
+    const auto c = t.to(torch::kCPU, torch::kInt64).contiguous();
+    return {c.data_ptr<std::int64_t>(), c.data_ptr<std::int64_t>() + c.numel()};
+}
+
+/// Canonical-path teacher targets for a student's slots: (targets [T, K, 260] float32,
+/// mask [T, K] bool, true_bytes [T, K] int64 with −1 at masked slots).
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>
+canonical_targets(const torch::Tensor& teacher_logits, const torch::Tensor& teacher_ids, const torch::Tensor& student_ids,
+                  const tokenizer& teacher, const tokenizer& student, std::int64_t k, const std::optional<py::bytes>& text) {
+    if (!teacher_logits.defined())
+        throw bld::shape_error("bld_torch.canonical_targets", "argument `teacher_logits`", "undefined tensor");
+    require_dtype(teacher_logits, "teacher_logits", {torch::kFloat32, torch::kBFloat16}, "float32 or bfloat16");
+    const auto tids = ids_of(teacher_ids, "teacher_ids");
+    const auto sids = ids_of(student_ids, "student_ids");
+    if (k < 1 || k > bld::max_byte_heads)
+        throw bld::value_error("bld_torch.canonical_targets", "k", "K must be in 1..260, got " + std::to_string(k));
+    std::optional<std::string> txt;
+    if (text) txt = std::string(*text);
+    const auto logits = teacher_logits.contiguous();
+    bld::slot_targets r;
+    {
+        py::gil_scoped_release no_gil;
+        const std::optional<std::string_view> tv = txt ? std::optional<std::string_view>(*txt) : std::nullopt;
+        if (logits.scalar_type() == torch::kBFloat16)
+            r = bld::canonical_targets(student.trie->vocab(), sids, *teacher.trie,
+                                       bld::as_view<const bld::bf16, 2>(logits, "teacher_logits"), tids,
+                                       static_cast<std::size_t>(k), tv);
+        else
+            r = bld::canonical_targets(student.trie->vocab(), sids, *teacher.trie,
+                                       bld::as_view<const float, 2>(logits, "teacher_logits"), tids,
+                                       static_cast<std::size_t>(k), tv);
+    }
+    const auto T = static_cast<std::int64_t>(r.alignment.tokens);
+    auto targets = torch::from_blob(r.targets.data(), {T, k, bld::byte_alphabet_size}, torch::kFloat32).clone();
+    auto mask = torch::from_blob(r.alignment.mask.data(), {T, k}, torch::kUInt8).to(torch::kBool);
+    auto bytes = torch::from_blob(r.alignment.true_byte.data(), {T, k}, torch::kInt32).to(torch::kInt64);
+    return {targets, mask, bytes};
+}
+
 void translate(std::exception_ptr p) {
     try {
         if (p) std::rethrow_exception(p);
@@ -141,6 +199,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           py::arg("mode"), py::arg("kind"), py::arg("temperature"), py::arg("reduction"),
           py::arg("lambda_byte"), py::arg("lambda_kl"), py::arg("target_floor"), py::arg("need_grad"),
           "(value, grad) of a bld byte loss; see bld/loss.hpp for the conventions.");
+    py::class_<tokenizer>(m, "Tokenizer")
+        .def_property_readonly("vocab_size", [](const tokenizer& t) { return t.trie->vocab().size(); })
+        .def_property_readonly("text_tokens", [](const tokenizer& t) { return t.trie->vocab().text_tokens(); })
+        .def("token_bytes", [](const tokenizer& t, std::int64_t id) {
+            if (id < 0) throw bld::value_error("bld_torch.Tokenizer.token_bytes", "id " + std::to_string(id), "negative id");
+            return py::bytes(std::string(t.trie->vocab().bytes(static_cast<std::size_t>(id))));
+        });
+    m.def("load_tokenizer", &load_tokenizer, py::arg("path"), py::arg("specials") = std::vector<std::string>{},
+          "Load a tokenizer.json, a folder with encoder.json + vocab.bpe, or a .tiktoken file (specials: NAME=ID).");
+    m.def("canonical_targets", &canonical_targets, py::arg("teacher_logits"), py::arg("teacher_ids"),
+          py::arg("student_ids"), py::arg("teacher"), py::arg("student"), py::arg("k"), py::arg("text"),
+          "(targets [T, K, 260], mask [T, K], true_bytes [T, K]) from the teacher's rows on the canonical path.");
     m.attr("byte_alphabet_size") = bld::byte_alphabet_size;
     m.attr("max_byte_heads") = bld::max_byte_heads;
 }

@@ -43,6 +43,7 @@ def main(argv=None):
         sources=[str(REPO / "python" / "bld_torch.cpp")],
         extra_include_paths=[str(REPO / "include")],
         extra_cflags=["-std=c++20", *opt, "-Wall", "-Wno-unused-parameter"],
+        extra_ldflags=["-lsimdjson"],  # bld::json (tokenizer loaders) for load_tokenizer
         build_directory=str(build_dir),
         with_cuda=False,
         is_python_module=True,

@@ -47,6 +47,9 @@ BYTE_ALPHABET_SIZE = _C.byte_alphabet_size  # 260: 256 bytes, STOP, three reserv
 MAX_BYTE_HEADS = _C.max_byte_heads
 
 __all__ = [
+    "Tokenizer",
+    "load_tokenizer",
+    "canonical_targets",
     "byte_loss",
     "bld_loss",
     "ByteHead",
@@ -228,3 +231,41 @@ class ByteHead(torch.nn.Module):
 
     def extra_repr(self):
         return f"hidden_size={self.hidden_size}, k={self.k}"
+
+
+Tokenizer = _C.Tokenizer
+
+
+def load_tokenizer(path, specials=()):
+    """Load a tokenizer for bld: a ``tokenizer.json``, a folder with ``encoder.json`` +
+    ``vocab.bpe``, or a ``.tiktoken`` rank file (``specials``: ``"NAME=ID"`` strings).
+    Returns a ``Tokenizer`` (vocabulary and sorted byte trie) for ``canonical_targets``."""
+    return _C.load_tokenizer(str(path), [str(s) for s in specials])
+
+
+def canonical_targets(teacher_logits, teacher_ids, student_ids, teacher, student, k=10, text=None):
+    """Teacher byte targets for every student slot, from one teacher pass (canonical path).
+
+    ``teacher_logits`` [m, n >= teacher vocab] float32 or bfloat16: row j is the teacher's
+    logits for teacher token j given the tokens before it (its BOS/prompt included in the
+    context, not in the ids). ``teacher_ids`` [m]: the teacher's text tokens; ``student_ids``
+    [T]: the student's tokens (special tokens allowed; their slots are masked); ``teacher`` and
+    ``student``: ``Tokenizer`` objects; ``k``: byte heads; ``text`` (bytes, optional): the text
+    both encode, checked against both token streams.
+
+    Returns ``(targets [T, k, 260] float32, mask [T, k] bool, true_bytes [T, k] int64)`` with
+    ``true_bytes`` = -1 at masked slots: ready for ``bld_loss`` / ``byte_loss``.
+    Raises ``bld_torch.Error`` subclasses (AlignmentError as ``Error``) naming the first
+    differing byte offset when the two token streams do not spell the same text.
+    """
+    if not isinstance(teacher, Tokenizer) or not isinstance(student, Tokenizer):
+        raise TypeError("bld_torch.canonical_targets: teacher and student must be bld_torch.Tokenizer "
+                        "(from bld_torch.load_tokenizer)")
+    if text is not None and not isinstance(text, (bytes, bytearray)):
+        raise TypeError("bld_torch.canonical_targets: text must be bytes (the UTF-8 text)")
+    logits = teacher_logits.detach()
+    if logits.device.type != "cpu":
+        raise ShapeError(f"bld_torch.canonical_targets: argument `teacher_logits`: expected a cpu tensor, "
+                         f"got {logits.device}")
+    return _C.canonical_targets(logits, teacher_ids, student_ids, teacher, student, int(k),
+                                None if text is None else bytes(text))

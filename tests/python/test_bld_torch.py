@@ -309,3 +309,66 @@ class BadInputTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class CanonicalTargets(unittest.TestCase):
+    """bld_torch.canonical_targets on real tokenizers (Llama-3 teacher, GPT-2 student)."""
+
+    @classmethod
+    def setUpClass(cls):
+        data = os.environ.get("BLD_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", ".cache", "data"))
+        cls.data = data
+        cls.teacher = bld_torch.load_tokenizer(os.path.join(data, "tokenizers", "llama3", "tokenizer.json"))
+        cls.student = bld_torch.load_tokenizer(os.path.join(data, "tokenizers", "gpt2"))
+
+        def first(name):
+            line = open(os.path.join(data, "ref", name + ".encode.tsv")).readline().rstrip("\n").split("\t")
+            return bytes.fromhex(line[1]), torch.tensor([int(x) for x in line[2].split()], dtype=torch.int64)
+
+        cls.text, cls.tids = first("llama3")
+        _, cls.sids = first("gpt2")
+
+    def test_one_hot_teacher_recovers_true_bytes(self):
+        m = len(self.tids)
+        logits = torch.full((m, self.teacher.vocab_size), -20.0)
+        logits[torch.arange(m), self.tids] = 20.0  # the teacher is sure of its own tokens
+        targets, mask, true_bytes = bld_torch.canonical_targets(logits, self.tids, self.sids, self.teacher,
+                                                                self.student, k=6, text=self.text)
+        self.assertEqual(tuple(targets.shape), (len(self.sids), 6, 260))
+        self.assertTrue(mask.any())
+        # Every active slot's byte is the text byte at that student offset; a sure teacher puts
+        # (almost) all its mass on it.
+        offsets = [0]
+        for t in self.sids.tolist():
+            offsets.append(offsets[-1] + len(self.student.token_bytes(t)))
+        for l in range(len(self.sids)):
+            for j in range(6):
+                if mask[l, j]:
+                    self.assertEqual(int(true_bytes[l, j]), self.text[offsets[l] + j])
+                    self.assertGreater(float(targets[l, j, true_bytes[l, j]]), 0.99)
+                else:
+                    self.assertEqual(int(true_bytes[l, j]), -1)
+        # Ready for the loss: a zero-logit head gets a finite loss.
+        head = torch.zeros(len(self.sids), 6, 260, requires_grad=True)
+        loss = bld_torch.bld_loss(head, targets, true_bytes.clamp(min=0), mask)
+        loss.backward()
+        self.assertTrue(torch.isfinite(loss))
+
+    def test_errors(self):
+        m = len(self.tids)
+        logits = torch.zeros(m, self.teacher.vocab_size)
+        with self.assertRaises(bld_torch.Error) as cm:
+            bld_torch.canonical_targets(logits, self.tids, self.sids[:-1], self.teacher, self.student, k=4)
+        self.assertIn("byte", str(cm.exception))
+        with self.assertRaises(bld_torch.DomainError):
+            bld_torch.canonical_targets(logits, self.tids, self.sids, self.teacher, self.student, k=261)
+        with self.assertRaises(bld_torch.DtypeError):
+            bld_torch.canonical_targets(logits.double(), self.tids, self.sids, self.teacher, self.student, k=4)
+        with self.assertRaises(bld_torch.ShapeError):
+            bld_torch.canonical_targets(logits[:, :100], self.tids, self.sids, self.teacher, self.student, k=4)
+        bad = logits.clone()
+        bad[0, 5] = float("nan")
+        with self.assertRaises(bld_torch.DomainError):
+            bld_torch.canonical_targets(bad, self.tids, self.sids, self.teacher, self.student, k=4)
+        with self.assertRaises(bld_torch.Error):
+            bld_torch.canonical_targets(logits, self.tids, self.sids, self.teacher, self.student, k=4, text=b"nope")
