@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The README's test command: installs what it needs, fetches the real data, builds everything
-# and runs the whole suite (ctest: C++ unit/conformance tests, Python oracle tests, consumer
-# builds), then the C++ tests again under ASan + UBSan.
+# and runs the whole suite:
+#   1. ctest: C++ unit / oracle / conformance tests, Python oracle tests, the bld_torch module's
+#      tests, consumer builds, docs checks, examples;
+#   2. the C++ suite again under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   3. concurrent projections under ThreadSanitizer;
+#   4. each libFuzzer harness briefly (scripts/fuzz.sh; longer runs: bash scripts/fuzz.sh 600).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -11,11 +15,21 @@ jobs=${BLD_JOBS:-2}
 cmake -S . -B build/test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLD_BUILD_TESTS=ON -DBLD_BUILD_EXAMPLES=ON \
   -DBLD_BUILD_BENCHMARKS=ON -DBLD_ENABLE_TORCH=ON
 cmake --build build/test -j "$jobs"
-# Sanitizers: the core suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+
+echo "== bld_tests under ASan + UBSan"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBLD_BUILD_TESTS=ON -DBLD_BUILD_EXAMPLES=ON \
   -DBLD_BUILD_BENCHMARKS=OFF -DCMAKE_CXX_FLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 cmake --build build/asan -j "$jobs" --target bld_tests
-echo "== bld_tests under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/asan/tests/bld_tests
+
+echo "== concurrent projections under TSan"
+cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBLD_BUILD_TESTS=ON -DBLD_BUILD_EXAMPLES=ON \
+  -DBLD_BUILD_BENCHMARKS=OFF -DCMAKE_CXX_FLAGS="-O1 -g -fsanitize=thread"
+cmake --build build/tsan -j "$jobs" --target bld_concurrency_tests
+TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/bld_concurrency_tests
+
+echo "== libFuzzer harnesses, ${BLD_FUZZ_SECONDS:-10} s each"
+bash scripts/fuzz.sh "${BLD_FUZZ_SECONDS:-10}"
+
 echo "== full suite (ctest)"
 ctest --test-dir build/test --output-on-failure -j "$jobs"
