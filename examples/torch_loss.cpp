@@ -26,6 +26,7 @@ int main() {
     mask.index_put_({torch::indexing::Slice(), 3}, false);   // tokens of 3 bytes: head 3 idle
 
     for (int step = 0; step <= 20; ++step) {
+        // [doc:torch_step]
         opt.zero_grad();
         const auto logits = head(hidden).reshape({B * S, K, 260});  // [tokens, K, 260]
         auto grad = torch::empty_like(logits);
@@ -33,6 +34,7 @@ int main() {
                                      {.lambda_byte = 1.0, .lambda_kl = 0.1}, grad);
         logits.backward(grad);  // the gradient of r.value w.r.t. the logits, from bld
         opt.step();
+        // [/doc:torch_step]
         if (step % 5 == 0) {
             std::printf("step %2d  loss %.6f  (%lld active slots over %lld tokens)\n", step, r.value,
                         static_cast<long long>(r.active_slots), static_cast<long long>(r.active_tokens));

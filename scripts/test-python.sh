@@ -21,3 +21,5 @@ if "$python" -c "import pytest" 2>/dev/null; then
 else
     "$python" -m unittest discover -s "$repo/tests/python" -p "test_bld_torch.py" -v
 fi
+# The docs' PyTorch example (docs/02_embedding.md) runs against the module just built.
+PYTHONPATH="$out" "$python" "$repo/examples/bld_torch_example.py"
