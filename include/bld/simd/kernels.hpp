@@ -1,0 +1,138 @@
+// bld/simd/kernels.hpp — bld's SIMD kernels compiled once per target, and their dispatch.
+//
+// The kernels are written once (bld/simd/kernels.inc) and included here three times: in
+// bld::simd::detail::scalar_ns (baseline flags), and in avx2_ns / avx512_ns inside those
+// targets' compile regions (bld/simd/arch.hpp). Each copy is a distinct set of functions whose
+// names carry the target, so a program that includes bld in many translation units gets one
+// definition of each and never an AVX-512 build of a function an older CPU might run.
+// `kernels_for(level)` returns the table of the requested target; the caller chooses the level
+// once per call (simd::resolve).
+#pragma once
+
+#include "bld/simd/arch.hpp"
+#include "bld/simd/ops.hpp"
+#include "bld/tensor.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+namespace bld::simd::detail {
+
+/// Ids per chunk (a multiple of every width and of flush_block): 256 ids × 16 rows × 4 bytes
+/// = 16 KiB of logits per tile chunk, which stays in L1 between the two passes.
+inline constexpr std::size_t chunk_ids = 256;
+/// The tile kernel prefetches this many chunks ahead: W rows at a stride of a whole row are W
+/// short streams at once, more than the hardware prefetchers follow.
+inline constexpr std::size_t prefetch_chunks = 2;
+/// The lazy shift moves only when a chunk maximum exceeds it by more than this (e^16 ≈ 8.9e6,
+/// so no term exceeds that in float and the argument x = z − shift stays small: |x| ≤ 88).
+inline constexpr float lazy_shift_slack = 16.0f;
+/// Float accumulators take at most this many additions before they are flushed to double.
+inline constexpr unsigned flush_every = 32;
+/// Granularity of the tile kernel's static flush schedule (ids).
+inline constexpr std::size_t flush_block = 16;
+/// Bins of the tile kernel: 256 first bytes, STOP, and a discard bin for ids the softmax
+/// ignores (gaps in the id space, padding past the vocabulary).
+inline constexpr std::size_t tile_bins = 258;
+inline constexpr std::uint16_t discard_bin = 257;
+
+/// What the tile kernel needs from a row_plan (pointers into it).
+struct tile_plan {
+    std::size_t vocab = 0;                       ///< ids per row that count
+    const std::uint16_t* bins = nullptr;         ///< [round_up(vocab, 16)]: 0..256 or discard_bin
+    const float* ignore_add = nullptr;           ///< [round_up(vocab, 16)]: 0 or −inf (null: none)
+    const std::uint8_t* chunk_has_ignored = nullptr; ///< [chunks] (null: none)
+    const std::uint32_t* flush_start = nullptr;  ///< [blocks + 1]: CSR into flush_bins
+    const std::uint16_t* flush_bins = nullptr;   ///< bins to flush before each block of 16 ids
+};
+
+/// Per-thread scratch of the tile kernel (sized for the widest target).
+struct tile_workspace {
+    alignas(64) float accf[tile_bins * 16];
+    alignas(64) double accd[tile_bins * 16];
+};
+
+/// One row's raw result: sums[b] = Σ_{ids in bin b} e^(z − shift).
+struct tile_result {
+    float max = 0;
+    float shift = 0;
+    bool valid = false; ///< no NaN / +Inf among the row's ids
+    double sums[257] = {};
+};
+
+struct segment_result {
+    float max = 0;   ///< largest value (−inf if none)
+    float shift = 0; ///< sums are in units of e^shift
+    bool valid = false;
+};
+
+template <class T>
+constexpr T neg_inf_value() noexcept {
+    if constexpr (std::is_same_v<T, bf16>) return bf16::from_bits(0xFF80);
+    else return -std::numeric_limits<T>::infinity();
+}
+
+} // namespace bld::simd::detail
+
+// GCC 12's AVX-512 intrinsics build their results on _mm512_undefined_*() (a self-initialised
+// variable), which -Wmaybe-uninitialized reports once inlined into a kernel (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+namespace bld::simd::detail::scalar_ns {
+using arch = scalar_arch;
+#include "bld/simd/kernels.inc"
+} // namespace bld::simd::detail::scalar_ns
+
+#if BLD_SIMD_X86
+BLD_SIMD_BEGIN_TARGET(BLD_SIMD_AVX2_TARGETS)
+namespace bld::simd::detail::avx2_ns {
+using arch = avx2_arch;
+#include "bld/simd/kernels.inc"
+} // namespace bld::simd::detail::avx2_ns
+BLD_SIMD_END_TARGET()
+
+BLD_SIMD_BEGIN_TARGET(BLD_SIMD_AVX512_TARGETS)
+namespace bld::simd::detail::avx512_ns {
+using arch = avx512_arch;
+#include "bld/simd/kernels.inc"
+} // namespace bld::simd::detail::avx512_ns
+BLD_SIMD_END_TARGET()
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace bld::simd::detail {
+
+/// The kernels of one target for element type T.
+template <class T>
+struct kernel_table {
+    std::size_t width;
+    void (*tile_row_pass)(const tile_plan&, const T* const*, tile_workspace&, tile_result*);
+    segment_result (*segment_sums)(const T*, const std::uint32_t*, std::size_t, double*);
+};
+
+template <class T>
+[[nodiscard]] inline kernel_table<T> kernels_for(level l) noexcept {
+    switch (l) {
+#if BLD_SIMD_X86
+        case level::avx512:
+            return {avx512_ns::W, &avx512_ns::tile_row_pass<T>, &avx512_ns::segment_sums<T>};
+        case level::avx2:
+            return {avx2_ns::W, &avx2_ns::tile_row_pass<T>, &avx2_ns::segment_sums<T>};
+#endif
+        default:
+            return {scalar_ns::W, &scalar_ns::tile_row_pass<T>, &scalar_ns::segment_sums<T>};
+    }
+}
+
+} // namespace bld::simd::detail

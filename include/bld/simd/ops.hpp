@@ -1,0 +1,332 @@
+// bld/simd/ops.hpp — the operations bld's kernels need, once per instruction set.
+//
+// `ops<Arch>` is specialized for scalar_arch (one lane, portable C++), avx2_arch (8 float lanes)
+// and avx512_arch (16 lanes); the two x86 specializations are defined inside their target
+// compile regions (bld/simd/arch.hpp), so their member functions are compiled for exactly that
+// instruction set and can only be called from code compiled for it too (the kernels in
+// bld/simd/kernels.hpp). The interface, for W = ops<A>::width lanes:
+//
+//   vf                      W floats;   vd: W doubles (an accumulator)
+//   load(const float*) / load(const bf16*)      W consecutive values (bf16 widened exactly)
+//   set1, neg_inf, add, sub, mul, max, store
+//   exp(x)                  e^x for x ≤ 88, 0 for x < −87.33 (and −inf); rel. error ≤ 4e-7
+//   ordered_finite(ok, v)   ok && every lane of v is neither NaN nor +inf
+//   hmax(v)                 the largest lane
+//   transpose(vf (&v)[W])   v[i][j] ↔ v[j][i]
+//   keep(v, a, b)           lanes [a, b) of v, zeros elsewhere
+//   vd: dzero, dadd(vd, vf) (widening), dscale(vd, double), dsum(vd) (lanes in fixed order)
+//   accumulate(float* acc, vf) / flush(double* d, float* f) / rescale(float*, double*, factors)
+//                           W-wide rows of the tile kernel's per-bin accumulators (aligned)
+//
+// exp is the classic range reduction e^x = 2^n · e^r, n = round(x·log2 e), r = x − n·ln 2
+// (|r| ≤ ln2/2), with a degree-5 polynomial for e^r fitted for relative error (max 1.7e-7 in
+// float arithmetic, e^0 = 1 exactly); ln 2 is one float constant (one FMA, no Cody–Waite
+// split), which adds |n|·1.9e-9: ≤ 4e-7 in all (measured 3.8e-7 by tests/test_simd.cpp).
+// Results below e^−87.33 are flushed to 0 rather than left subnormal: they are below 1e-38 of
+// the row's largest term, far under every tolerance. The scalar target calls the C library's
+// expf instead (it is the portable fallback).
+#pragma once
+
+#include "bld/simd/arch.hpp"
+#include "bld/tensor.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define BLD_SIMD_X86 1
+#else
+#define BLD_SIMD_X86 0
+#endif
+
+namespace bld::simd::detail {
+
+/// Constants of the exp kernel (shared by every target).
+struct exp_constants {
+    static constexpr float log2e = 1.44269504088896341f;
+    static constexpr float ln2 = 0.693147180559945309f;
+    static constexpr float c1 = 0.9999997019767761f;
+    static constexpr float c2 = 0.4999915063381195f;
+    static constexpr float c3 = 0.1666763573884964f;
+    static constexpr float c4 = 0.04189793020486832f;
+    static constexpr float c5 = 0.008290314115583897f;
+    static constexpr float lowest = -87.33f; ///< below: flushed to 0 (e^−87.33 ≈ 1.2e-38)
+};
+
+template <class Arch>
+struct ops;
+
+// ------------------------------------------------------------------------------------------
+// scalar: one lane, plain C++ (compiled for the baseline of the translation unit).
+
+template <>
+struct ops<scalar_arch> {
+    static constexpr std::size_t width = 1;
+    using vf = float;
+    using vd = double;
+    using okmask = bool;
+
+    static vf load(const float* p) noexcept { return *p; }
+    static vf load(const bf16* p) noexcept { return static_cast<float>(*p); }
+    static vf set1(float x) noexcept { return x; }
+    static vf neg_inf() noexcept { return -std::numeric_limits<float>::infinity(); }
+    static vf add(vf a, vf b) noexcept { return a + b; }
+    static vf sub(vf a, vf b) noexcept { return a - b; }
+    static vf mul(vf a, vf b) noexcept { return a * b; }
+    static vf max(vf a, vf b) noexcept { return a > b ? a : b; }
+    static void store(float* p, vf v) noexcept { *p = v; }
+    // The C library's expf (correctly rounded or nearly): this target is the portable fallback.
+    static vf exp(vf x) noexcept { return x >= exp_constants::lowest ? std::exp(x) : 0.0f; }
+    static okmask all_ok() noexcept { return true; }
+    static okmask ordered_finite(okmask ok, vf v) noexcept { return ok && v <= std::numeric_limits<float>::max(); }
+    static bool ok(okmask m) noexcept { return m; }
+    static float hmax(vf v) noexcept { return v; }
+    static void transpose(vf (&)[1]) noexcept {}
+    static vf keep(vf v, std::size_t a, std::size_t b) noexcept { return a == 0 && b >= 1 ? v : 0.0f; }
+    static vd dzero() noexcept { return 0.0; }
+    static vd dadd(vd d, vf v) noexcept { return d + static_cast<double>(v); }
+    static vd dscale(vd d, double f) noexcept { return d * f; }
+    static double dsum(vd d) noexcept { return d; }
+    static void accumulate(float* acc, vf v) noexcept { *acc += v; }
+    static void flush(double* d, float* f) noexcept {
+        *d += static_cast<double>(*f);
+        *f = 0.0f;
+    }
+    static void rescale(float* f, double* d, const float* ff, const double* fd) noexcept {
+        *f *= *ff;
+        *d *= *fd;
+    }
+};
+
+} // namespace bld::simd::detail
+
+#if BLD_SIMD_X86
+
+// ------------------------------------------------------------------------------------------
+// AVX2 + FMA: 8 lanes.
+BLD_SIMD_BEGIN_TARGET(BLD_SIMD_AVX2_TARGETS)
+namespace bld::simd::detail {
+
+template <>
+struct ops<avx2_arch> {
+    static constexpr std::size_t width = 8;
+    using vf = __m256;
+    struct vd {
+        __m256d lo, hi;
+    };
+    using okmask = __m256;
+
+    static vf load(const float* p) noexcept { return _mm256_loadu_ps(p); }
+    static vf load(const bf16* p) noexcept {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    static vf set1(float x) noexcept { return _mm256_set1_ps(x); }
+    static vf neg_inf() noexcept { return _mm256_set1_ps(-std::numeric_limits<float>::infinity()); }
+    static vf add(vf a, vf b) noexcept { return _mm256_add_ps(a, b); }
+    static vf sub(vf a, vf b) noexcept { return _mm256_sub_ps(a, b); }
+    static vf mul(vf a, vf b) noexcept { return _mm256_mul_ps(a, b); }
+    static vf max(vf a, vf b) noexcept { return _mm256_max_ps(a, b); }
+    static void store(float* p, vf v) noexcept { _mm256_storeu_ps(p, v); }
+    static vf exp(vf x) noexcept {
+        using c = exp_constants;
+        const vf n = _mm256_round_ps(_mm256_mul_ps(x, set1(c::log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const vf r = _mm256_fnmadd_ps(n, set1(c::ln2), x);
+        vf q = _mm256_fmadd_ps(set1(c::c5), r, set1(c::c4));
+        q = _mm256_fmadd_ps(q, r, set1(c::c3));
+        q = _mm256_fmadd_ps(q, r, set1(c::c2));
+        q = _mm256_fmadd_ps(q, r, set1(c::c1));
+        const vf p = _mm256_fmadd_ps(q, r, set1(1.0f));
+        // 2^n built in the exponent field; n ≥ −126 wherever the result is kept.
+        const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+        const vf keep = _mm256_cmp_ps(x, set1(c::lowest), _CMP_GE_OQ);
+        return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+    }
+    static okmask all_ok() noexcept { return _mm256_castsi256_ps(_mm256_set1_epi32(-1)); }
+    static okmask ordered_finite(okmask ok, vf v) noexcept {
+        return _mm256_and_ps(ok, _mm256_cmp_ps(v, set1(std::numeric_limits<float>::max()), _CMP_LE_OQ));
+    }
+    static bool ok(okmask m) noexcept { return _mm256_movemask_ps(m) == 0xFF; }
+    static float hmax(vf v) noexcept {
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+        return _mm_cvtss_f32(m);
+    }
+    static void transpose(vf (&v)[8]) noexcept {
+        vf t[8];
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            v[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+            v[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+            v[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            v[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        for (int i = 0; i < 4; ++i) {
+            t[i] = _mm256_permute2f128_ps(v[i], v[i + 4], 0x20);
+            t[i + 4] = _mm256_permute2f128_ps(v[i], v[i + 4], 0x31);
+        }
+        for (int i = 0; i < 8; ++i) v[i] = t[i];
+    }
+    static vf keep(vf v, std::size_t a, std::size_t b) noexcept {
+        const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i lo = _mm256_set1_epi32(static_cast<int>(a) - 1), hi = _mm256_set1_epi32(static_cast<int>(b));
+        const __m256i m = _mm256_and_si256(_mm256_cmpgt_epi32(idx, lo), _mm256_cmpgt_epi32(hi, idx));
+        return _mm256_and_ps(v, _mm256_castsi256_ps(m));
+    }
+    static vd dzero() noexcept { return {_mm256_setzero_pd(), _mm256_setzero_pd()}; }
+    static vd dadd(vd d, vf v) noexcept {
+        return {_mm256_add_pd(d.lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v))),
+                _mm256_add_pd(d.hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)))};
+    }
+    static vd dscale(vd d, double f) noexcept {
+        const __m256d s = _mm256_set1_pd(f);
+        return {_mm256_mul_pd(d.lo, s), _mm256_mul_pd(d.hi, s)};
+    }
+    static double dsum(vd d) noexcept {
+        alignas(32) double t[8];
+        _mm256_store_pd(t, d.lo);
+        _mm256_store_pd(t + 4, d.hi);
+        double s = 0;
+        for (double x : t) s += x;
+        return s;
+    }
+    static void accumulate(float* acc, vf v) noexcept { _mm256_store_ps(acc, _mm256_add_ps(_mm256_load_ps(acc), v)); }
+    static void flush(double* d, float* f) noexcept {
+        const vf v = _mm256_load_ps(f);
+        _mm256_store_pd(d, _mm256_add_pd(_mm256_load_pd(d), _mm256_cvtps_pd(_mm256_castps256_ps128(v))));
+        _mm256_store_pd(d + 4, _mm256_add_pd(_mm256_load_pd(d + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
+        _mm256_store_ps(f, _mm256_setzero_ps());
+    }
+    static void rescale(float* f, double* d, const float* ff, const double* fd) noexcept {
+        _mm256_store_ps(f, _mm256_mul_ps(_mm256_load_ps(f), _mm256_load_ps(ff)));
+        _mm256_store_pd(d, _mm256_mul_pd(_mm256_load_pd(d), _mm256_load_pd(fd)));
+        _mm256_store_pd(d + 4, _mm256_mul_pd(_mm256_load_pd(d + 4), _mm256_load_pd(fd + 4)));
+    }
+};
+
+} // namespace bld::simd::detail
+BLD_SIMD_END_TARGET()
+
+// ------------------------------------------------------------------------------------------
+// AVX-512 F/BW/DQ/VL: 16 lanes.
+BLD_SIMD_BEGIN_TARGET(BLD_SIMD_AVX512_TARGETS)
+namespace bld::simd::detail {
+
+template <>
+struct ops<avx512_arch> {
+    static constexpr std::size_t width = 16;
+    using vf = __m512;
+    struct vd {
+        __m512d lo, hi;
+    };
+    using okmask = __mmask16;
+
+    static vf load(const float* p) noexcept { return _mm512_loadu_ps(p); }
+    static vf load(const bf16* p) noexcept {
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    static vf set1(float x) noexcept { return _mm512_set1_ps(x); }
+    static vf neg_inf() noexcept { return _mm512_set1_ps(-std::numeric_limits<float>::infinity()); }
+    static vf add(vf a, vf b) noexcept { return _mm512_add_ps(a, b); }
+    static vf sub(vf a, vf b) noexcept { return _mm512_sub_ps(a, b); }
+    static vf mul(vf a, vf b) noexcept { return _mm512_mul_ps(a, b); }
+    // (masked form: GCC 12 warns -Wmaybe-uninitialized on _mm512_max_ps's undefined passthrough)
+    static vf max(vf a, vf b) noexcept { return _mm512_mask_max_ps(a, 0xFFFF, a, b); }
+    static void store(float* p, vf v) noexcept { _mm512_storeu_ps(p, v); }
+    static vf exp(vf x) noexcept {
+        using c = exp_constants;
+        const vf n = _mm512_roundscale_ps(_mm512_mul_ps(x, set1(c::log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const vf r = _mm512_fnmadd_ps(n, set1(c::ln2), x);
+        vf q = _mm512_fmadd_ps(set1(c::c5), r, set1(c::c4));
+        q = _mm512_fmadd_ps(q, r, set1(c::c3));
+        q = _mm512_fmadd_ps(q, r, set1(c::c2));
+        q = _mm512_fmadd_ps(q, r, set1(c::c1));
+        const vf p = _mm512_fmadd_ps(q, r, set1(1.0f));
+        const __mmask16 keep = _mm512_cmp_ps_mask(x, set1(c::lowest), _CMP_GE_OQ);
+        return _mm512_maskz_scalef_ps(keep, p, n);
+    }
+    static okmask all_ok() noexcept { return 0xFFFF; }
+    static okmask ordered_finite(okmask ok, vf v) noexcept {
+        return _mm512_mask_cmp_ps_mask(ok, v, set1(std::numeric_limits<float>::max()), _CMP_LE_OQ);
+    }
+    static bool ok(okmask m) noexcept { return m == 0xFFFF; }
+    static float hmax(vf v) noexcept {
+        __m256 m8 = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+        return _mm_cvtss_f32(m);
+    }
+    static void transpose(vf (&v)[16]) noexcept {
+        vf t[16];
+        for (int i = 0; i < 16; i += 2) {
+            t[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]);
+        }
+        for (int i = 0; i < 16; i += 4) {
+            v[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+            v[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+            v[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            v[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        // 128-bit blocks: rows i and i+4 (within each group of 8), then i and i+8.
+        for (int g = 0; g < 16; g += 8)
+            for (int i = 0; i < 4; ++i) {
+                t[g + i] = _mm512_shuffle_f32x4(v[g + i], v[g + i + 4], 0x88);
+                t[g + i + 4] = _mm512_shuffle_f32x4(v[g + i], v[g + i + 4], 0xDD);
+            }
+        for (int i = 0; i < 8; ++i) {
+            v[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+            v[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+        }
+    }
+    static vf keep(vf v, std::size_t a, std::size_t b) noexcept {
+        const unsigned m = ((b >= 16 ? 0x10000u : (1u << b)) - 1u) & ~((1u << a) - 1u);
+        return _mm512_maskz_mov_ps(static_cast<__mmask16>(m), v);
+    }
+    static vd dzero() noexcept { return {_mm512_setzero_pd(), _mm512_setzero_pd()}; }
+    static vd dadd(vd d, vf v) noexcept {
+        return {_mm512_add_pd(d.lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v))),
+                _mm512_add_pd(d.hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)))};
+    }
+    static vd dscale(vd d, double f) noexcept {
+        const __m512d s = _mm512_set1_pd(f);
+        return {_mm512_mul_pd(d.lo, s), _mm512_mul_pd(d.hi, s)};
+    }
+    static double dsum(vd d) noexcept {
+        alignas(64) double t[16];
+        _mm512_store_pd(t, d.lo);
+        _mm512_store_pd(t + 8, d.hi);
+        double s = 0;
+        for (double x : t) s += x;
+        return s;
+    }
+    static void accumulate(float* acc, vf v) noexcept { _mm512_store_ps(acc, _mm512_add_ps(_mm512_load_ps(acc), v)); }
+    static void flush(double* d, float* f) noexcept {
+        const vf v = _mm512_load_ps(f);
+        _mm512_store_pd(d, _mm512_add_pd(_mm512_load_pd(d), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
+        _mm512_store_pd(d + 8, _mm512_add_pd(_mm512_load_pd(d + 8), _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1))));
+        _mm512_store_ps(f, _mm512_setzero_ps());
+    }
+    static void rescale(float* f, double* d, const float* ff, const double* fd) noexcept {
+        _mm512_store_ps(f, _mm512_mul_ps(_mm512_load_ps(f), _mm512_load_ps(ff)));
+        _mm512_store_pd(d, _mm512_mul_pd(_mm512_load_pd(d), _mm512_load_pd(fd)));
+        _mm512_store_pd(d + 8, _mm512_mul_pd(_mm512_load_pd(d + 8), _mm512_load_pd(fd + 8)));
+    }
+};
+
+} // namespace bld::simd::detail
+BLD_SIMD_END_TARGET()
+
+#endif // BLD_SIMD_X86
