@@ -7,6 +7,7 @@
 //                   [--beam-k K] [--beam-eps E] --out OUT.npy
 //   bld-cli project --tokenizer FILE --topk-ids I.npy --topk-logits Z.npy --residual R.npy
 //                   --ids IDS.npy --out OUT.npy
+//   bld-cli bench-rows --tokenizer FILE --rows N --threads T [--dtype f32|bf16] [--repeats K]
 //
 // Row convention everywhere: row k of a teacher's logits is the distribution of token k given
 // the tokens before it. OUT is float64 [positions, 260]; `--dropped FILE.npy` also writes the
@@ -18,6 +19,10 @@
 #include <bld/bld.hpp>
 #include <bld/io/json.hpp>
 #include <bld/io/npy.hpp>
+#include <bld/row_pass_simd.hpp>
+
+#include <algorithm>
+#include <random>
 
 #include <chrono>
 #include <cstdio>
@@ -61,6 +66,7 @@ constexpr const char* usage_text =
     "                       [--beam-k K] [--beam-eps E] --out OUT.npy\n"
     "       bld-cli project --tokenizer FILE --topk-ids I.npy --topk-logits Z.npy --residual R.npy\n"
     "                       --ids IDS.npy --out OUT.npy\n"
+    "       bld-cli bench-rows --tokenizer FILE --rows N --threads T [--dtype f32|bf16] [--repeats K]\n"
     "  FILE: tokenizer.json | folder with encoder.json + vocab.bpe | .tiktoken rank file\n"
     "  options common to all: --special NAME=ID (tiktoken specials; GPT-2 special names)\n";
 
@@ -278,6 +284,65 @@ int cmd_inspect(const std::vector<std::string>& args) {
     return 0;
 }
 
+/// bench-rows: N random rows [N, V] in memory, the fast row pass (summarize_rows) on T threads,
+/// and a streaming read of the same bytes on T threads, each timed K times; medians per row.
+template <class T>
+int bench_rows(const bld::byte_trie& trie, std::size_t N, std::size_t threads, std::size_t repeats, const char* dtype) {
+    const bld::simd_row_plan plan(trie);
+    const std::size_t V = plan.vocab_size();
+    std::vector<T> rows(N * V);
+    std::mt19937 rng(42);
+    std::normal_distribution<float> g(0.0f, 3.0f);
+    for (auto& x : rows) x = T(g(rng));
+    const bld::tensor_view<const T, 2> rv(rows.data(), {static_cast<std::int64_t>(N), static_cast<std::int64_t>(V)});
+    std::vector<bld::row_summary> out(N);
+    bld::summarize_rows(plan, rv, std::span<bld::row_summary>(out), {threads}); // warm-up
+    const auto ref = bld::summarize_row(trie, plan.bins(), std::span<const T>(rows.data(), V), 0);
+    double err = std::abs(out[0].log_normalizer - ref.log_normalizer);
+    for (std::size_t a = 0; a < 257; ++a) err = std::max(err, std::abs(out[0].root[a] - ref.root[a]) / std::max(ref.root[a], 1e-300));
+    const auto median_us = [&](auto&& f) {
+        std::vector<double> t;
+        for (std::size_t k = 0; k < repeats; ++k) {
+            const auto t0 = std::chrono::steady_clock::now();
+            f();
+            t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+        }
+        std::sort(t.begin(), t.end());
+        return t[t.size() / 2] / static_cast<double>(N);
+    };
+    const double us = median_us([&] { bld::summarize_rows(plan, rv, std::span<bld::row_summary>(out), {threads}); });
+    std::vector<std::uint32_t> sink(threads);
+    const std::size_t bytes = N * V * sizeof(T);
+    const double stream_us = median_us([&] {
+        bld::detail::parallel_for(N, {threads}, [&](std::size_t b, std::size_t e, std::size_t w) {
+            sink[w] += bld::simd::stream_read(rows.data() + b * V, (e - b) * V * sizeof(T));
+        });
+    });
+    const double gb = static_cast<double>(bytes) / static_cast<double>(N) / 1e3; // per row, GB per µs·1e-6
+    std::cout << "{\"command\":\"bench-rows\",\"tokenizer\":" << json_string(trie.vocab().source()) << ",\"vocab\":" << V
+              << ",\"rows\":" << N << ",\"threads\":" << threads << ",\"dtype\":\"" << dtype << "\",\"simd\":\""
+              << bld::simd::to_string(bld::simd::default_level()) << "\",\"repeats\":" << repeats << ",\"us_per_row\":" << num(us)
+              << ",\"stream_us_per_row\":" << num(stream_us) << ",\"ratio_to_stream\":" << num(us / stream_us)
+              << ",\"rows_per_s\":" << num(1e6 / us) << ",\"gb_per_s\":" << num(gb / us) << ",\"stream_gb_per_s\":" << num(gb / stream_us)
+              << ",\"max_rel_err_vs_reference\":" << num(err) << ",\"checksum\":" << (sink[0] & 1u) << "}\n";
+    return 0;
+}
+
+int cmd_bench_rows(const std::vector<std::string>& args) {
+    const auto o = options::parse(args, {"--tokenizer", "--rows", "--threads", "--dtype", "--repeats"});
+    const auto trie = load_trie(o);
+    const auto count = [&](const char* key, const char* def) {
+        const long v = std::stol(o.get(key, def));
+        if (v < 1) throw usage_error(std::string(key) + " must be at least 1");
+        return static_cast<std::size_t>(v);
+    };
+    const std::size_t N = count("--rows", "\x01"), T = count("--threads", "1"), K = count("--repeats", "7");
+    const std::string dtype = o.get("--dtype", "f32");
+    if (dtype == "f32") return bench_rows<float>(trie, N, T, K, "f32");
+    if (dtype == "bf16") return bench_rows<bld::bf16>(trie, N, T, K, "bf16");
+    throw usage_error("--dtype must be f32 or bf16");
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -292,6 +357,7 @@ int main(int argc, char** argv) {
         if (cmd == "inspect") return cmd_inspect(args);
         if (cmd == "masses") return cmd_masses(args);
         if (cmd == "project") return cmd_project(args);
+        if (cmd == "bench-rows") return cmd_bench_rows(args);
         throw usage_error("unknown command " + cmd);
     } catch (const usage_error& e) {
         std::cerr << "bld-cli: " << e.what() << "\n" << usage_text;

@@ -6,7 +6,7 @@
 // names carry the target, so a program that includes bld in many translation units gets one
 // definition of each and never an AVX-512 build of a function an older CPU might run.
 // `kernels_for(level)` returns the table of the requested target; the caller chooses the level
-// once per call (simd::resolve).
+// once per call (simd::resolve). `stream_read` is the memory-streaming baseline.
 #pragma once
 
 #include "bld/simd/arch.hpp"
@@ -136,3 +136,21 @@ template <class T>
 }
 
 } // namespace bld::simd::detail
+
+namespace bld::simd {
+
+/// Reads [data, data + bytes) once with the widest loads of level `l` and returns a checksum:
+/// the memory-streaming yardstick of the benchmarks (design.md §2: "the cost floor is reading
+/// the row once"). Trailing bytes past a multiple of 4 are not read.
+[[nodiscard]] inline std::uint32_t stream_read(const void* data, std::size_t bytes, level l = level::automatic) {
+    const auto* p = static_cast<const std::uint32_t*>(data);
+    switch (resolve(l, "stream read")) {
+#if BLD_SIMD_X86
+        case level::avx512: return detail::avx512_ns::stream_read(p, bytes / 4);
+        case level::avx2: return detail::avx2_ns::stream_read(p, bytes / 4);
+#endif
+        default: return detail::scalar_ns::stream_read(p, bytes / 4);
+    }
+}
+
+} // namespace bld::simd

@@ -15,6 +15,7 @@
 //   transpose(vf (&v)[W])   v[i][j] ↔ v[j][i]
 //   keep(v, a, b)           lanes [a, b) of v, zeros elsewhere
 //   vd: dzero, dadd(vd, vf) (widening), dscale(vd, double), dsum(vd) (lanes in fixed order)
+//   stream(const uint32_t*, n)  reads n words once, W lanes × 4 accumulators (the baseline)
 //   accumulate(float* acc, vf) / flush(double* d, float* f) / rescale(float*, double*, factors)
 //                           W-wide rows of the tile kernel's per-bin accumulators (aligned)
 //
@@ -101,6 +102,15 @@ struct ops<scalar_arch> {
     static void rescale(float* f, double* d, const float* ff, const double* fd) noexcept {
         *f *= *ff;
         *d *= *fd;
+    }
+    /// Reads [p, p + words) once (the memory-streaming baseline); returns a checksum.
+    static std::uint32_t stream(const std::uint32_t* p, std::size_t words) noexcept {
+        std::uint32_t a[4] = {0, 0, 0, 0};
+        std::size_t i = 0;
+        for (; i + 4 <= words; i += 4)
+            for (std::size_t j = 0; j < 4; ++j) a[j] += p[i + j];
+        for (; i < words; ++i) a[0] += p[i];
+        return a[0] ^ a[1] ^ a[2] ^ a[3];
     }
 };
 
@@ -211,6 +221,22 @@ struct ops<avx2_arch> {
         _mm256_store_ps(f, _mm256_mul_ps(_mm256_load_ps(f), _mm256_load_ps(ff)));
         _mm256_store_pd(d, _mm256_mul_pd(_mm256_load_pd(d), _mm256_load_pd(fd)));
         _mm256_store_pd(d + 4, _mm256_mul_pd(_mm256_load_pd(d + 4), _mm256_load_pd(fd + 4)));
+    }
+    static std::uint32_t stream(const std::uint32_t* p, std::size_t words) noexcept {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        std::size_t i = 0;
+        for (; i + 32 <= words; i += 32) {
+            a0 = _mm256_add_epi32(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+            a1 = _mm256_add_epi32(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
+            a2 = _mm256_add_epi32(a2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 16)));
+            a3 = _mm256_add_epi32(a3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 24)));
+        }
+        alignas(32) std::uint32_t t[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(t), _mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)));
+        std::uint32_t s = 0;
+        for (auto v : t) s += v;
+        for (; i < words; ++i) s += p[i];
+        return s;
     }
 };
 
@@ -323,6 +349,20 @@ struct ops<avx512_arch> {
         _mm512_store_ps(f, _mm512_mul_ps(_mm512_load_ps(f), _mm512_load_ps(ff)));
         _mm512_store_pd(d, _mm512_mul_pd(_mm512_load_pd(d), _mm512_load_pd(fd)));
         _mm512_store_pd(d + 8, _mm512_mul_pd(_mm512_load_pd(d + 8), _mm512_load_pd(fd + 8)));
+    }
+    static std::uint32_t stream(const std::uint32_t* p, std::size_t words) noexcept {
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        std::size_t i = 0;
+        for (; i + 64 <= words; i += 64) {
+            a0 = _mm512_add_epi32(a0, _mm512_loadu_si512(p + i));
+            a1 = _mm512_add_epi32(a1, _mm512_loadu_si512(p + i + 16));
+            a2 = _mm512_add_epi32(a2, _mm512_loadu_si512(p + i + 32));
+            a3 = _mm512_add_epi32(a3, _mm512_loadu_si512(p + i + 48));
+        }
+        std::uint32_t s = static_cast<std::uint32_t>(
+            _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3))));
+        for (; i < words; ++i) s += p[i];
+        return s;
     }
 };
 
