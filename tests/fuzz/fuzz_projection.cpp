@@ -61,7 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::string ctext(std::min<std::size_t>(text.size(), 8), 'a');
         for (std::size_t k = 0; k < ctext.size(); ++k) ctext[k] = text[k];
         bld_fuzz::guarded([&] { check(bld::exact_covering(trie, teacher, ctext, {4096})); });
-        const bld::beam_options bo{in.take<std::uint8_t>() % 4, (in.take<std::uint8_t>() % 4) * 0.1};
+        const bld::beam_options bo{static_cast<std::size_t>(in.take<std::uint8_t>() % 4), (in.take<std::uint8_t>() % 4) * 0.1};
         bld_fuzz::guarded([&] { check(bld::covering_beam(trie, teacher, ctext, bo)); });
     });
     return 0;
