@@ -5,7 +5,8 @@
 #      tests, consumer builds, docs checks, examples;
 #   2. the C++ suite again under AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. concurrent projections under ThreadSanitizer;
-#   4. each libFuzzer harness briefly (scripts/fuzz.sh; longer runs: bash scripts/fuzz.sh 600).
+#   4. each libFuzzer harness briefly (scripts/fuzz.sh; longer runs: bash scripts/fuzz.sh 600);
+#   5. the CUDA kernels compiled for sm_80 and sm_90 with nvcc (their GPU tests skip without a GPU).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -30,6 +31,9 @@ TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/bld_concurrency_tests
 
 echo "== libFuzzer harnesses, ${BLD_FUZZ_SECONDS:-10} s each"
 bash scripts/fuzz.sh "${BLD_FUZZ_SECONDS:-10}"
+
+echo "== CUDA headers with nvcc (sm_80, sm_90)"
+bash scripts/cuda-compile-check.sh
 
 echo "== full suite (ctest)"
 ctest --test-dir build/test --output-on-failure -j "$jobs"
