@@ -17,8 +17,8 @@
 // root mass, node sum and normaliser agrees with the fp64 reference to relative 1e-5 (|Δ| ≤
 // 1e-5·|ref| + 1e-30), so a conditional at a node of mass ≥ 1e-12 keeps ≥ 5 significant
 // digits; max_logit is exact. Budget: e^x in float (≤ 4e-7 relative), its argument x = z −
-// shift rounded to float (≤ |x|·2^−24 ≤ 5.2e-6 for the |x| ≤ 87.3 that are not flushed), float
-// partial sums of ≤ 32 terms (≤ 1.9e-6), the rest in double. Terms below e^−87.33 of the shift
+// shift rounded to float (≤ |x|·2^−24 ≤ 5.2e-6 for the |x| ≤ 86.6 that are not flushed), float
+// partial sums of ≤ 32 terms (≤ 1.9e-6), the rest in double. Terms below e^−86.6 of the shift
 // (≤ 1e-38 of the row's largest) are flushed to zero. Observed errors are ~1e-7.
 //
 // Determinism: a row's result depends on that row alone — not on the batch it came in, the
@@ -53,8 +53,9 @@ template <class T>
 concept simd_logit_type = std::same_as<std::remove_cv_t<T>, float> || std::same_as<std::remove_cv_t<T>, bf16>;
 
 /// What the fast row pass precomputes from a trie, once per vocabulary (O(vocab) time and
-/// about 12 bytes per id): the root bin of every id, the float-accumulator flush schedule, the
-/// trie-order permutation and the root segments of trie-ordered rows.
+/// about 12 bytes per id): the root bin of every id (and its accumulator copy), the
+/// float-accumulator flush schedule, the trie-order permutation and the root segments of
+/// trie-ordered rows.
 class simd_row_plan {
 public:
     explicit simd_row_plan(const byte_trie& trie) : trie_(&trie), bins_(root_bins(trie)) { build(); }
@@ -79,7 +80,9 @@ public:
     [[nodiscard]] simd::detail::tile_plan tile() const noexcept {
         simd::detail::tile_plan p;
         p.vocab = bins_.size();
+        p.nbins = real_bin_.size();
         p.bins = tile_bins_.data();
+        p.real_bin = real_bin_.data();
         p.ignore_add = ignore_add_.empty() ? nullptr : ignore_add_.data();
         p.chunk_has_ignored = chunk_ignored_.empty() ? nullptr : chunk_ignored_.data();
         p.flush_start = flush_start_.data();
@@ -99,6 +102,29 @@ private:
             if (bins_[i] == ignored_bin) any_ignored = true;
             else tile_bins_[i] = bins_[i];
         }
+        // Extra accumulator copies for frequent bins: 1 + ⌊16·share⌋ copies (at most 8), ids of
+        // the bin dealt round-robin over them.
+        std::array<std::size_t, 257> count{};
+        for (std::size_t i = 0; i < V; ++i)
+            if (tile_bins_[i] != sd::discard_bin) ++count[tile_bins_[i]];
+        real_bin_.resize(258);
+        for (std::size_t b = 0; b < 257; ++b) real_bin_[b] = static_cast<std::uint16_t>(b);
+        real_bin_[sd::discard_bin] = sd::discard_bin;
+        std::array<std::vector<std::uint16_t>, 257> copies;
+        for (std::size_t b = 0; b < 257; ++b) {
+            copies[b].push_back(static_cast<std::uint16_t>(b));
+            const std::size_t extra = std::min<std::size_t>(7, count[b] * 16 / std::max<std::size_t>(V, 1));
+            for (std::size_t c = 0; c < extra && real_bin_.size() < sd::max_tile_bins; ++c) {
+                copies[b].push_back(static_cast<std::uint16_t>(real_bin_.size()));
+                real_bin_.push_back(static_cast<std::uint16_t>(b));
+            }
+        }
+        std::array<std::size_t, 257> dealt{};
+        for (std::size_t i = 0; i < V; ++i) {
+            const auto b = tile_bins_[i];
+            if (b == sd::discard_bin) continue;
+            tile_bins_[i] = copies[b][dealt[b]++ % copies[b].size()];
+        }
         if (any_ignored) {
             ignore_add_.assign(padded, 0.0f);
             chunk_ignored_.assign((V + sd::chunk_ids - 1) / sd::chunk_ids, 0);
@@ -111,15 +137,15 @@ private:
         // Static flush schedule: before block k, flush every bin that would otherwise take more
         // than flush_every additions since its last flush. It depends on the bins only, so it
         // is the same for every row, target and thread.
-        std::array<unsigned, 257> since{};
-        std::array<unsigned, 257> occ{};
+        const std::size_t nb = real_bin_.size();
+        std::vector<unsigned> since(nb, 0), occ(nb, 0);
         flush_start_.assign(blocks + 1, 0);
         for (std::size_t k = 0; k < blocks; ++k) {
-            occ.fill(0);
+            std::fill(occ.begin(), occ.end(), 0u);
             for (std::size_t i = k * sd::flush_block; i < (k + 1) * sd::flush_block; ++i)
                 if (tile_bins_[i] != sd::discard_bin) ++occ[tile_bins_[i]];
-            for (std::size_t b = 0; b < 257; ++b) {
-                if (occ[b] == 0) continue;
+            for (std::size_t b = 0; b < nb; ++b) {
+                if (occ[b] == 0 || b == sd::discard_bin) continue;
                 if (since[b] + occ[b] > sd::flush_every) {
                     flush_bins_.push_back(static_cast<std::uint16_t>(b));
                     since[b] = 0;
@@ -150,6 +176,7 @@ private:
     const byte_trie* trie_;
     std::vector<std::uint16_t> bins_;
     std::vector<std::uint16_t> tile_bins_;
+    std::vector<std::uint16_t> real_bin_;
     std::vector<float> ignore_add_;
     std::vector<std::uint8_t> chunk_ignored_;
     std::vector<std::uint32_t> flush_start_;

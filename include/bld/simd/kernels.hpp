@@ -19,14 +19,15 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 namespace bld::simd::detail {
 
 /// Ids per chunk (a multiple of every width and of flush_block): 256 ids × 16 rows × 4 bytes
 /// = 16 KiB of logits per tile chunk, which stays in L1 between the two passes.
 inline constexpr std::size_t chunk_ids = 256;
-/// The tile kernel prefetches this many chunks ahead: W rows at a stride of a whole row are W
-/// short streams at once, more than the hardware prefetchers follow.
+/// The tile kernel prefetches (into L2) this many chunks ahead: W rows at a stride of a whole
+/// row are W short streams at once, more than the hardware prefetchers follow.
 inline constexpr std::size_t prefetch_chunks = 2;
 /// The lazy shift moves only when a chunk maximum exceeds it by more than this (e^16 ≈ 8.9e6,
 /// so no term exceeds that in float and the argument x = z − shift stays small: |x| ≤ 88).
@@ -35,15 +36,21 @@ inline constexpr float lazy_shift_slack = 16.0f;
 inline constexpr unsigned flush_every = 32;
 /// Granularity of the tile kernel's static flush schedule (ids).
 inline constexpr std::size_t flush_block = 16;
-/// Bins of the tile kernel: 256 first bytes, STOP, and a discard bin for ids the softmax
-/// ignores (gaps in the id space, padding past the vocabulary).
-inline constexpr std::size_t tile_bins = 258;
+/// Accumulators ("virtual bins") of the tile kernel: 0..255 first bytes, 256 STOP, 257 a
+/// discard bin for ids the softmax ignores (gaps in the id space, padding past the
+/// vocabulary), then extra copies of the most frequent bins. Consecutive ids of a frequent bin
+/// (a quarter of Llama-3's ids start with a space) would otherwise chain their read-modify-
+/// write updates through one address; the plan deals them round-robin over several copies,
+/// which the kernel adds back in a fixed order.
+inline constexpr std::size_t max_tile_bins = 320;
 inline constexpr std::uint16_t discard_bin = 257;
 
 /// What the tile kernel needs from a row_plan (pointers into it).
 struct tile_plan {
     std::size_t vocab = 0;                       ///< ids per row that count
-    const std::uint16_t* bins = nullptr;         ///< [round_up(vocab, 16)]: 0..256 or discard_bin
+    std::size_t nbins = 258;                     ///< virtual bins in use (≤ max_tile_bins)
+    const std::uint16_t* bins = nullptr;         ///< [round_up(vocab, 16)]: the virtual bin of each id
+    const std::uint16_t* real_bin = nullptr;     ///< [nbins]: virtual → 0..256 (discard_bin: none)
     const float* ignore_add = nullptr;           ///< [round_up(vocab, 16)]: 0 or −inf (null: none)
     const std::uint8_t* chunk_has_ignored = nullptr; ///< [chunks] (null: none)
     const std::uint32_t* flush_start = nullptr;  ///< [blocks + 1]: CSR into flush_bins
@@ -52,8 +59,8 @@ struct tile_plan {
 
 /// Per-thread scratch of the tile kernel (sized for the widest target).
 struct tile_workspace {
-    alignas(64) float accf[tile_bins * 16];
-    alignas(64) double accd[tile_bins * 16];
+    alignas(64) float accf[max_tile_bins * 16];
+    alignas(64) double accd[max_tile_bins * 16];
 };
 
 /// One row's raw result: sums[b] = Σ_{ids in bin b} e^(z − shift).

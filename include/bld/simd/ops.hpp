@@ -9,8 +9,8 @@
 //   vf                      W floats;   vd: W doubles (an accumulator)
 //   load(const float*) / load(const bf16*)      W consecutive values (bf16 widened exactly)
 //   set1, neg_inf, add, sub, mul, max, store
-//   exp(x)                  e^x for x ≤ 88, 0 for x < −87.33 (and −inf); rel. error ≤ 4e-7
-//   ordered_finite(ok, v)   ok && every lane of v is neither NaN nor +inf
+//   exp(x)                  e^x for x ≤ 88, 0 for x < −86.6, −inf and NaN; rel. error ≤ 4e-7
+//   ordered_finite(ok, v)   ok && every lane of v is neither NaN nor +inf; ok_and, ok(mask)
 //   hmax(v)                 the largest lane
 //   transpose(vf (&v)[W])   v[i][j] ↔ v[j][i]
 //   keep(v, a, b)           lanes [a, b) of v, zeros elsewhere
@@ -19,11 +19,11 @@
 //   accumulate(float* acc, vf) / flush(double* d, float* f) / rescale(float*, double*, factors)
 //                           W-wide rows of the tile kernel's per-bin accumulators (aligned)
 //
-// exp is the classic range reduction e^x = 2^n · e^r, n = round(x·log2 e), r = x − n·ln 2
-// (|r| ≤ ln2/2), with a degree-5 polynomial for e^r fitted for relative error (max 1.7e-7 in
+// exp is the classic range reduction e^x = 2^n · e^r, n = round(x·log2 e) (by adding 1.5·2^23),
+// r = x − n·ln 2 (|r| ≤ ln2/2), 2^n added into the exponent field, with a degree-5 polynomial for e^r fitted for relative error (max 1.7e-7 in
 // float arithmetic, e^0 = 1 exactly); ln 2 is one float constant (one FMA, no Cody–Waite
 // split), which adds |n|·1.9e-9: ≤ 4e-7 in all (measured 3.8e-7 by tests/test_simd.cpp).
-// Results below e^−87.33 are flushed to 0 rather than left subnormal: they are below 1e-38 of
+// Results below e^−86.6 are flushed to 0 rather than left subnormal: they are below 1e-38 of
 // the row's largest term, far under every tolerance. The scalar target calls the C library's
 // expf instead (it is the portable fallback).
 #pragma once
@@ -57,7 +57,8 @@ struct exp_constants {
     static constexpr float c3 = 0.1666763573884964f;
     static constexpr float c4 = 0.04189793020486832f;
     static constexpr float c5 = 0.008290314115583897f;
-    static constexpr float lowest = -87.33f; ///< below: flushed to 0 (e^−87.33 ≈ 1.2e-38)
+    static constexpr float lowest = -86.6f; ///< below: flushed to 0 (e^−86.6 ≈ 2.6e-38; n ≥ −125)
+    static constexpr float round_magic = 12582912.0f; ///< 1.5·2^23: t + magic rounds t to an integer
 };
 
 template <class Arch>
@@ -86,6 +87,7 @@ struct ops<scalar_arch> {
     static vf exp(vf x) noexcept { return x >= exp_constants::lowest ? std::exp(x) : 0.0f; }
     static okmask all_ok() noexcept { return true; }
     static okmask ordered_finite(okmask ok, vf v) noexcept { return ok && v <= std::numeric_limits<float>::max(); }
+    static okmask ok_and(okmask a, okmask b) noexcept { return a && b; }
     static bool ok(okmask m) noexcept { return m; }
     static float hmax(vf v) noexcept { return v; }
     static void transpose(vf (&)[1]) noexcept {}
@@ -146,22 +148,25 @@ struct ops<avx2_arch> {
     static void store(float* p, vf v) noexcept { _mm256_storeu_ps(p, v); }
     static vf exp(vf x) noexcept {
         using c = exp_constants;
-        const vf n = _mm256_round_ps(_mm256_mul_ps(x, set1(c::log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        // n = round(x·log2 e) by the 1.5·2^23 trick: the low mantissa bits of t then hold n.
+        const vf t = _mm256_fmadd_ps(x, set1(c::log2e), set1(c::round_magic));
+        const vf n = _mm256_sub_ps(t, set1(c::round_magic));
         const vf r = _mm256_fnmadd_ps(n, set1(c::ln2), x);
         vf q = _mm256_fmadd_ps(set1(c::c5), r, set1(c::c4));
         q = _mm256_fmadd_ps(q, r, set1(c::c3));
         q = _mm256_fmadd_ps(q, r, set1(c::c2));
         q = _mm256_fmadd_ps(q, r, set1(c::c1));
         const vf p = _mm256_fmadd_ps(q, r, set1(1.0f));
-        // 2^n built in the exponent field; n ≥ −126 wherever the result is kept.
-        const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-        const vf keep = _mm256_cmp_ps(x, set1(c::lowest), _CMP_GE_OQ);
-        return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+        // 2^n: n << 23 added to p's exponent field (n ≥ −125 wherever the result is kept).
+        const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(t), 23);
+        const vf y = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+        return _mm256_and_ps(y, _mm256_cmp_ps(x, set1(c::lowest), _CMP_GE_OQ));
     }
     static okmask all_ok() noexcept { return _mm256_castsi256_ps(_mm256_set1_epi32(-1)); }
     static okmask ordered_finite(okmask ok, vf v) noexcept {
         return _mm256_and_ps(ok, _mm256_cmp_ps(v, set1(std::numeric_limits<float>::max()), _CMP_LE_OQ));
     }
+    static okmask ok_and(okmask a, okmask b) noexcept { return _mm256_and_ps(a, b); }
     static bool ok(okmask m) noexcept { return _mm256_movemask_ps(m) == 0xFF; }
     static float hmax(vf v) noexcept {
         __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -272,20 +277,25 @@ struct ops<avx512_arch> {
     static void store(float* p, vf v) noexcept { _mm512_storeu_ps(p, v); }
     static vf exp(vf x) noexcept {
         using c = exp_constants;
-        const vf n = _mm512_roundscale_ps(_mm512_mul_ps(x, set1(c::log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        // As the AVX2 build: the rounding trick and the exponent add keep the two FMA pipes
+        // for the polynomial (vrndscaleps / vscalefps are slower on several cores).
+        const vf t = _mm512_fmadd_ps(x, set1(c::log2e), set1(c::round_magic));
+        const vf n = _mm512_sub_ps(t, set1(c::round_magic));
         const vf r = _mm512_fnmadd_ps(n, set1(c::ln2), x);
         vf q = _mm512_fmadd_ps(set1(c::c5), r, set1(c::c4));
         q = _mm512_fmadd_ps(q, r, set1(c::c3));
         q = _mm512_fmadd_ps(q, r, set1(c::c2));
         q = _mm512_fmadd_ps(q, r, set1(c::c1));
         const vf p = _mm512_fmadd_ps(q, r, set1(1.0f));
+        const __m512i e = _mm512_slli_epi32(_mm512_castps_si512(t), 23);
         const __mmask16 keep = _mm512_cmp_ps_mask(x, set1(c::lowest), _CMP_GE_OQ);
-        return _mm512_maskz_scalef_ps(keep, p, n);
+        return _mm512_castsi512_ps(_mm512_maskz_add_epi32(keep, _mm512_castps_si512(p), e));
     }
     static okmask all_ok() noexcept { return 0xFFFF; }
     static okmask ordered_finite(okmask ok, vf v) noexcept {
         return _mm512_mask_cmp_ps_mask(ok, v, set1(std::numeric_limits<float>::max()), _CMP_LE_OQ);
     }
+    static okmask ok_and(okmask a, okmask b) noexcept { return static_cast<okmask>(a & b); }
     static bool ok(okmask m) noexcept { return m == 0xFFFF; }
     static float hmax(vf v) noexcept {
         __m256 m8 = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
