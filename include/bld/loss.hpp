@@ -46,6 +46,7 @@
 //   one thread, a fixed order.
 #pragma once
 
+#include "bld/alphabet.hpp"
 #include "bld/error.hpp"
 #include "bld/tensor.hpp"
 
@@ -61,8 +62,6 @@
 
 namespace bld {
 
-/// Width of a byte distribution: 256 bytes, STOP (256) and three reserved entries.
-inline constexpr std::int64_t byte_alphabet_size = 260;
 /// The most byte heads a student may have (one per alphabet entry).
 inline constexpr std::int64_t max_byte_heads = 260;
 

@@ -17,6 +17,7 @@
 // it within the tolerances stated in their tests.
 #pragma once
 
+#include "bld/alphabet.hpp"
 #include "bld/error.hpp"
 #include "bld/tensor.hpp"
 #include "bld/trie.hpp"
@@ -31,10 +32,6 @@
 
 namespace bld {
 
-/// The byte alphabet of a next-byte distribution: 256 bytes, STOP, 3 reserved slots.
-inline constexpr std::size_t alphabet_size = 260;
-/// Index of the STOP symbol (the mass of special / end-of-text tokens).
-inline constexpr std::size_t stop_symbol = 256;
 
 /// Logit element types a row may have.
 template <class T>
