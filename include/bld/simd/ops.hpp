@@ -19,8 +19,9 @@
 //   accumulate(float* acc, vf) / flush(double* d, float* f) / rescale(float*, double*, factors)
 //                           W-wide rows of the tile kernel's per-bin accumulators (aligned)
 //
-// exp is the classic range reduction e^x = 2^n · e^r, n = round(x·log2 e) (by adding 1.5·2^23),
-// r = x − n·ln 2 (|r| ≤ ln2/2), 2^n added into the exponent field, with a degree-5 polynomial for e^r fitted for relative error (max 1.7e-7 in
+// exp is the classic range reduction e^x = 2^n · e^r, n = round(x·log2 e), r = x − n·ln 2
+// (|r| ≤ ln2/2), then 2^n (AVX-512: vscalefps; AVX2: n rounded by adding 1.5·2^23 and added
+// into the exponent field), with a degree-5 polynomial for e^r fitted for relative error (max 1.7e-7 in
 // float arithmetic, e^0 = 1 exactly); ln 2 is one float constant (one FMA, no Cody–Waite
 // split), which adds |n|·1.9e-9: ≤ 4e-7 in all (measured 3.8e-7 by tests/test_simd.cpp).
 // Results below e^−86.6 are flushed to 0 rather than left subnormal: they are below 1e-38 of
@@ -277,19 +278,15 @@ struct ops<avx512_arch> {
     static void store(float* p, vf v) noexcept { _mm512_storeu_ps(p, v); }
     static vf exp(vf x) noexcept {
         using c = exp_constants;
-        // As the AVX2 build: the rounding trick and the exponent add keep the two FMA pipes
-        // for the polynomial (vrndscaleps / vscalefps are slower on several cores).
-        const vf t = _mm512_fmadd_ps(x, set1(c::log2e), set1(c::round_magic));
-        const vf n = _mm512_sub_ps(t, set1(c::round_magic));
+        const vf n = _mm512_roundscale_ps(_mm512_mul_ps(x, set1(c::log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         const vf r = _mm512_fnmadd_ps(n, set1(c::ln2), x);
         vf q = _mm512_fmadd_ps(set1(c::c5), r, set1(c::c4));
         q = _mm512_fmadd_ps(q, r, set1(c::c3));
         q = _mm512_fmadd_ps(q, r, set1(c::c2));
         q = _mm512_fmadd_ps(q, r, set1(c::c1));
         const vf p = _mm512_fmadd_ps(q, r, set1(1.0f));
-        const __m512i e = _mm512_slli_epi32(_mm512_castps_si512(t), 23);
         const __mmask16 keep = _mm512_cmp_ps_mask(x, set1(c::lowest), _CMP_GE_OQ);
-        return _mm512_castsi512_ps(_mm512_maskz_add_epi32(keep, _mm512_castps_si512(p), e));
+        return _mm512_maskz_scalef_ps(keep, p, n);
     }
     static okmask all_ok() noexcept { return 0xFFFF; }
     static okmask ordered_finite(okmask ok, vf v) noexcept {
