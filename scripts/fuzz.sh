@@ -20,7 +20,10 @@ for h in tokenizer_json gpt2 tiktoken projection loss; do
   mkdir -p "$corpus"
   log=build/fuzz/$h.log
   echo "== fuzz_$h for ${secs}s"
-  if ! build/fuzz/tests/fuzz/fuzz_$h "$corpus" "$seeds/$h" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 \
+  # tests/fuzz/regressions/<harness>: inputs that once failed; run first, every time.
+  regress=()
+  [ -d "tests/fuzz/regressions/$h" ] && regress=("tests/fuzz/regressions/$h")
+  if ! build/fuzz/tests/fuzz/fuzz_$h "$corpus" "$seeds/$h" "${regress[@]}" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 \
        -max_len=65536 -print_final_stats=1 -artifact_prefix=build/fuzz/crash-$h- > "$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz_$h: FAILED (see $log)"

@@ -131,6 +131,8 @@ TEST_CASE("error catalogue: every entry keeps what / where / why") {
          }},
         {"E17", "build vocabulary", "token \"big\"", "exceeds the limit of 67108864 ids",
          [](const fs::path& d) { (void)bld::io::load_hf_tokenizer_json(write(d, "e17.json", R"({"model": {"type": "BPE", "vocab": {"a": 0, "big": 1099511627776}}})").string()); }},
+        {"E35", "build vocabulary", "token \"b\"", "the id range is more than 16 times the number of tokens",
+         [](const fs::path& d) { (void)bld::io::load_hf_tokenizer_json(write(d, "e35.json", R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 50000000}}})").string()); }},
         {"E18", "read .npy", "e18.npy", "unsupported dtype",
          [](const fs::path& d) {
              std::string h = "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }";

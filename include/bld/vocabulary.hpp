@@ -47,6 +47,10 @@ inline std::string quote_token(std::string_view s) {
 /// Limits that keep hostile files from exhausting memory. A real tokenizer is far inside them.
 inline constexpr std::size_t max_vocabulary_ids = std::size_t{1} << 26; // 67M ids
 inline constexpr std::size_t max_token_bytes_limit = 65535;             // bytes of one token
+/// Id ranges above sparse_ids_floor may hold at most max_ids_per_token ids per token (gaps
+/// included), so a small file cannot claim a huge id range.
+inline constexpr std::size_t sparse_ids_floor = std::size_t{1} << 20;
+inline constexpr std::size_t max_ids_per_token = 16;
 
 /// When a tokenizer's encoder puts one space in front of the text (SentencePiece's "dummy
 /// prefix", `▁` in the vocabulary; ByteLevel's add_prefix_space).
@@ -281,6 +285,16 @@ inline vocabulary vocabulary_builder::build(text_transformations transforms) && 
                              "token has " + std::to_string(r.bytes_len) + " bytes, more than the limit of " +
                                  std::to_string(max_token_bytes_limit));
         max_id = std::max(max_id, r.id);
+    }
+    // A few tokens with huge ids would make every per-id array (kinds, spans, the trie's
+    // positions, a teacher row) that long: refuse id ranges far sparser than any tokenizer's.
+    const auto n_ids = static_cast<std::size_t>(max_id + 1);
+    if (n_ids > sparse_ids_floor && n_ids / max_ids_per_token > recs_.size()) {
+        const auto& r = *std::max_element(recs_.begin(), recs_.end(), [](const rec& a, const rec& b) { return a.id < b.id; });
+        throw load_error(op, source_ + ": " + tok(r),
+                         "id " + std::to_string(max_id) + " with only " + std::to_string(recs_.size()) +
+                             " tokens: the id range is more than " + std::to_string(max_ids_per_token) +
+                             " times the number of tokens");
     }
     vocabulary v;
     v.source_ = std::move(source_);
