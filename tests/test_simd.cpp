@@ -6,6 +6,7 @@
 // within |Δ| ≤ 1e-5·|ref| + 1e-30 of the fp64 reference; log-normaliser within 1e-5
 // (absolute, i.e. the normaliser relative); max_logit exact. Determinism: bit-identical for
 // every thread count and batch composition.
+#include <bld/loss.hpp>
 #include <bld/projection.hpp>
 #include <bld/projection_simd.hpp>
 #include <bld/row_pass.hpp>
@@ -357,4 +358,88 @@ TEST_CASE("simd node sums agree with sum_node; canonical path agrees with the re
             for (std::size_t i = 0; i < ref.positions; ++i) CHECK(std::abs(got.dropped[i] - ref.dropped[i]) <= 1e-5);
         }
     }
+}
+
+TEST_CASE("simd loss slot kernel agrees with the reference kernel on every target (fp64: 1e-13)") {
+    std::mt19937 rng(17);
+    std::normal_distribution<float> g(0.0f, 3.0f);
+    std::uniform_int_distribution<int> byte(0, 259), coin(0, 9);
+    constexpr int A = 260;
+    std::vector<float> z(A), p(A), gs(A), gr(A);
+    int cases = 0;
+    for (level l : targets()) {
+        INFO(bld::simd::to_string(l));
+        const auto fast = bld::simd::detail::loss_kernel_for(l);
+        for (int t = 0; t < 400; ++t) {
+            for (auto& v : z) v = g(rng) * (t % 3 == 0 ? 4.0f : 1.0f);
+            double sum = 0;
+            for (auto& v : p) {
+                v = coin(rng) < 3 ? 0.0f : std::exp(g(rng));
+                sum += v;
+            }
+            for (auto& v : p) v = static_cast<float>(v / sum);
+            const int y = byte(rng);
+            bld::detail::slot_params prm{t % 4 == 3 ? 0.0 : 0.1, t % 4 == 2 ? 0.0 : 1.0, bld::divergence::forward_kl,
+                                         t % 2 ? 1.0 : 1.0 / 1.7, std::log(1e-12)};
+            const double scale = 0.25;
+            const auto ref = bld::detail::slot_loss_scalar<float, float>(z.data(), p.data(), prm.w_ce != 0 ? y : -1, prm,
+                                                                         scale, gr.data());
+            const bld::simd::detail::loss_slot_params sp{prm.w_div, prm.w_ce, prm.inv_temperature, scale};
+            const auto got = fast(z.data(), prm.w_div != 0 ? p.data() : nullptr, prm.w_ce != 0 ? y : -1, sp, gs.data());
+            REQUIRE(got.ok);
+            CHECK(std::abs(got.value - ref.value) <= 1e-13 * std::abs(ref.value) + 1e-15);
+            double worst = 0; // float outputs: at most one float rounding apart
+            for (int a = 0; a < A; ++a)
+                worst = std::max(worst, static_cast<double>(std::abs(gs[a] - gr[a])) / (std::abs(gr[a]) + 1e-30));
+            CHECK(worst <= 1.2e-7);
+            ++cases;
+        }
+        // Bad inputs are refused (the driver then asks the reference for the error).
+        z[7] = std::numeric_limits<float>::quiet_NaN();
+        CHECK(!fast(z.data(), p.data(), 3, {0.1, 1.0, 1.0, 1.0}, gs.data()).ok);
+        z[7] = -std::numeric_limits<float>::infinity();
+        CHECK(!fast(z.data(), p.data(), 3, {0.1, 1.0, 1.0, 1.0}, gs.data()).ok);
+        z[7] = 0.0f;
+        p[9] = -1e-3f;
+        CHECK(!fast(z.data(), p.data(), 3, {0.1, 1.0, 1.0, 1.0}, gs.data()).ok);
+        p[9] = 0.0f;
+    }
+    CHECK(cases > 0);
+}
+
+TEST_CASE("bld_loss: float logits (SIMD kernel) agree with double logits (reference); errors unchanged") {
+    std::mt19937 rng(19);
+    std::normal_distribution<float> g(0.0f, 2.0f);
+    const std::int64_t T = 13, K = 5, A = 260;
+    std::vector<float> zf(T * K * A), pf(T * K * A), gf(T * K * A);
+    std::vector<double> zd(zf.size()), pd(pf.size()), gd(gf.size());
+    std::vector<std::int64_t> yb(T * K);
+    std::vector<std::uint8_t> mask(T * K);
+    for (std::size_t i = 0; i < zf.size(); ++i) zd[i] = zf[i] = g(rng);
+    for (std::int64_t s = 0; s < T * K; ++s) {
+        double sum = 0;
+        for (std::int64_t a = 0; a < A; ++a) sum += pd[s * A + a] = std::exp(static_cast<double>(g(rng)));
+        for (std::int64_t a = 0; a < A; ++a) pf[s * A + a] = static_cast<float>(pd[s * A + a] /= sum);
+        for (std::int64_t a = 0; a < A; ++a) pd[s * A + a] = pf[s * A + a];
+        yb[s] = (s * 37) % 260;
+        mask[s] = s % 7 != 3;
+    }
+    const bld::tensor_view<const float, 3> lf(zf.data(), {T, K, A});
+    const bld::tensor_view<const double, 3> ld(zd.data(), {T, K, A});
+    const bld::tensor_view<const float, 3> tf(pf.data(), {T, K, A});
+    const bld::tensor_view<const double, 3> td(pd.data(), {T, K, A});
+    const bld::tensor_view<const std::int64_t, 2> yv(yb.data(), {T, K});
+    const bld::tensor_view<const std::uint8_t, 2> mv(mask.data(), {T, K});
+    for (double tau : {1.0, 2.0}) {
+        bld::bld_loss_options o;
+        o.temperature = tau;
+        const auto rf = bld::bld_loss(lf, tf, yv, mv, o, bld::tensor_view<float, 3>(gf.data(), {T, K, A}));
+        const auto rd = bld::bld_loss(ld, td, yv, mv, o, bld::tensor_view<double, 3>(gd.data(), {T, K, A}));
+        CHECK(std::abs(rf.value - rd.value) <= 1e-12 * std::abs(rd.value));
+        double worst = 0;
+        for (std::size_t i = 0; i < gf.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(gf[i]) - gd[i]));
+        CHECK(worst <= 1e-7);
+    }
+    zf[4 * K * A + 1 * A + 11] = std::numeric_limits<float>::quiet_NaN(); // slot 21: active
+    CHECK(message_of([&] { (void)bld::bld_loss(lf, tf, yv, mv); }).find("token 4, head 1, byte 11: logit is NaN") != std::string::npos);
 }

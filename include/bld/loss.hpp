@@ -43,11 +43,14 @@
 // * Value and gradient w.r.t. the logits come from one fused pass per slot: the log-softmax is
 //   computed once (twice when τ ≠ 1 and both CE and a divergence are asked for: one per
 //   temperature), accumulated in double whatever the input type. Results are deterministic:
-//   one thread, a fixed order.
+//   one thread, a fixed order. Float logits with float targets (or none) and the forward KL
+//   take the SIMD slot kernel (bld/simd, AVX2 / AVX-512): the same fp64 arithmetic in double
+//   vectors (polynomial exp and log to ~1e-16), within ~1e-15 relative of the scalar kernel.
 #pragma once
 
 #include "bld/alphabet.hpp"
 #include "bld/error.hpp"
+#include "bld/simd/kernels.hpp"
 #include "bld/tensor.hpp"
 
 #include <algorithm>
@@ -342,6 +345,39 @@ inline std::string slot_name(std::int64_t t, std::int64_t k) {
     return "token " + std::to_string(t) + ", head " + std::to_string(k);
 }
 
+/// The SIMD slot kernel (bld/simd/kernels.inc, loss_slot_fkl) for this call, or null: it
+/// serves float logits with float targets (or none) and the forward KL, on AVX2 / AVX-512
+/// (simd::default_level(): the CPU's best, lowered by BLD_SIMD). Everything else takes
+/// slot_loss_scalar, the reference.
+template <class L, class P>
+[[nodiscard]] simd::detail::loss_slot_fn fast_slot_kernel(const slot_params& prm, bool have_targets) noexcept {
+    if constexpr (std::is_same_v<L, float>) {
+        const bool types = std::is_same_v<P, float> || !have_targets || prm.w_div == 0.0;
+        const auto lvl = simd::default_level();
+        if (types && (prm.kind == divergence::forward_kl || prm.w_div == 0.0) && lvl != simd::level::scalar)
+            return simd::detail::loss_kernel_for(lvl);
+    }
+    return nullptr;
+}
+
+/// One slot: the SIMD kernel when it applies (fp64 within ~1e-15 of the reference), else — and
+/// for a slot with a bad input, whose error the reference names — slot_loss_scalar.
+template <class L, class P>
+slot_outcome slot_loss(simd::detail::loss_slot_fn fast, const L* z, const P* p, int y, const slot_params& prm,
+                       double grad_scale, L* grad) noexcept {
+    if constexpr (std::is_same_v<L, float>) {
+        if (fast != nullptr) {
+            const float* pf = nullptr;
+            if constexpr (std::is_same_v<P, float>) pf = p;
+            const simd::detail::loss_slot_params sp{pf != nullptr ? prm.w_div : 0.0, prm.w_ce, prm.inv_temperature,
+                                                    grad_scale};
+            const auto r = fast(z, pf, y, sp, grad);
+            if (r.ok) return {r.value, slot_status::ok, 0};
+        }
+    }
+    return slot_loss_scalar<L, P>(z, p, y, prm, grad_scale, grad);
+}
+
 /// The driver: counts the active slots, runs the kernel on each, reduces. Views only.
 template <class L, class P>
 byte_loss_result run_byte_loss(std::string_view op, tensor_view<const L, 3> logits,
@@ -365,6 +401,7 @@ byte_loss_result run_byte_loss(std::string_view op, tensor_view<const L, 3> logi
         scale = res.active_slots > 0 ? 1.0 / static_cast<double>(res.active_slots) : 0.0;
     }
 
+    const simd::detail::loss_slot_fn fast = fast_slot_kernel<L, P>(prm, targets != nullptr);
     double total = 0.0;
     for (std::int64_t t = 0; t < T; ++t) {
         for (std::int64_t k = 0; k < K; ++k) {
@@ -384,8 +421,8 @@ byte_loss_result run_byte_loss(std::string_view op, tensor_view<const L, 3> logi
                 }
                 y = static_cast<int>(yb);
             }
-            const slot_outcome r = slot_loss_scalar<L, P>(
-                logits.data() + slot * A, targets != nullptr ? targets + slot * A : nullptr, y,
+            const slot_outcome r = slot_loss<L, P>(
+                fast, logits.data() + slot * A, targets != nullptr ? targets + slot * A : nullptr, y,
                 prm, scale, g);
             if (r.status == slot_status::nonfinite_logit) {
                 const double v = static_cast<double>(logits.data()[slot * A + r.index]);

@@ -77,6 +77,18 @@ struct segment_result {
     bool valid = false;
 };
 
+/// The byte-loss slot kernel's parameters (bld/loss.hpp's slot_params, forward KL).
+struct loss_slot_params {
+    double w_div = 0.0;          ///< weight of KL(p ‖ softmax(z/τ)); 0: targets not read
+    double w_ce = 0.0;           ///< weight of −log softmax(z)_y; 0: y not read
+    double inv_temperature = 1.0;
+    double grad_scale = 1.0;     ///< the reduction's factor, applied to the gradient
+};
+struct loss_slot_result {
+    double value = 0.0;
+    bool ok = false;             ///< false: a bad logit or target; nothing written
+};
+
 template <class T>
 constexpr T neg_inf_value() noexcept {
     if constexpr (std::is_same_v<T, bf16>) return bf16::from_bits(0xFF80);
@@ -139,6 +151,23 @@ template <class T>
 #endif
         default:
             return {scalar_ns::W, &scalar_ns::tile_row_pass<T>, &scalar_ns::segment_sums<T>};
+    }
+}
+
+} // namespace bld::simd::detail
+
+namespace bld::simd::detail {
+
+using loss_slot_fn = loss_slot_result (*)(const float*, const float*, int, const loss_slot_params&, float*);
+
+/// The float byte-loss slot kernel of a target.
+[[nodiscard]] inline loss_slot_fn loss_kernel_for(level l) noexcept {
+    switch (l) {
+#if BLD_SIMD_X86
+        case level::avx512: return &avx512_ns::loss_slot_fkl;
+        case level::avx2: return &avx2_ns::loss_slot_fkl;
+#endif
+        default: return &scalar_ns::loss_slot_fkl;
     }
 }
 

@@ -11,6 +11,10 @@
 //   set1, neg_inf, add, sub, mul, max, store
 //   exp(x)                  e^x for x ≤ 88, 0 for x < −86.6, −inf and NaN; rel. error ≤ 4e-7
 //   ordered_finite(ok, v)   ok && every lane of v is neither NaN nor +inf; ok_and, ok(mask)
+//   in_range(ok, v, lo, hi) ok && lo ≤ v ≤ hi in every lane (false for NaN)
+//   fmadd(a, b, c), log(x)  a·b + c;  log x for normal x > 0 (Cephes logf, ≤ 2 ulp)
+//   dv, pd_*                dwidth doubles: load (from float or double), arithmetic, pd_exp
+//                           (≤ ~3e-16 relative), pd_log (normal x > 0), pd_sum — the loss kernel
 //   hmax(v)                 the largest lane
 //   transpose(vf (&v)[W])   v[i][j] ↔ v[j][i]
 //   keep(v, a, b)           lanes [a, b) of v, zeros elsewhere
@@ -62,6 +66,29 @@ struct exp_constants {
     static constexpr float round_magic = 12582912.0f; ///< 1.5·2^23: t + magic rounds t to an integer
 };
 
+/// Cephes' single-precision log: log(1 + f) = f − f²/2 + f³·P(f), m = 1 + f ∈ [√½, √2).
+struct log_constants {
+    static constexpr float p[9] = {7.0376836292E-2f, -1.1514610310E-1f, 1.1676998740E-1f, -1.2420140846E-1f,
+                                   1.4249322787E-1f, -1.6668057665E-1f, 2.0000714765E-1f, -2.4999993993E-1f,
+                                   3.3333331174E-1f};
+    static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+};
+
+/// Double-precision exp and log (the loss kernel): Taylor / atanh series to ~1e-16.
+struct exp_pd_constants {
+    static constexpr double log2e = 1.4426950408889634074;
+    static constexpr double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    static constexpr double lowest = -708.0;            ///< below: 0
+    static constexpr double round_magic = 6755399441055744.0; ///< 1.5·2^52
+    /// 1/k!, k = 12 .. 2 (Horner from the top; e^r = 1 + r + r²·(…)), |r| ≤ ln2/2: error ~3e-16
+    static constexpr double inv_fact[11] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
+                                            1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,     1.0 / 120.0,
+                                            1.0 / 24.0,        1.0 / 6.0,        0.5};
+    /// 1/(2k+1), k = 10 .. 0: log m = 2s·Σ s^2k/(2k+1), s = (m−1)/(m+1), |s| ≤ 0.1716
+    static constexpr double atanh_c[11] = {1.0 / 21, 1.0 / 19, 1.0 / 17, 1.0 / 15, 1.0 / 13, 1.0 / 11,
+                                           1.0 / 9,  1.0 / 7,  1.0 / 5,  1.0 / 3,  1.0};
+};
+
 template <class Arch>
 struct ops;
 
@@ -86,7 +113,25 @@ struct ops<scalar_arch> {
     static void store(float* p, vf v) noexcept { *p = v; }
     // The C library's expf (correctly rounded or nearly): this target is the portable fallback.
     static vf exp(vf x) noexcept { return x >= exp_constants::lowest ? std::exp(x) : 0.0f; }
+    static vf fmadd(vf a, vf b, vf c) noexcept { return a * b + c; }
+    static vf log(vf x) noexcept { return std::log(x); }
+    // one double lane (the loss kernel)
+    static constexpr std::size_t dwidth = 1;
+    using dv = double;
+    static dv pd_load(const float* p) noexcept { return static_cast<double>(*p); }
+    static dv pd_load(const double* p) noexcept { return *p; }
+    static void pd_store(double* p, dv v) noexcept { *p = v; }
+    static dv pd_set1(double x) noexcept { return x; }
+    static dv pd_add(dv a, dv b) noexcept { return a + b; }
+    static dv pd_sub(dv a, dv b) noexcept { return a - b; }
+    static dv pd_mul(dv a, dv b) noexcept { return a * b; }
+    static dv pd_fma(dv a, dv b, dv c) noexcept { return a * b + c; }
+    static dv pd_max(dv a, dv b) noexcept { return a > b ? a : b; }
+    static dv pd_exp(dv x) noexcept { return std::exp(x); }
+    static dv pd_log(dv x) noexcept { return std::log(x); }
+    static double pd_sum(dv v) noexcept { return v; }
     static okmask all_ok() noexcept { return true; }
+    static okmask in_range(okmask ok, vf v, float lo, float hi) noexcept { return ok && v >= lo && v <= hi; }
     static okmask ordered_finite(okmask ok, vf v) noexcept { return ok && v <= std::numeric_limits<float>::max(); }
     static okmask ok_and(okmask a, okmask b) noexcept { return a && b; }
     static bool ok(okmask m) noexcept { return m; }
@@ -163,7 +208,81 @@ struct ops<avx2_arch> {
         const vf y = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
         return _mm256_and_ps(y, _mm256_cmp_ps(x, set1(c::lowest), _CMP_GE_OQ));
     }
+    static vf fmadd(vf a, vf b, vf c) noexcept { return _mm256_fmadd_ps(a, b, c); }
+    // four double lanes (the loss kernel)
+    static constexpr std::size_t dwidth = 4;
+    using dv = __m256d;
+    static dv pd_load(const float* p) noexcept { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+    static dv pd_load(const double* p) noexcept { return _mm256_loadu_pd(p); }
+    static void pd_store(double* p, dv v) noexcept { _mm256_storeu_pd(p, v); }
+    static dv pd_set1(double x) noexcept { return _mm256_set1_pd(x); }
+    static dv pd_add(dv a, dv b) noexcept { return _mm256_add_pd(a, b); }
+    static dv pd_sub(dv a, dv b) noexcept { return _mm256_sub_pd(a, b); }
+    static dv pd_mul(dv a, dv b) noexcept { return _mm256_mul_pd(a, b); }
+    static dv pd_fma(dv a, dv b, dv c) noexcept { return _mm256_fmadd_pd(a, b, c); }
+    static dv pd_max(dv a, dv b) noexcept { return _mm256_max_pd(a, b); }
+    static dv pd_exp(dv x) noexcept {
+        using c = exp_pd_constants;
+        const dv t = _mm256_fmadd_pd(x, pd_set1(c::log2e), pd_set1(c::round_magic));
+        const dv n = _mm256_sub_pd(t, pd_set1(c::round_magic));
+        dv r = _mm256_fnmadd_pd(n, pd_set1(c::ln2_hi), x);
+        r = _mm256_fnmadd_pd(n, pd_set1(c::ln2_lo), r);
+        dv q = pd_set1(c::inv_fact[0]);
+        for (int k = 1; k < 11; ++k) q = _mm256_fmadd_pd(q, r, pd_set1(c::inv_fact[k]));
+        const dv y = _mm256_fmadd_pd(_mm256_mul_pd(q, r), r, _mm256_add_pd(r, pd_set1(1.0)));
+        const __m256i e = _mm256_slli_epi64(_mm256_castpd_si256(t), 52);
+        const dv res = _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(y), e));
+        return _mm256_and_pd(res, _mm256_cmp_pd(x, pd_set1(c::lowest), _CMP_GE_OQ));
+    }
+    /// log x for normal x > 0.
+    static dv pd_log(dv x) noexcept {
+        using c = exp_pd_constants;
+        const __m256i bits = _mm256_castpd_si256(x);
+        const __m256i eb = _mm256_srli_epi64(bits, 52); // biased exponent (sign 0)
+        dv m = _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000FFFFFFFFFFFFFll)),
+                                                   _mm256_set1_epi64x(0x3FF0000000000000ll)));
+        // exponent as a double: eb + 1.5·2^52 in the mantissa bits, minus the magic and the bias
+        dv e = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_add_epi64(eb, _mm256_castpd_si256(pd_set1(c::round_magic)))),
+                             pd_set1(c::round_magic + 1023.0));
+        const dv big = _mm256_cmp_pd(m, pd_set1(1.4142135623730951), _CMP_GT_OQ);
+        m = _mm256_blendv_pd(m, _mm256_mul_pd(m, pd_set1(0.5)), big);
+        e = _mm256_add_pd(e, _mm256_and_pd(big, pd_set1(1.0)));
+        const dv sv = _mm256_div_pd(_mm256_sub_pd(m, pd_set1(1.0)), _mm256_add_pd(m, pd_set1(1.0)));
+        const dv z = _mm256_mul_pd(sv, sv);
+        dv q = pd_set1(c::atanh_c[0]);
+        for (int k = 1; k < 11; ++k) q = _mm256_fmadd_pd(q, z, pd_set1(c::atanh_c[k]));
+        const dv lm = _mm256_mul_pd(_mm256_add_pd(sv, sv), q);
+        return _mm256_fmadd_pd(e, pd_set1(c::ln2_hi), _mm256_fmadd_pd(e, pd_set1(c::ln2_lo), lm));
+    }
+    static double pd_sum(dv v) noexcept {
+        alignas(32) double t[4];
+        _mm256_store_pd(t, v);
+        return (t[0] + t[1]) + (t[2] + t[3]);
+    }
+    /// log x for normal x > 0 (callers clamp at FLT_MIN); ≤ 2 ulp.
+    static vf log(vf x) noexcept {
+        using c = log_constants;
+        const __m256i bits = _mm256_castps_si256(x);
+        __m256i e = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127));
+        vf m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)),
+                                                   _mm256_set1_epi32(0x3F800000)));
+        const vf big = _mm256_cmp_ps(m, set1(1.41421356f), _CMP_GT_OQ);
+        m = _mm256_blendv_ps(m, _mm256_mul_ps(m, set1(0.5f)), big);
+        e = _mm256_sub_epi32(e, _mm256_castps_si256(big)); // all-ones lanes: e + 1
+        const vf f = _mm256_sub_ps(m, set1(1.0f));
+        const vf ef = _mm256_cvtepi32_ps(e);
+        vf q = set1(c::p[0]);
+        for (int k = 1; k < 9; ++k) q = _mm256_fmadd_ps(q, f, set1(c::p[k]));
+        const vf z = _mm256_mul_ps(f, f);
+        vf y = _mm256_mul_ps(_mm256_mul_ps(q, f), z);
+        y = _mm256_fmadd_ps(ef, set1(c::ln2_lo), y);
+        y = _mm256_fnmadd_ps(z, set1(0.5f), y);
+        return _mm256_fmadd_ps(ef, set1(c::ln2_hi), _mm256_add_ps(f, y));
+    }
     static okmask all_ok() noexcept { return _mm256_castsi256_ps(_mm256_set1_epi32(-1)); }
+    static okmask in_range(okmask ok, vf v, float lo, float hi) noexcept {
+        return _mm256_and_ps(ok, _mm256_and_ps(_mm256_cmp_ps(v, set1(lo), _CMP_GE_OQ), _mm256_cmp_ps(v, set1(hi), _CMP_LE_OQ)));
+    }
     static okmask ordered_finite(okmask ok, vf v) noexcept {
         return _mm256_and_ps(ok, _mm256_cmp_ps(v, set1(std::numeric_limits<float>::max()), _CMP_LE_OQ));
     }
@@ -288,7 +407,75 @@ struct ops<avx512_arch> {
         const __mmask16 keep = _mm512_cmp_ps_mask(x, set1(c::lowest), _CMP_GE_OQ);
         return _mm512_maskz_scalef_ps(keep, p, n);
     }
+    static vf fmadd(vf a, vf b, vf c) noexcept { return _mm512_fmadd_ps(a, b, c); }
+    // eight double lanes (the loss kernel)
+    static constexpr std::size_t dwidth = 8;
+    using dv = __m512d;
+    static dv pd_load(const float* p) noexcept { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+    static dv pd_load(const double* p) noexcept { return _mm512_loadu_pd(p); }
+    static void pd_store(double* p, dv v) noexcept { _mm512_storeu_pd(p, v); }
+    static dv pd_set1(double x) noexcept { return _mm512_set1_pd(x); }
+    static dv pd_add(dv a, dv b) noexcept { return _mm512_add_pd(a, b); }
+    static dv pd_sub(dv a, dv b) noexcept { return _mm512_sub_pd(a, b); }
+    static dv pd_mul(dv a, dv b) noexcept { return _mm512_mul_pd(a, b); }
+    static dv pd_fma(dv a, dv b, dv c) noexcept { return _mm512_fmadd_pd(a, b, c); }
+    static dv pd_max(dv a, dv b) noexcept { return _mm512_mask_max_pd(a, 0xFF, a, b); }
+    static dv pd_exp(dv x) noexcept {
+        using c = exp_pd_constants;
+        const dv n = _mm512_roundscale_pd(_mm512_mul_pd(x, pd_set1(c::log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        dv r = _mm512_fnmadd_pd(n, pd_set1(c::ln2_hi), x);
+        r = _mm512_fnmadd_pd(n, pd_set1(c::ln2_lo), r);
+        dv q = pd_set1(c::inv_fact[0]);
+        for (int k = 1; k < 11; ++k) q = _mm512_fmadd_pd(q, r, pd_set1(c::inv_fact[k]));
+        const dv y = _mm512_fmadd_pd(_mm512_mul_pd(q, r), r, _mm512_add_pd(r, pd_set1(1.0)));
+        const __mmask8 keep = _mm512_cmp_pd_mask(x, pd_set1(c::lowest), _CMP_GE_OQ);
+        return _mm512_maskz_scalef_pd(keep, y, n);
+    }
+    /// log x for normal x > 0.
+    static dv pd_log(dv x) noexcept {
+        using c = exp_pd_constants;
+        // x = m·2^e, m ∈ [1, 2) (getmant / getexp), then m ∈ [√½, √2).
+        dv m = _mm512_getmant_pd(x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);
+        dv e = _mm512_getexp_pd(x);
+        const __mmask8 big = _mm512_cmp_pd_mask(m, pd_set1(1.4142135623730951), _CMP_GT_OQ);
+        m = _mm512_mask_mul_pd(m, big, m, pd_set1(0.5));
+        e = _mm512_mask_add_pd(e, big, e, pd_set1(1.0));
+        const dv sv = _mm512_div_pd(_mm512_sub_pd(m, pd_set1(1.0)), _mm512_add_pd(m, pd_set1(1.0)));
+        const dv z = _mm512_mul_pd(sv, sv);
+        dv q = pd_set1(c::atanh_c[0]);
+        for (int k = 1; k < 11; ++k) q = _mm512_fmadd_pd(q, z, pd_set1(c::atanh_c[k]));
+        const dv lm = _mm512_mul_pd(_mm512_add_pd(sv, sv), q);
+        return _mm512_fmadd_pd(e, pd_set1(c::ln2_hi), _mm512_fmadd_pd(e, pd_set1(c::ln2_lo), lm));
+    }
+    static double pd_sum(dv v) noexcept {
+        alignas(64) double t[8];
+        _mm512_store_pd(t, v);
+        return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+    }
+    /// log x for normal x > 0 (callers clamp at FLT_MIN); ≤ 2 ulp.
+    static vf log(vf x) noexcept {
+        using c = log_constants;
+        const __m512i bits = _mm512_castps_si512(x);
+        __m512i e = _mm512_sub_epi32(_mm512_srli_epi32(bits, 23), _mm512_set1_epi32(127));
+        vf m = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(bits, _mm512_set1_epi32(0x007FFFFF)),
+                                                   _mm512_set1_epi32(0x3F800000)));
+        const __mmask16 big = _mm512_cmp_ps_mask(m, set1(1.41421356f), _CMP_GT_OQ);
+        m = _mm512_mask_mul_ps(m, big, m, set1(0.5f));
+        e = _mm512_mask_add_epi32(e, big, e, _mm512_set1_epi32(1));
+        const vf f = _mm512_sub_ps(m, set1(1.0f));
+        const vf ef = _mm512_cvtepi32_ps(e);
+        vf q = set1(c::p[0]);
+        for (int k = 1; k < 9; ++k) q = _mm512_fmadd_ps(q, f, set1(c::p[k]));
+        const vf z = _mm512_mul_ps(f, f);
+        vf y = _mm512_mul_ps(_mm512_mul_ps(q, f), z);
+        y = _mm512_fmadd_ps(ef, set1(c::ln2_lo), y);
+        y = _mm512_fnmadd_ps(z, set1(0.5f), y);
+        return _mm512_fmadd_ps(ef, set1(c::ln2_hi), _mm512_add_ps(f, y));
+    }
     static okmask all_ok() noexcept { return 0xFFFF; }
+    static okmask in_range(okmask ok, vf v, float lo, float hi) noexcept {
+        return _mm512_mask_cmp_ps_mask(_mm512_mask_cmp_ps_mask(ok, v, set1(lo), _CMP_GE_OQ), v, set1(hi), _CMP_LE_OQ);
+    }
     static okmask ordered_finite(okmask ok, vf v) noexcept {
         return _mm512_mask_cmp_ps_mask(ok, v, set1(std::numeric_limits<float>::max()), _CMP_LE_OQ);
     }

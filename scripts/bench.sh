@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# bld's performance run: the Google Benchmark suite (row pass, projections, beam, loss), bld-cli
+# bench-rows, and the numpy baseline, in one session on this machine; then docs/performance.md
+# (Markdown tables, acceptance lines) and docs/performance.png.
+#
+#   bash scripts/bench.sh            # Release build in build/bench, 5 repetitions
+#   BLD_BENCH_REPS=9 BLD_BENCH_BUILD=build-simd bash scripts/bench.sh
+#
+# Needs the real data (bash scripts/fetch-data.sh), Google Benchmark, /usr/bin/python3 with
+# numpy and matplotlib (Debian: libbenchmark-dev python3-numpy python3-matplotlib). Run it on a
+# quiet machine: the load average before and after is recorded in the report.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+build=${BLD_BENCH_BUILD:-build/bench}
+jobs=${BLD_JOBS:-2}
+reps=${BLD_BENCH_REPS:-5}
+out="$build/bench-results"
+py=/usr/bin/python3
+
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBLD_BUILD_BENCHMARKS=ON -DBLD_BUILD_EXAMPLES=ON >/dev/null
+targets=(bld_bench_row_pass bld-cli)
+if grep -q "bench_loss" benchmarks/CMakeLists.txt; then targets+=(bld_bench_loss); fi
+cmake --build "$build" -j "$jobs" --target "${targets[@]}"
+rm -rf "$out"
+mkdir -p "$out/export"
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "== load average before: $load_before"
+
+# Inputs and bld's results for the numpy baseline (which checks itself against them).
+BLD_BENCH_EXPORT="$out/export" "$build/benchmarks/bld_bench_row_pass"
+if [ -x "$build/benchmarks/bld_bench_loss" ]; then BLD_BENCH_EXPORT="$out/export" "$build/benchmarks/bld_bench_loss"; fi
+
+gb_args=(--benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true --benchmark_min_time=0.2
+         --benchmark_out_format=json)
+echo "== bld_bench_row_pass"
+"$build/benchmarks/bld_bench_row_pass" "${gb_args[@]}" --benchmark_out="$out/row_pass.json"
+if [ -x "$build/benchmarks/bld_bench_loss" ]; then
+    echo "== bld_bench_loss"
+    "$build/benchmarks/bld_bench_loss" "${gb_args[@]}" --benchmark_out="$out/loss.json"
+fi
+echo "== numpy baseline"
+"$py" scripts/bench_numpy.py --export "$out/export" --repeats 7 --out "$out/numpy.json"
+cat "$out/numpy.json"
+echo "== bld-cli bench-rows"
+tok=.cache/data/tokenizers/llama3/tokenizer.json
+"$build/examples/bld-cli" bench-rows --tokenizer "$tok" --rows 64 --threads 1 --repeats 9 | tee "$out/cli_t1.json"
+"$build/examples/bld-cli" bench-rows --tokenizer "$tok" --rows 64 --threads 2 --repeats 9 | tee "$out/cli_t2.json"
+
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "== load average after: $load_after"
+"$py" - "$out/machine.json" "$load_before" "$load_after" "$reps" <<'EOF'
+import json, os, platform, subprocess, sys, datetime
+def sh(c):
+    try:
+        return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception:
+        return ""
+cpu = sh("lscpu | sed -n 's/^Model name:[ \t]*//p' | head -1")
+family = sh("grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2").strip()
+mhz = sh("grep -m1 'cpu MHz' /proc/cpuinfo | cut -d: -f2").strip()
+m = {
+    "cpu": cpu + " (family " + family + ", " + mhz + " MHz nominal)",
+    "cores": sh("nproc"),
+    "memory": sh("free -g | awk '/Mem:/ {print $2 \" GiB\"}'"),
+    "os": sh(". /etc/os-release && echo $PRETTY_NAME") + ", kernel " + platform.release(),
+    "compiler": sh("c++ --version | head -1"),
+    "commit": sh("git rev-parse --short HEAD") + (" (dirty)" if sh("git status --porcelain -uno") else ""),
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "load_before": sys.argv[2],
+    "load_after": sys.argv[3],
+    "repetitions": int(sys.argv[4]),
+}
+json.dump(m, open(sys.argv[1], "w"), indent=1)
+EOF
+"$py" scripts/bench_report.py --results "$out" --md docs/performance.md --png docs/performance.png
+echo "== wrote docs/performance.md and docs/performance.png (results in $out)"
