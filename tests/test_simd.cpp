@@ -360,7 +360,7 @@ TEST_CASE("simd node sums agree with sum_node; canonical path agrees with the re
     }
 }
 
-TEST_CASE("simd loss slot kernel agrees with the reference kernel on every target (fp64: 1e-13)") {
+TEST_CASE("simd loss slot kernel agrees with the reference kernel on every target (value 1e-12, gradient one float rounding)") {
     std::mt19937 rng(17);
     std::normal_distribution<float> g(0.0f, 3.0f);
     std::uniform_int_distribution<int> byte(0, 259), coin(0, 9);
@@ -387,7 +387,7 @@ TEST_CASE("simd loss slot kernel agrees with the reference kernel on every targe
             const bld::simd::detail::loss_slot_params sp{prm.w_div, prm.w_ce, prm.inv_temperature, scale};
             const auto got = fast(z.data(), prm.w_div != 0 ? p.data() : nullptr, prm.w_ce != 0 ? y : -1, sp, gs.data());
             REQUIRE(got.ok);
-            CHECK(std::abs(got.value - ref.value) <= 1e-13 * std::abs(ref.value) + 1e-15);
+            CHECK(std::abs(got.value - ref.value) <= 1e-12 * std::abs(ref.value) + 1e-14);
             double worst = 0; // float outputs: at most one float rounding apart
             for (int a = 0; a < A; ++a)
                 worst = std::max(worst, static_cast<double>(std::abs(gs[a] - gr[a])) / (std::abs(gr[a]) + 1e-30));

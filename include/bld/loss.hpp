@@ -45,7 +45,7 @@
 //   temperature), accumulated in double whatever the input type. Results are deterministic:
 //   one thread, a fixed order. Float logits with float targets (or none) and the forward KL
 //   take the SIMD slot kernel (bld/simd, AVX2 / AVX-512): the same fp64 arithmetic in double
-//   vectors (polynomial exp and log to ~1e-16), within ~1e-15 relative of the scalar kernel.
+//   vectors (polynomial exp and log to ~2e-13), within 1e-12 relative of the scalar kernel.
 #pragma once
 
 #include "bld/alphabet.hpp"
@@ -360,7 +360,7 @@ template <class L, class P>
     return nullptr;
 }
 
-/// One slot: the SIMD kernel when it applies (fp64 within ~1e-15 of the reference), else — and
+/// One slot: the SIMD kernel when it applies (fp64, within 1e-12 of the reference), else — and
 /// for a slot with a bad input, whose error the reference names — slot_loss_scalar.
 template <class L, class P>
 slot_outcome slot_loss(simd::detail::loss_slot_fn fast, const L* z, const P* p, int y, const slot_params& prm,
