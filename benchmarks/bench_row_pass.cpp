@@ -2,8 +2,11 @@
 // beside the scalar reference and a streaming read of the same bytes (style.md habit 12).
 //
 // Row pass (the root distribution + STOP of every row), on the real Llama-2 (32k), Llama-3
-// (128k), Qwen-3 (152k) and Gemma-3 (262k) vocabularies, float32 and bfloat16 rows, a batch of
-// 64 random rows (N(0, 3) logits; 32 MB at 128k float32, well past the caches):
+// (128k), Qwen-3 (152k) and Gemma-3 (262k) vocabularies, float32 and bfloat16 rows: a batch of
+// random rows (N(0, 3) logits) of at least 64 MiB in float32 (64 rows at 262k, 528 at 32k), so
+// every pass streams from memory, not a cache. Rows are padded to a multiple of 128 columns as
+// the models' logits are (Qwen-3's embedding has 151936 rows, for 151669 ids); the padding is
+// never read by the row pass (nor counted in its bytes), the streaming read reads the rows whole.
 //   row_pass/<vocab>/<dtype>/simd_<target>    summarize_rows, one thread, each compiled target
 //   row_pass/<vocab>/<dtype>/trie_ordered     summarize_permuted_rows (rows in trie order)
 //   row_pass/<vocab>/<dtype>/reference        summarize_row (fp64 exp, scalar scatter), 4 rows
@@ -53,7 +56,7 @@
 namespace {
 
 bool any_check_failed = false;
-constexpr std::size_t batch_rows = 64;
+constexpr std::size_t batch_bytes = std::size_t{64} << 20;
 constexpr std::size_t reference_rows = 4;
 constexpr double tolerance = 1e-5;
 
@@ -87,13 +90,14 @@ loaded_vocab& vocab(const std::string& name) {
     return v;
 }
 
-/// A batch of random rows [batch_rows, V] (and its trie-ordered copy), cached per vocab/dtype.
+/// A batch of random rows [R, n] (≥ 64 MiB of float32; n = V padded to 128) and its trie-ordered
+/// copy, cached per vocab/dtype.
 template <class T>
 struct row_batch {
     std::vector<T> rows, permuted;
-    std::size_t R = 0, V = 0, P = 0;
-    [[nodiscard]] bld::tensor_view<const T, 2> view(std::size_t r = batch_rows) const {
-        return {rows.data(), {static_cast<std::int64_t>(r), static_cast<std::int64_t>(V)}};
+    std::size_t R = 0, V = 0, n = 0, P = 0; ///< rows, vocabulary, row width (padded), trie order
+    [[nodiscard]] bld::tensor_view<const T, 2> view(std::size_t r = 0) const {
+        return {rows.data(), {static_cast<std::int64_t>(r ? r : R), static_cast<std::int64_t>(n)}};
     }
     [[nodiscard]] bld::tensor_view<const T, 2> permuted_view() const {
         return {permuted.data(), {static_cast<std::int64_t>(R), static_cast<std::int64_t>(P)}};
@@ -106,14 +110,22 @@ const row_batch<T>& batch(const std::string& name) {
     auto& b = cache[name];
     if (b.rows.empty()) {
         const auto& plan = *vocab(name).plan;
-        b.R = batch_rows;
         b.V = plan.vocab_size();
+        b.n = (b.V + 127) / 128 * 128;
+        b.R = (batch_bytes / (b.V * sizeof(float)) + 15) / 16 * 16;
         b.P = plan.permutation().size();
-        b.rows.resize(b.R * b.V);
+        b.rows.resize(b.R * b.n);
         std::mt19937 rng(2024);
         std::normal_distribution<float> g(0.0f, 3.0f);
         for (auto& x : b.rows) x = T(g(rng));
         b.permuted = bld::permute_rows(plan, b.view());
+        if (b.P % 128 != 0) { // pad the trie-ordered rows too
+            std::vector<T> padded(b.R * ((b.P + 127) / 128 * 128));
+            const std::size_t pn = (b.P + 127) / 128 * 128;
+            for (std::size_t r = 0; r < b.R; ++r) std::copy(b.permuted.begin() + r * b.P, b.permuted.begin() + (r + 1) * b.P, padded.begin() + r * pn);
+            b.permuted = std::move(padded);
+            b.P = pn;
+        }
     }
     return b;
 }
@@ -134,7 +146,7 @@ void fail(benchmark::State& state, const std::string& what) {
 template <class T>
 bool check_rows(const std::vector<bld::row_summary>& got, const row_batch<T>& b, const bld::simd_row_plan& plan) {
     for (std::size_t r = 0; r < 3; ++r) {
-        const auto ref = bld::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data() + r * b.V, b.V), r);
+        const auto ref = bld::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data() + r * b.n, b.n), r);
         if (!close(got[r], ref)) return false;
     }
     return true;
@@ -183,13 +195,13 @@ void row_pass_reference(benchmark::State& state, std::string name) {
     const auto& plan = *vocab(name).plan;
     const auto& b = batch<T>(name);
     // The reference checks itself against the fast path's sums of probabilities (== 1).
-    const auto s0 = bld::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data(), b.V), 0);
+    const auto s0 = bld::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data(), b.n), 0);
     double total = 0;
     for (double p : s0.root) total += p;
     if (std::abs(total - 1.0) > 1e-12) return fail(state, "reference root masses do not sum to 1");
     for (auto _ : state)
         for (std::size_t r = 0; r < reference_rows; ++r)
-            benchmark::DoNotOptimize(bld::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data() + r * b.V, b.V), r));
+            benchmark::DoNotOptimize(bld::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data() + r * b.n, b.n), r));
     row_counters(state, reference_rows, b.V * sizeof(T));
 }
 
@@ -209,7 +221,7 @@ void stream(benchmark::State& state, std::string name, std::size_t threads) {
     std::vector<std::uint32_t> sink(threads);
     for (auto _ : state) {
         bld::detail::parallel_for(b.R, {threads}, [&](std::size_t r0, std::size_t r1, std::size_t w) {
-            sink[w] += bld::simd::stream_read(b.rows.data() + r0 * b.V, (r1 - r0) * b.V * sizeof(T));
+            sink[w] += bld::simd::stream_read(b.rows.data() + r0 * b.n, (r1 - r0) * b.n * sizeof(T));
         });
         benchmark::DoNotOptimize(sink.data());
     }
@@ -423,7 +435,9 @@ int export_for_numpy(const std::string& dir) {
             bins[i] = plan.bins()[i] == bld::ignored_bin ? -1 : static_cast<std::int64_t>(plan.bins()[i]);
         bld::io::write_npy(stem + ".bins.npy", bins.data(), {static_cast<std::int64_t>(bins.size())});
         const std::size_t R = 8;
-        bld::io::write_npy(stem + ".rows.npy", b.rows.data(), {static_cast<std::int64_t>(R), static_cast<std::int64_t>(b.V)});
+        std::vector<float> rows(R * b.V);
+        for (std::size_t r = 0; r < R; ++r) std::copy(b.rows.begin() + r * b.n, b.rows.begin() + r * b.n + b.V, rows.begin() + r * b.V);
+        bld::io::write_npy(stem + ".rows.npy", rows.data(), {static_cast<std::int64_t>(R), static_cast<std::int64_t>(b.V)});
         const auto sums = bld::summarize_rows(plan, b.view(R));
         std::vector<double> root;
         for (const auto& s : sums) root.insert(root.end(), s.root.begin(), s.root.end());
