@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Training curves of the distillation example: held-out bits per byte against training step
+for the three students of bld-distill, from its --out JSON.
+
+usage: python3 scripts/plot_distill.py RESULTS.json [OUT.png]     (OUT defaults to
+       docs/distill_curves.png)
+
+Left: every seed as a thin line, the mean over seeds as a thick one, the teacher's final value
+as a dashed line. Right: (b) − (a), (c) − (a) and (c) − (b) per seed at each evaluation step
+(below zero: the first is better). The curves are scored on the preset's curve subset of the
+held-out chunks (see "data" in the JSON), the table on its own subset.
+"""
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+STUDENTS = [
+    ("a", "(a) token CE", "tab:gray"),
+    ("b", "(b) + byte CE", "tab:blue"),
+    ("c", "(c) + byte CE + BLD KL", "tab:red"),
+]
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    src = sys.argv[1]
+    here = os.path.dirname(os.path.abspath(__file__))
+    dst = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "..", "docs", "distill_curves.png")
+    with open(src) as f:
+        r = json.load(f)
+
+    fig, (ax, dx) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for key, label, color in STUDENTS:
+        if key not in r["students"]:
+            continue
+        runs = r["students"][key]
+        steps = [p["step"] for p in runs[0]["curve"]]
+        for run in runs:
+            ax.plot(steps, [p["bpb"] for p in run["curve"]], color=color, lw=0.8, alpha=0.45)
+        mean = [sum(run["curve"][i]["bpb"] for run in runs) / len(runs) for i in range(len(steps))]
+        ax.plot(steps, mean, color=color, lw=2.2, label=f"{label} (mean of {len(runs)})")
+    ax.axhline(r["teacher"]["curve"][-1]["bpb"], color="black", ls="--", lw=1,
+               label="teacher (llama2 tokenizer), end of training")
+    # The first evaluations (untrained models) dwarf the rest: zoom on the second half.
+    tail = [p["bpb"] for runs in r["students"].values() for run in runs for p in run["curve"][len(run["curve"]) // 3:]]
+    tail.append(r["teacher"]["curve"][-1]["bpb"])
+    lo, hi = min(tail), max(tail)
+    ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.6 * (hi - lo + 1e-9))
+    ax.set_xlabel("student training step")
+    ax.set_ylabel(f"held-out bits per byte ({r['data']['curve_chunks']} chunks)")
+    ax.set_title(f"students (gpt2 tokenizer), preset {r['preset']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+    pairs = [("b", "a", "tab:blue"), ("c", "a", "tab:red"), ("c", "b", "tab:green")]
+    for x, y, color in pairs:
+        if x not in r["students"] or y not in r["students"]:
+            continue
+        for s, (run, base) in enumerate(zip(r["students"][x], r["students"][y])):
+            steps = [p["step"] for p in run["curve"]]
+            diff = [p["bpb"] - q["bpb"] for p, q in zip(run["curve"], base["curve"])]
+            dx.plot(steps[1:], diff[1:], color=color, lw=1.2, marker="o", ms=2.5,
+                    label=f"({x}) − ({y})" if s == 0 else None)
+    dx.axhline(0, color="black", lw=0.8)
+    dx.set_xlabel("student training step")
+    dx.set_ylabel("difference in held-out bits per byte")
+    dx.set_title("paired differences, per seed (same init and batches)")
+    dx.grid(alpha=0.3)
+    dx.legend(fontsize=8)
+
+    fig.tight_layout()
+    fig.savefig(dst, dpi=110)
+    print(f"wrote {dst}")
+
+
+if __name__ == "__main__":
+    main()
