@@ -141,6 +141,12 @@ def main():
     t2 = us_per_item(rp.get("canonical_texts/llama3/threads:2"))
     w(f"| canonical_paths (µs/byte, all texts) | {fmt(t1)} | {fmt(t2)} | {fmt(ratio(t1, t2), 2)} |")
     w("")
+    s1 = us_per_item(rp.get("row_pass_threads/llama3/f32/stream/threads:1"))
+    s2 = us_per_item(rp.get("row_pass_threads/llama3/f32/stream/threads:2"))
+    if s1 and s2 and s1 / s2 < 1.5:
+        w(f"The streaming read itself ran {fmt(s1 / s2, 2)}× faster on two threads than on one: two cores were not")
+        w("free during this run (see the load average), so the two-thread numbers say nothing about scaling.")
+        w("")
     w("Results are bit-identical for every thread count (tests/test_simd.cpp checks it).")
     w("")
 
@@ -226,21 +232,22 @@ def main():
         return 0
     methods = [("stream", "stream (floor)"), ("simd_" + best, f"bld simd ({best})"), ("trie_ordered", "bld trie-ordered"),
                ("simd_avx2", "bld simd (avx2)"), ("numpy", "numpy"), ("reference", "bld reference (fp64)")]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for ax, dt in zip(axes, ("f32", "bf16")):
         xs = range(len(VOCABS))
         width = 0.8 / len(methods)
         for k, (m, label) in enumerate(methods):
             ys = [plot.get((v, dt), {}).get(m) for v, _, _ in VOCABS]
             pos = [x + (k - len(methods) / 2 + 0.5) * width for x in xs]
-            ax.bar([p for p, y in zip(pos, ys) if y], [y for y in ys if y], width, label=label)
+            ax.bar([p for p, y in zip(pos, ys) if y], [y for y in ys if y], width, label=label, color=colors[k])
         ax.set_xticks(list(xs))
         ax.set_xticklabels([f"{lab}\n{size}" for _, lab, size in VOCABS])
         ax.set_yscale("log")
         ax.set_title(f"row pass, {dt} rows, one thread")
         ax.grid(axis="y", which="both", alpha=0.3)
     axes[0].set_ylabel("µs per row (log scale, lower is better)")
-    axes[1].legend(fontsize=8, loc="upper left")
+    axes[0].legend(fontsize=8, loc="upper left")
     fig.suptitle(f"bld row pass vs the memory floor and baselines — {machine.get('cpu', '')}, load {machine.get('load_before', '?')}",
                  fontsize=9)
     fig.tight_layout()
