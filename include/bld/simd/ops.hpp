@@ -91,6 +91,21 @@ struct exp_pd_constants {
                                                    1.0 / 24.0,      1.0 / 6.0,      0.5};
     /// 1/(2k+1), k = 7 .. 0: log m = 2s·Σ s^2k/(2k+1), s = (m−1)/(m+1), |s| ≤ 0.1716: remainder
     /// ≤ 2s·s^16/17·(1/(1 − s²)) ≈ 1.1e-14
+    /// AVX-512 log: m ∈ [1, 2) split into 16 intervals by its top mantissa bits; rc[j] ≈ 1/c_j
+    /// (c_j the interval's midpoint), lc[j] = −log rc[j] (of the rounded rc[j]), so that
+    /// log m = lc[j] + log1p(m·rc[j] − 1) with |m·rc[j] − 1| ≤ 1/33: 8 series terms, ≤ 4e-15.
+    static constexpr double log_rc[16] = {
+        0.9696969696969697, 0.9142857142857143, 0.8648648648648649, 0.8205128205128205,
+        0.7804878048780488, 0.7441860465116279, 0.7111111111111111, 0.6808510638297872,
+        0.6530612244897959, 0.6274509803921569, 0.6037735849056604, 0.5818181818181818,
+        0.5614035087719298, 0.5423728813559322, 0.5245901639344263, 0.5079365079365079};
+    static constexpr double log_lc[16] = {
+        0.03077165866675366, 0.08961215868968717, 0.14518200984449783, 0.19782574332991992,
+        0.2478361639045812,  0.2954642128938359,  0.3409265869705932,  0.38441169891033206,
+        0.42608439531090014, 0.46608972992459924, 0.5045560107523953,  0.5415972824327444,
+        0.5773153650348236,  0.6118015411059929,  0.6451379613735847,  0.6773988235918061};
+    /// log1p(u) = u·(1 − u/2 + u²/3 − …): coefficients from u^7/8 down (Horner)
+    static constexpr double log1p_c[8] = {-1.0 / 8, 1.0 / 7, -1.0 / 6, 1.0 / 5, -1.0 / 4, 1.0 / 3, -1.0 / 2, 1.0};
     static constexpr int atanh_terms = 8;
     static constexpr double atanh_c[atanh_terms] = {1.0 / 15, 1.0 / 13, 1.0 / 11, 1.0 / 9,
                                                     1.0 / 7,  1.0 / 5,  1.0 / 3,  1.0};
@@ -457,27 +472,19 @@ struct ops<avx512_arch> {
         const __mmask8 keep = _mm512_cmp_pd_mask(x, pd_set1(c::lowest), _CMP_GE_OQ);
         return _mm512_maskz_scalef_pd(keep, y, n);
     }
-    /// log x for normal x > 0.
+    /// log x for normal x > 0: x = m·2^e (getmant / getexp), a 16-entry table, a short series.
     static dv pd_log(dv x) noexcept {
         using c = exp_pd_constants;
-        // x = m·2^e, m ∈ [1, 2) (getmant / getexp), then m ∈ [√½, √2).
-        dv m = _mm512_getmant_pd(x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);
-        dv e = _mm512_getexp_pd(x);
-        const __mmask8 big = _mm512_cmp_pd_mask(m, pd_set1(1.4142135623730951), _CMP_GT_OQ);
-        m = _mm512_mask_mul_pd(m, big, m, pd_set1(0.5));
-        e = _mm512_mask_add_pd(e, big, e, pd_set1(1.0));
-        // s = (m − 1)/(m + 1) with a reciprocal estimate and two Newton steps (2^-14 → 2^-56):
-        // vdivpd's throughput would be a third of this kernel's time.
-        const dv den = _mm512_add_pd(m, pd_set1(1.0));
-        dv rc = _mm512_rcp14_pd(den);
-        rc = _mm512_fmadd_pd(rc, _mm512_fnmadd_pd(den, rc, pd_set1(1.0)), rc);
-        rc = _mm512_fmadd_pd(rc, _mm512_fnmadd_pd(den, rc, pd_set1(1.0)), rc);
-        const dv sv = _mm512_mul_pd(_mm512_sub_pd(m, pd_set1(1.0)), rc);
-        const dv z = _mm512_mul_pd(sv, sv);
-        dv q = pd_set1(c::atanh_c[0]);
-        for (int k = 1; k < c::atanh_terms; ++k) q = _mm512_fmadd_pd(q, z, pd_set1(c::atanh_c[k]));
-        const dv lm = _mm512_mul_pd(_mm512_add_pd(sv, sv), q);
-        return _mm512_fmadd_pd(e, pd_set1(c::ln2_hi), _mm512_fmadd_pd(e, pd_set1(c::ln2_lo), lm));
+        const dv m = _mm512_getmant_pd(x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);
+        const dv e = _mm512_getexp_pd(x);
+        const __m512i j = _mm512_and_si512(_mm512_srli_epi64(_mm512_castpd_si512(m), 48), _mm512_set1_epi64(15));
+        const dv rc = _mm512_permutex2var_pd(_mm512_loadu_pd(c::log_rc), j, _mm512_loadu_pd(c::log_rc + 8));
+        const dv lc = _mm512_permutex2var_pd(_mm512_loadu_pd(c::log_lc), j, _mm512_loadu_pd(c::log_lc + 8));
+        const dv u = _mm512_fmadd_pd(m, rc, pd_set1(-1.0));
+        dv q = pd_set1(c::log1p_c[0]);
+        for (int k = 1; k < 8; ++k) q = _mm512_fmadd_pd(q, u, pd_set1(c::log1p_c[k]));
+        const dv l = _mm512_fmadd_pd(u, q, lc);
+        return _mm512_fmadd_pd(e, pd_set1(c::ln2_hi), _mm512_fmadd_pd(e, pd_set1(c::ln2_lo), l));
     }
     static double pd_sum(dv v) noexcept {
         alignas(64) double t[8];
