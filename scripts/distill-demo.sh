@@ -8,7 +8,7 @@
 #
 # Needs Debian 12's packages (scripts/install-deps.sh: libtorch-dev, nodejs, npm, fortunes).
 # Environment: BLD_JOBS (build jobs, default 2), BLD_DISTILL_BUILD (build folder, default
-# build/distill). The quick preset takes about two minutes of CPU time on two cores.
+# build/distill). The quick preset runs in about a minute on an idle two-core machine.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -141,8 +141,8 @@ config preset(const std::string& name) {
     config c;
     c.preset = name;
     if (name == "quick") {
-        // A smoke run of the whole pipeline in about two minutes of CPU time (under five on two
-        // busy cores with Debian's reference BLAS): smaller models, a teacher that sees 6% of the
+        // The whole pipeline in about a minute on an idle two-core machine with Debian's
+        // reference BLAS (a few on busy cores): smaller models, a teacher that sees 10% of the
         // data, students 2 passes over 320 chunks. Its numbers say the pipeline works, not
         // whether BLD helps: the documented numbers come from `full`.
         c.teacher = {128, 128};
