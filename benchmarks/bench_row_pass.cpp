@@ -3,7 +3,7 @@
 //
 // Row pass (the root distribution + STOP of every row), on the real Llama-2 (32k), Llama-3
 // (128k), Qwen-3 (152k) and Gemma-3 (262k) vocabularies, float32 and bfloat16 rows: a batch of
-// random rows (N(0, 3) logits) of at least 64 MiB in float32 (64 rows at 262k, 528 at 32k), so
+// random rows (N(0, 3) logits) of at least 64 MiB in float32 (64 rows at 262k, 544 at 32k), so
 // every pass streams from memory, not a cache. Rows are padded to a multiple of 128 columns as
 // the models' logits are (Qwen-3's embedding has 151936 rows, for 151669 ids); the padding is
 // never read by the row pass (nor counted in its bytes), the streaming read reads the rows whole.
@@ -112,7 +112,8 @@ const row_batch<T>& batch(const std::string& name) {
         const auto& plan = *vocab(name).plan;
         b.V = plan.vocab_size();
         b.n = (b.V + 127) / 128 * 128;
-        b.R = (batch_bytes / (b.V * sizeof(float)) + 15) / 16 * 16;
+        // A multiple of 32 rows: whole 16-row tiles, split evenly over two threads.
+        b.R = (batch_bytes / (b.V * sizeof(float)) + 31) / 32 * 32;
         b.P = plan.permutation().size();
         b.rows.resize(b.R * b.n);
         std::mt19937 rng(2024);

@@ -81,7 +81,7 @@ bld::vocabulary synth_vocab(std::mt19937& rng, std::size_t n, bool gaps) {
 std::vector<float> make_rows(std::mt19937& rng, std::size_t R, std::size_t V, std::size_t n, bool with_neg_inf = true) {
     std::vector<float> x(R * n, std::numeric_limits<float>::quiet_NaN());
     for (std::size_t r = 0; r < R; ++r) {
-        const int kind = static_cast<int>(r % 6);
+        const int kind = static_cast<int>(r % 7);
         std::normal_distribution<float> g(kind == 1 ? 2.0f : 0.0f, kind == 2 ? 15.0f : kind == 0 ? 1.0f : 4.0f);
         std::uniform_int_distribution<int> coin(0, 99);
         for (std::size_t i = 0; i < V; ++i) {
@@ -91,6 +91,7 @@ std::vector<float> make_rows(std::mt19937& rng, std::size_t R, std::size_t V, st
         }
         if (kind == 4) x[r * n + (r * 7919) % V] = 60.0f;           // one dominant token, late
         if (kind == 5) x[r * n + V - 1] = 45.0f;                      // the max in the last chunk
+        if (kind == 6) x[r * n + V - 2] = 150.0f; // a late jump past the tile kernel's lazy_shift_limit
     }
     return x;
 }
@@ -205,7 +206,8 @@ TEST_CASE("simd row pass: bit-identical for every thread count and batch composi
             CHECK(same_bits(bld::summarize_permuted_rows(plan, pv, {t}, l), onep));
         }
         // A row alone, or in another batch, gives the same bits as in this batch.
-        for (std::size_t r : {0u, 17u, 52u}) {
+        // (row 6 jumps past lazy_shift_limit late: its tile, rows 0–15, starts over)
+        for (std::size_t r : {0u, 6u, 17u, 52u}) {
             const bld::tensor_view<const float, 2> alone(x.data() + r * n, {1, static_cast<std::int64_t>(n)});
             CHECK(same_bits(bld::summarize_rows(plan, alone, {1}, l), {one[r]}));
         }
@@ -268,7 +270,7 @@ TEST_CASE("simd row pass: the permutation is the trie order and the root segment
     }
 }
 
-TEST_CASE("simd exp: relative error ≤ 4e-7 on [−86.5, 0], zero below −86.6 and for −inf") {
+TEST_CASE("simd exp: relative error ≤ 5e-7 on [−86.5, 0], zero below −86.6 and for −inf") {
     // Single-element segments give e^(x − shift) per element; the shift is the first chunk's
     // maximum, 0 here, so x − shift is exact and only exp is measured.
     std::vector<float> x;
@@ -289,7 +291,7 @@ TEST_CASE("simd exp: relative error ≤ 4e-7 on [−86.5, 0], zero below −86.6
             const double want = std::exp(static_cast<double>(x[i]));
             worst = std::max(worst, std::abs(sums[i] - want) / want);
         }
-        CHECK(worst <= 4e-7);
+        CHECK(worst <= 5e-7); // exp_fast, the row pass's (AVX-512: table-driven, bld/simd/ops.hpp)
         MESSAGE(bld::simd::to_string(l) << ": worst relative error of exp " << worst);
         CHECK(sums[x.size() - 3] == 0.0);
         CHECK(sums[x.size() - 2] == 0.0);

@@ -16,7 +16,7 @@
 // Tolerance (tests/test_simd.cpp holds every compiled target to it on this machine): every
 // root mass, node sum and normaliser agrees with the fp64 reference to relative 1e-5 (|Δ| ≤
 // 1e-5·|ref| + 1e-30), so a conditional at a node of mass ≥ 1e-12 keeps ≥ 5 significant
-// digits; max_logit is exact. Budget: e^x in float (≤ 4e-7 relative), its argument x = z −
+// digits; max_logit is exact. Budget: e^x in float (≤ 5e-7 relative), its argument x = z −
 // shift rounded to float (≤ |x|·2^−24 ≤ 5.2e-6 for the |x| ≤ 86.6 that are not flushed), float
 // partial sums of ≤ 32 terms (≤ 1.9e-6), the rest in double. Terms below e^−86.6 of the shift
 // (≤ 1e-38 of the row's largest) are flushed to zero. Observed errors are ~1e-7.

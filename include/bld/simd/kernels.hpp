@@ -32,6 +32,10 @@ inline constexpr std::size_t prefetch_chunks = 2;
 /// The lazy shift moves only when a chunk maximum exceeds it by more than this (e^16 ≈ 8.9e6,
 /// so no term exceeds that in float and the argument x = z − shift stays small: |x| ≤ 88).
 inline constexpr float lazy_shift_slack = 16.0f;
+/// A chunk maximum more than this above the shift moves it before the chunk's exponentials
+/// (the tile kernel finds such a chunk after them and starts over): every term stays ≤ e^64,
+/// and a float accumulator of flush_every such terms ≤ 2e29, far from overflow.
+inline constexpr float lazy_shift_limit = 64.0f;
 /// Float accumulators take at most this many additions before they are flushed to double.
 inline constexpr unsigned flush_every = 32;
 /// Granularity of the tile kernel's static flush schedule (ids).

@@ -10,6 +10,7 @@
 //   load(const float*) / load(const bf16*)      W consecutive values (bf16 widened exactly)
 //   set1, neg_inf, add, sub, mul, max, store
 //   exp(x)                  e^x for x ≤ 88, 0 for x < −86.6, −inf and NaN; rel. error ≤ 4e-7
+//   exp_fast, exp_keep_nan  the row pass's e^x (≤ 5e-7; see below), exp_keep_nan NaN-preserving
 //   ordered_finite(ok, v)   ok && every lane of v is neither NaN nor +inf; ok_and, ok(mask)
 //   in_range(ok, v, lo, hi) ok && lo ≤ v ≤ hi in every lane (false for NaN)
 //   fmadd(a, b, c), log(x)  a·b + c;  log x for normal x > 0 (Cephes logf, ≤ 2 ulp)
@@ -28,7 +29,16 @@
 // (|r| ≤ ln2/2), then 2^n (AVX-512: vscalefps; AVX2: n rounded by adding 1.5·2^23 and added
 // into the exponent field), with a degree-5 polynomial for e^r fitted for relative error (max 1.7e-7 in
 // float arithmetic, e^0 = 1 exactly); ln 2 is one float constant (one FMA, no Cody–Waite
-// split), which adds |n|·1.9e-9: ≤ 4e-7 in all (measured 3.8e-7 by tests/test_simd.cpp).
+// split), which adds |n|·1.9e-9: ≤ 4e-7 in all (measured 3.8e-7).
+// exp_fast (AVX-512; elsewhere exp) and exp_keep_nan, the row-pass kernels' exponentials, use
+// a finer reduction that is cheaper where it counts, the multiply-add pipes (the row pass is
+// bound by them): k = round(32·x·log2 e), r = x − (k/32)·ln 2 (|r| ≤ ln2/64), 2^(k mod 32 / 32)
+// from a 32-entry table (one two-source permute), e^r ≈ 1 + r(t1 + r/2) (max 5.7e-8), then
+// vscalefps by k/32: 7 multiply-add-class operations instead of 9. The one-constant ln 2 adds
+// |k/32|·1.9e-9 as above: ≤ 5e-7 relative in all (measured 4.5e-7 at x ≈ −85; a Cody–Waite
+// split would remove it for one more FMA, 10–15% of the row pass). exp_keep_nan also returns
+// NaN for a NaN or +Inf argument (exp gives 0), so the tile kernel can find bad logits in its
+// sums instead of a separate check.
 // Results below e^−86.6 are flushed to 0 rather than left subnormal: they are below 1e-38 of
 // the row's largest term, far under every tolerance. The scalar target calls the C library's
 // expf instead (it is the portable fallback).
@@ -65,6 +75,20 @@ struct exp_constants {
     static constexpr float c5 = 0.008290314115583897f;
     static constexpr float lowest = -86.6f; ///< below: flushed to 0 (e^−86.6 ≈ 2.6e-38; n ≥ −125)
     static constexpr float round_magic = 12582912.0f; ///< 1.5·2^23: t + magic rounds t to an integer
+    // The table-driven variant (AVX-512 exp_keep_nan / exp_fast, see above).
+    static constexpr float t_scale = 46.16624130844683f; ///< 32·log2 e
+    static constexpr float t1 = 1.00001526f;
+    static constexpr float inv32 = 0.03125f;
+    alignas(64) static constexpr float exp2_frac[32] = {
+        1.000000000e+00f, 1.021897197e+00f, 1.044273734e+00f, 1.067140460e+00f,
+        1.090507746e+00f, 1.114386797e+00f, 1.138788581e+00f, 1.163724899e+00f,
+        1.189207077e+00f, 1.215247393e+00f, 1.241857767e+00f, 1.269050956e+00f,
+        1.296839595e+00f, 1.325236678e+00f, 1.354255557e+00f, 1.383909941e+00f,
+        1.414213538e+00f, 1.445180774e+00f, 1.476826191e+00f, 1.509164453e+00f,
+        1.542210817e+00f, 1.575980902e+00f, 1.610490322e+00f, 1.645755529e+00f,
+        1.681792855e+00f, 1.718619347e+00f, 1.756252170e+00f, 1.794709086e+00f,
+        1.834008098e+00f, 1.874167681e+00f, 1.915206552e+00f, 1.957144141e+00f,
+    };
 };
 
 /// Cephes' single-precision log: log(1 + f) = f − f²/2 + f³·P(f), m = 1 + f ∈ [√½, √2).
@@ -135,6 +159,8 @@ struct ops<scalar_arch> {
     static void store(float* p, vf v) noexcept { *p = v; }
     // The C library's expf (correctly rounded or nearly): this target is the portable fallback.
     static vf exp(vf x) noexcept { return x >= exp_constants::lowest ? std::exp(x) : 0.0f; }
+    static vf exp_keep_nan(vf x) noexcept { return !(x < exp_constants::lowest) ? std::exp(x) : 0.0f; }
+    static vf exp_fast(vf x) noexcept { return exp(x); }
     static vf fmadd(vf a, vf b, vf c) noexcept { return a * b + c; }
     static vf log(vf x) noexcept { return std::log(x); }
     // one double lane (the loss kernel)
@@ -162,6 +188,10 @@ struct ops<scalar_arch> {
     static bool ok(okmask m) noexcept { return m; }
     static float hmax(vf v) noexcept { return v; }
     static void transpose(vf (&)[1]) noexcept {}
+    static constexpr std::size_t lane_of(std::size_t r) noexcept { return r; }
+    static constexpr std::size_t tile_part = 1;
+    template <class Rows>
+    static void load_tile_part(const Rows& row, std::size_t i, vf (&e)[1]) noexcept { e[0] = load(row(0) + i); }
     static vf keep(vf v, std::size_t a, std::size_t b) noexcept { return a == 0 && b >= 1 ? v : 0.0f; }
     static vd dzero() noexcept { return 0.0; }
     static vd dadd(vd d, vf v) noexcept { return d + static_cast<double>(v); }
@@ -233,6 +263,9 @@ struct ops<avx2_arch> {
         const vf y = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
         return _mm256_and_ps(y, _mm256_cmp_ps(x, set1(c::lowest), _CMP_GE_OQ));
     }
+    /// exp, but NaN (and +Inf) arguments give NaN: the tile kernel finds them in its sums.
+    static vf exp_keep_nan(vf x) noexcept { return _mm256_or_ps(exp(x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
+    static vf exp_fast(vf x) noexcept { return exp(x); }
     static vf fmadd(vf a, vf b, vf c) noexcept { return _mm256_fmadd_ps(a, b, c); }
     // four double lanes (the loss kernel)
     static constexpr std::size_t dwidth = 4;
@@ -344,6 +377,14 @@ struct ops<avx2_arch> {
         }
         for (int i = 0; i < 8; ++i) v[i] = t[i];
     }
+    static constexpr std::size_t lane_of(std::size_t r) noexcept { return r; }
+    /// e[j] = ids i + j of the 8 rows (row r in lane r): 8 loads and a transpose.
+    static constexpr std::size_t tile_part = 8;
+    template <class Rows>
+    static void load_tile_part(const Rows& row, std::size_t i, vf (&e)[8]) noexcept {
+        for (std::size_t r = 0; r < 8; ++r) e[r] = load(row(r) + i);
+        transpose(e);
+    }
     static vf keep(vf v, std::size_t a, std::size_t b) noexcept {
         const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         const __m256i lo = _mm256_set1_epi32(static_cast<int>(a) - 1), hi = _mm256_set1_epi32(static_cast<int>(b));
@@ -439,6 +480,19 @@ struct ops<avx512_arch> {
         const __mmask16 keep = _mm512_cmp_ps_mask(x, set1(c::lowest), _CMP_GE_OQ);
         return _mm512_maskz_scalef_ps(keep, p, n);
     }
+    /// exp, but NaN (and +Inf) arguments give NaN: the tile kernel finds them in its sums. The
+    /// table-driven form (exp_constants::exp2_frac), relative error ≤ 5e-7.
+    static vf exp_keep_nan(vf x) noexcept {
+        using c = exp_constants;
+        const vf t = _mm512_fmadd_ps(x, set1(c::t_scale), set1(c::round_magic)); // low 5 bits: k mod 32
+        const vf k32 = _mm512_fmsub_ps(t, set1(c::inv32), set1(c::round_magic * c::inv32)); // k/32, exact
+        const vf r = _mm512_fnmadd_ps(k32, set1(c::ln2), x);
+        const vf p = _mm512_fmadd_ps(_mm512_fmadd_ps(r, set1(0.5f), set1(c::t1)), r, set1(1.0f));
+        const vf f = _mm512_permutex2var_ps(_mm512_load_ps(c::exp2_frac), _mm512_castps_si512(t), _mm512_load_ps(c::exp2_frac + 16));
+        const __mmask16 keep = _mm512_cmp_ps_mask(x, set1(c::lowest), _CMP_NLT_UQ);
+        return _mm512_maskz_scalef_ps(keep, _mm512_mul_ps(p, f), k32); // · 2^floor(k/32)
+    }
+    static vf exp_fast(vf x) noexcept { return exp_keep_nan(x); }
     static vf fmadd(vf a, vf b, vf c) noexcept { return _mm512_fmadd_ps(a, b, c); }
     // eight double lanes (the loss kernel)
     static constexpr std::size_t dwidth = 8;
@@ -549,6 +603,41 @@ struct ops<avx512_arch> {
             v[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
             v[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
         }
+    }
+    /// Lane of row r in load_tile's vectors: 128-bit block r % 4, position r / 4 in it.
+    static constexpr std::size_t lane_of(std::size_t r) noexcept { return 4 * (r % 4) + r / 4; }
+    /// 4 consecutive values of 4 rows (a in 128-bit block 0, b in 1, …) as one vector.
+    static vf load_quad(const float* a, const float* b, const float* c, const float* d) noexcept {
+        vf v = _mm512_maskz_broadcast_f32x4(0xFFFF, _mm_loadu_ps(a));
+        v = _mm512_mask_broadcast_f32x4(v, 0x00F0, _mm_loadu_ps(b));
+        v = _mm512_mask_broadcast_f32x4(v, 0x0F00, _mm_loadu_ps(c));
+        return _mm512_mask_broadcast_f32x4(v, 0xF000, _mm_loadu_ps(d));
+    }
+    static vf load_quad(const bf16* a, const bf16* b, const bf16* c, const bf16* d) noexcept {
+        const auto q = [](const bf16* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); };
+        __m256i h = _mm256_broadcastq_epi64(q(a));
+        h = _mm256_mask_broadcastq_epi64(h, 0x2, q(b));
+        h = _mm256_mask_broadcastq_epi64(h, 0x4, q(c));
+        h = _mm256_mask_broadcastq_epi64(h, 0x8, q(d));
+        // (maskz forms: GCC 12 warns -Wuninitialized on the plain forms' undefined passthrough here)
+        return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, _mm512_maskz_cvtepu16_epi32(0xFFFF, h), 16));
+    }
+    static constexpr std::size_t tile_part = 4;
+    /// e[j] = ids i + j (j < 4) of the 16 rows, row r in lane lane_of(r): 4-row quads by
+    /// broadcast loads (the 128-bit stages of a transpose done by the load ports), then a 4 × 4
+    /// transpose inside each 128-bit block.
+    template <class Rows>
+    static void load_tile_part(const Rows& row, std::size_t i, vf (&e)[4]) noexcept {
+        const vf a = load_quad(row(0) + i, row(1) + i, row(2) + i, row(3) + i);
+        const vf b = load_quad(row(4) + i, row(5) + i, row(6) + i, row(7) + i);
+        const vf c = load_quad(row(8) + i, row(9) + i, row(10) + i, row(11) + i);
+        const vf d = load_quad(row(12) + i, row(13) + i, row(14) + i, row(15) + i);
+        const vf t0 = _mm512_maskz_unpacklo_ps(0xFFFF, a, b), t1 = _mm512_maskz_unpackhi_ps(0xFFFF, a, b);
+        const vf t2 = _mm512_maskz_unpacklo_ps(0xFFFF, c, d), t3 = _mm512_maskz_unpackhi_ps(0xFFFF, c, d);
+        e[0] = _mm512_maskz_shuffle_ps(0xFFFF, t0, t2, 0x44);
+        e[1] = _mm512_maskz_shuffle_ps(0xFFFF, t0, t2, 0xEE);
+        e[2] = _mm512_maskz_shuffle_ps(0xFFFF, t1, t3, 0x44);
+        e[3] = _mm512_maskz_shuffle_ps(0xFFFF, t1, t3, 0xEE);
     }
     static vf keep(vf v, std::size_t a, std::size_t b) noexcept {
         const unsigned m = ((b >= 16 ? 0x10000u : (1u << b)) - 1u) & ~((1u << a) - 1u);
