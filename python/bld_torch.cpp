@@ -3,7 +3,8 @@
 // Built by python/build_bld_torch.py with torch.utils.cpp_extension (Debian's python3-torch).
 // The Python package (python/bld_torch/__init__.py) wraps `loss` in a torch.autograd.Function;
 // this file only converts tensors through bld's libtorch adapter, calls bld's loss function
-// objects and maps bld's exceptions onto Python exception classes:
+// objects (CUDA tensors: bld::cuda's, through bld_torch_cuda.cu, when built with CUDA) and maps
+// bld's exceptions onto Python exception classes:
 //
 //   bld_torch.Error       (RuntimeError)          every bld error
 //   bld_torch.ShapeError  (Error, ValueError)     shape, rank, device, layout, K outside 1..260
@@ -21,6 +22,13 @@
 #include <optional>
 #include <string>
 #include <tuple>
+
+#ifdef BLD_TORCH_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "bld_torch_cuda.hpp"
+#endif
 
 namespace {
 
@@ -47,6 +55,73 @@ void require_dtype(const torch::Tensor& t, const char* name, std::initializer_li
                       std::string("expected ") + expected + ", got " + torch_dtype_name(t));
 }
 
+#ifdef BLD_TORCH_WITH_CUDA
+/// The loss on CUDA tensors (all on the logits' device, dense): bld::cuda's kernels on torch's
+/// current stream of that device; the value is read back (one synchronisation, as .item()).
+std::tuple<torch::Tensor, torch::Tensor>
+loss_cuda(const torch::Tensor& logits, const std::optional<torch::Tensor>& targets,
+          const std::optional<torch::Tensor>& true_bytes, const std::optional<torch::Tensor>& mask,
+          const std::string& mode, const std::string& kind, double temperature, const std::string& reduction_name,
+          double lambda_byte, double lambda_kl, double target_floor, bool need_grad) {
+    const auto same_device = [&](const std::optional<torch::Tensor>& t, const char* name) {
+        if (!t) return;
+        if (t->device() != logits.device())
+            throw bld::shape_error("bld_torch", std::string("argument `") + name + "`",
+                                   "on " + t->device().str() + ", but head_logits is on " + logits.device().str() +
+                                       " (one device per call)");
+        if (!t->is_contiguous())
+            throw bld::shape_error("bld_torch", std::string("argument `") + name + "`", "not contiguous");
+    };
+    same_device(logits, "head_logits");
+    same_device(targets, "teacher_targets");
+    same_device(true_bytes, "true_bytes");
+    same_device(mask, "mask");
+    bld_torch_cuda::loss_call c;
+    c.mode = mode == "ce" ? bld_torch_cuda::loss_mode::ce
+           : mode == "bld" ? bld_torch_cuda::loss_mode::bld
+                           : bld_torch_cuda::loss_mode::divergence;
+    if (mode != "ce" && mode != "bld" && mode != "divergence")
+        throw bld::value_error("bld_torch", "mode", "unknown mode " + mode);
+    c.kind = mode == "ce" ? bld::divergence::forward_kl : bld::parse_divergence(kind);
+    c.reduction = bld::parse_reduction(reduction_name);
+    c.temperature = temperature;
+    c.lambda_byte = lambda_byte;
+    c.lambda_kl = lambda_kl;
+    c.target_floor = target_floor;
+    const auto tk = bld::byte_head_shape(logits, "bld_torch");
+    c.T = tk[0];
+    c.K = tk[1];
+    c.logits_f64 = logits.scalar_type() == torch::kFloat64;
+    c.logits = logits.data_ptr();
+    if (c.mode != bld_torch_cuda::loss_mode::ce) {
+        if (!targets) throw bld::value_error("bld_torch", "teacher_targets", "required for kind \"" + kind + "\"");
+        c.targets_f64 = targets->scalar_type() == torch::kFloat64;
+        c.targets = targets->data_ptr();
+    }
+    if (c.mode != bld_torch_cuda::loss_mode::divergence) {
+        if (!true_bytes) throw bld::value_error("bld_torch", mode == "ce" ? "kind=\"ce\"" : "bld_loss", "needs true_bytes");
+        c.true_bytes_i64 = true_bytes->scalar_type() == torch::kInt64;
+        c.true_bytes = true_bytes->data_ptr();
+    }
+    if (mask) c.mask = static_cast<const std::uint8_t*>(mask->data_ptr()); // bool: one byte, 0 or 1
+    const auto opts = logits.options();
+    torch::Tensor grad = need_grad ? torch::empty({c.T, c.K, bld::byte_alphabet_size}, opts) : torch::Tensor();
+    torch::Tensor per_slot = c.reduction == bld::loss_reduction::none ? torch::empty({c.T, c.K}, opts) : torch::Tensor();
+    c.grad = grad.defined() ? grad.data_ptr() : nullptr;
+    c.per_slot = per_slot.defined() ? per_slot.data_ptr() : nullptr;
+    const c10::cuda::CUDAGuard guard(logits.device());
+    c.device = logits.device().index();
+    c.stream = c10::cuda::getCurrentCUDAStream(logits.device().index()).stream();
+    bld::byte_loss_result r;
+    {
+        py::gil_scoped_release no_gil;
+        r = bld_torch_cuda::run_loss(c);
+    }
+    torch::Tensor value = per_slot.defined() ? per_slot : torch::full({}, r.value, opts);
+    return {value, grad};
+}
+#endif
+
 /// The one entry point: returns (value, grad). value is a 0-dim tensor, or the per-slot
 /// values [T, K] for reduction "none"; grad is ∂value/∂logits [T, K, 260] (slot by slot for
 /// "none"), or an undefined tensor when need_grad is false. Both have the logits' dtype.
@@ -63,6 +138,16 @@ loss(const torch::Tensor& logits, const std::optional<torch::Tensor>& targets,
     if (targets) require_dtype(*targets, "teacher_targets", {torch::kFloat32, torch::kFloat64}, "float32 or float64");
     if (true_bytes) require_dtype(*true_bytes, "true_bytes", {torch::kInt32, torch::kInt64}, "int32 or int64");
     if (mask) require_dtype(*mask, "mask", {torch::kBool, torch::kUInt8}, "bool or uint8");
+    if (logits.is_cuda()) {
+#ifdef BLD_TORCH_WITH_CUDA
+        return loss_cuda(logits, targets, true_bytes, mask, mode, kind, temperature, reduction_name, lambda_byte,
+                         lambda_kl, target_floor, need_grad);
+#else
+        throw bld::shape_error("bld_torch", "argument `head_logits`",
+                               "a CUDA tensor, but this bld_torch was built without CUDA (build it with "
+                               "python/build_bld_torch.py against a CUDA build of torch)");
+#endif
+    }
 
     const bld::loss_reduction reduction = bld::parse_reduction(reduction_name);
     const bld::divergence div = mode == "ce" ? bld::divergence::forward_kl : bld::parse_divergence(kind);
@@ -212,5 +297,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           py::arg("student_ids"), py::arg("teacher"), py::arg("student"), py::arg("k"), py::arg("text"),
           "(targets [T, K, 260], mask [T, K], true_bytes [T, K]) from the teacher's rows on the canonical path.");
     m.attr("byte_alphabet_size") = bld::byte_alphabet_size;
+#ifdef BLD_TORCH_WITH_CUDA
+    m.attr("with_cuda") = true;
+#else
+    m.attr("with_cuda") = false;
+#endif
     m.attr("max_byte_heads") = bld::max_byte_heads;
 }

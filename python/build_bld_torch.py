@@ -7,7 +7,9 @@
 Uses torch.utils.cpp_extension.load (ninja; g++ with -std=c++20). The result is a package
 directory OUT/bld_torch/ holding __init__.py and the compiled _bld_torch extension; the object
 files stay in OUT/.build/ so a rebuild only recompiles what changed. Needs: python3-torch,
-libtorch-dev, ninja-build, g++ >= 12 — Debian packages only, no pip.
+libtorch-dev, ninja-build, g++ >= 12 — Debian packages only, no pip. Against a CUDA build of
+torch (and nvcc), --cuda auto (the default) also compiles python/bld_torch_cuda.cu, so the loss
+runs bld's CUDA kernels on CUDA tensors.
 """
 
 import argparse
@@ -26,6 +28,9 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default 2)")
     parser.add_argument("--debug", action="store_true", help="-O0 -g instead of -O2")
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
+    parser.add_argument("--cuda", choices=("auto", "on", "off"), default="auto",
+                        help="compile the CUDA dispatch (python/bld_torch_cuda.cu, nvcc): auto = when this "
+                             "torch is a CUDA build (torch.version.cuda); Debian's torch is not")
     args = parser.parse_args(argv)
 
     out = pathlib.Path(args.out).resolve()
@@ -37,15 +42,27 @@ def main(argv=None):
 
     import torch.utils.cpp_extension as cpp_extension  # noqa: E402 (after MAX_JOBS is set)
 
+    import torch  # noqa: E402
+
+    cuda = args.cuda == "on" or (args.cuda == "auto" and torch.version.cuda is not None)
+    if cuda and torch.version.cuda is None:
+        print("build_bld_torch: --cuda on needs a CUDA build of torch (torch.version.cuda is None)", file=sys.stderr)
+        return 1
     opt = ["-O0", "-g"] if args.debug else ["-O2"]
+    sources = [str(REPO / "python" / "bld_torch.cpp")]
+    defines = []
+    if cuda:
+        sources.append(str(REPO / "python" / "bld_torch_cuda.cu"))
+        defines.append("-DBLD_TORCH_WITH_CUDA")
     cpp_extension.load(
         name="_bld_torch",
-        sources=[str(REPO / "python" / "bld_torch.cpp")],
-        extra_include_paths=[str(REPO / "include")],
-        extra_cflags=["-std=c++20", *opt, "-Wall", "-Wno-unused-parameter"],
+        sources=sources,
+        extra_include_paths=[str(REPO / "include"), str(REPO / "python")],
+        extra_cflags=["-std=c++20", *opt, "-Wall", "-Wno-unused-parameter", *defines],
+        extra_cuda_cflags=["-std=c++20", *opt, "--expt-relaxed-constexpr", *defines],
         extra_ldflags=["-lsimdjson"],  # bld::json (tokenizer loaders) for load_tokenizer
         build_directory=str(build_dir),
-        with_cuda=False,
+        with_cuda=cuda,
         is_python_module=True,
         verbose=args.verbose,
     )
@@ -56,7 +73,7 @@ def main(argv=None):
     shutil.copy2(built, package / "_bld_torch.so")
     for source in (REPO / "python" / "bld_torch").glob("*.py"):
         shutil.copy2(source, package / source.name)
-    print(f"bld_torch built: {package} (use PYTHONPATH={out})")
+    print(f"bld_torch built{' with CUDA' if cuda else ''}: {package} (use PYTHONPATH={out})")
     return 0
 
 

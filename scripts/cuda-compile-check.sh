@@ -46,3 +46,30 @@ elif [[ $rc -ne 0 ]]; then
   echo "cuda-compile-check: bld_cuda_tests FAILED (exit $rc)"
   exit "$rc"
 fi
+
+# bld_torch's CUDA dispatch (issue 6, item 5): python/bld_torch_cuda.cu with nvcc for the same
+# architectures, and python/bld_torch.cpp with BLD_TORCH_WITH_CUDA (syntax only) against
+# Debian's torch headers. Debian's torch is a CPU build whose c10/cuda headers lack the one
+# CMake-generated file, c10/cuda/impl/cuda_cmake_macros.h: a stand-in defines what it would.
+start=$(date +%s)
+obj="$build/bld_torch_cuda"
+mkdir -p "$obj"
+for arch in ${archs//;/ }; do
+  "$nvcc" -std=c++20 -O2 --expt-relaxed-constexpr -arch="sm_$arch" -DBLD_TORCH_WITH_CUDA \
+    -Iinclude -Ipython -c python/bld_torch_cuda.cu -o "$obj/bld_torch_cuda.sm_$arch.o"
+done
+py=/usr/bin/python3
+if "$py" -c "import torch" 2>/dev/null; then
+  stub="$obj/c10stub"
+  mkdir -p "$stub/c10/cuda/impl"
+  printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' > "$stub/c10/cuda/impl/cuda_cmake_macros.h"
+  mapfile -t torch_inc < <("$py" -c "import torch.utils.cpp_extension as c; print('\n'.join(c.include_paths()))" 2>/dev/null)
+  pyinc=$("$py" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+  cudainc=$(dirname "$(dirname "$nvcc")")/include
+  c++ -std=c++20 -fsyntax-only -Wall -Wno-deprecated-declarations -DBLD_TORCH_WITH_CUDA \
+    -DTORCH_EXTENSION_NAME=_bld_torch -DTORCH_API_INCLUDE_EXTENSION_H "${torch_inc[@]/#/-I}" -I"$stub" -I"$pyinc" \
+    -I"$cudainc" -Iinclude -Ipython python/bld_torch.cpp
+  echo "cuda-compile-check: bld_torch CUDA dispatch compiled (nvcc sm_${archs//;/, sm_}; g++ with torch headers) in $(( $(date +%s) - start )) s"
+else
+  echo "cuda-compile-check: bld_torch CUDA dispatch: nvcc side compiled; no torch here for the g++ side"
+fi

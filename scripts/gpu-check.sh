@@ -68,6 +68,19 @@ bench_rc=${PIPESTATUS[0]}
 set -e
 if [[ $tests_rc -eq 77 ]]; then fail "no GPU: bld_cuda_tests found no usable CUDA device ($(head -n 1 "$work/tests.txt"))"; fi
 
+# bld_torch's CUDA dispatch, where this machine has a CUDA build of torch (Debian's is not):
+# build the module with CUDA and run its CUDA-vs-CPU tests.
+torch_note="not run: no CUDA build of torch with a usable GPU on this machine"
+py=${BLD_PYTHON:-python3}
+if "$py" -c "import torch, sys; sys.exit(0 if torch.version.cuda and torch.cuda.is_available() else 1)" 2>/dev/null; then
+  set +e
+  "$py" python/build_bld_torch.py --cuda on --out "$work/py" > "$work/torch.txt" 2>&1 &&
+    BLD_TORCH_BUILD="$work/py" PYTHONPATH=tests/python "$py" -m unittest -v test_bld_torch.CudaDispatchTest >> "$work/torch.txt" 2>&1
+  torch_rc=$?
+  set -e
+  torch_note="$([[ $torch_rc -eq 0 ]] && echo passed || echo "FAILED (exit $torch_rc)") — $(grep -E '^(Ran|OK|FAILED)' "$work/torch.txt" | paste -sd ';' -)"
+fi
+
 # 4. The report.
 report=${BLD_GPU_REPORT:-docs/gpu_report.md}
 fraction=$(grep -o 'float32 row pass: [0-9.]*%' "$work/bench.txt" | grep -o '[0-9.]*' || echo "?")
@@ -84,6 +97,7 @@ fi
   echo "* $(head -n 1 "$work/tests.txt")"
   echo "* Build: $build_note"
   echo "* CUDA tests: $([[ $tests_rc -eq 0 ]] && echo passed || echo "FAILED (exit $tests_rc)") — $(grep -E '^\[doctest\] (test cases|assertions)' "$work/tests.txt" | sed 's/\[doctest\] //' | tr -s ' ' | paste -sd ';' -)"
+  echo "* bld_torch on CUDA tensors (tests/python CudaDispatchTest): $torch_note"
   echo "* Acceptance (row pass, float32, 4096 × 128,256, ≥ 70% of peak bandwidth): $target"
   echo
   echo "## Row-pass benchmark"
@@ -97,4 +111,4 @@ fi
   echo '```'
 } > "$report"
 echo "gpu-check: report written to $report"
-[[ $tests_rc -eq 0 && $bench_rc -eq 0 ]] || fail "tests exit $tests_rc, benchmark exit $bench_rc (see $report)"
+[[ $tests_rc -eq 0 && $bench_rc -eq 0 && ${torch_rc:-0} -eq 0 ]] || fail "tests exit $tests_rc, benchmark exit $bench_rc, bld_torch exit ${torch_rc:-0} (see $report)"

@@ -24,7 +24,10 @@ Conventions (the same as the C++ library, ``bld/loss.hpp``):
   ``none`` = per-slot values [..., K] (0 at inactive slots). Nothing active gives 0.
 * the gradient w.r.t. head_logits is bld's analytic one, computed in the same pass as the
   value; no gradient flows into teacher_targets (they are constants of the loss).
-* inputs are made contiguous; they must be on the CPU.
+* inputs are made contiguous; they must all be on the CPU, or all on one CUDA device when
+  bld_torch was built with CUDA (``bld_torch.WITH_CUDA``; python/build_bld_torch.py against a
+  CUDA build of torch): the loss then runs bld's CUDA kernels on torch's current stream.
+  ``canonical_targets`` runs on the CPU.
 
 Errors are raised as ``bld_torch.Error`` (a RuntimeError) subclasses carrying bld's message:
 ``ShapeError`` (also ValueError) for shapes, K outside 1..260 and devices, ``DtypeError`` (also
@@ -45,6 +48,7 @@ DomainError = _C.DomainError
 
 BYTE_ALPHABET_SIZE = _C.byte_alphabet_size  # 260: 256 bytes, STOP, three reserved
 MAX_BYTE_HEADS = _C.max_byte_heads
+WITH_CUDA = bool(_C.with_cuda)  # the loss dispatches CUDA tensors to bld's CUDA kernels
 
 __all__ = [
     "Tokenizer",
