@@ -83,5 +83,27 @@ for mode in find_package subdirectory fetchcontent; do
   "$dir/bld_consumer"
   echo "bld consumers: $mode OK"
 done
+
+# 4. The optional bld::torch component (where libtorch's CMake package is installed): bld
+#    configured with BLD_ENABLE_TORCH=ON and installed, then find_package(bld COMPONENTS torch).
+if "$cmake" --find-package -DNAME=Torch -DCOMPILER_ID=GNU -DLANGUAGE=CXX -DMODE=EXIST >/dev/null 2>&1 ||
+   [[ -n "$(find /usr/lib /usr/share /usr/local -maxdepth 5 -name TorchConfig.cmake -print -quit 2>/dev/null)" ]]; then
+  rm -rf "$work/bld-torch-build" "$work/prefix-torch" "$work/torch"
+  step="bld::torch: configure and install bld with BLD_ENABLE_TORCH=ON"
+  logged bld-torch-configure "$cmake" -S "$src" -B "$work/bld-torch-build" "${generator[@]}" \
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$work/prefix-torch" -DBLD_ENABLE_TORCH=ON \
+    -DBLD_BUILD_TESTS=OFF -DBLD_BUILD_BENCHMARKS=OFF -DBLD_BUILD_EXAMPLES=OFF
+  logged bld-torch-install "$cmake" --install "$work/bld-torch-build"
+  step="bld::torch: configure the consumer (find_package(bld COMPONENTS torch))"
+  logged torch-configure "$cmake" -S "$consumer/torch" -B "$work/torch" "${generator[@]}" \
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$work/prefix-torch"
+  step="bld::torch: build"
+  logged torch-build "$cmake" --build "$work/torch" -j "$jobs"
+  step="bld::torch: run"
+  "$work/torch/bld_torch_consumer"
+  echo "bld consumers: find_package(bld COMPONENTS torch) OK"
+else
+  echo "bld consumers: no libtorch CMake package here: the bld::torch component was not checked"
+fi
 step=""
 echo "bld consumers: all three ways OK"
