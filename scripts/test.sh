@@ -12,6 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/install-deps.sh
 bash scripts/fetch-data.sh
+bash scripts/prepare-distill.sh # the distillation example's cached ids (example_distill_smoke)
 jobs=${BLD_JOBS:-2}
 cmake -S . -B build/test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLD_BUILD_TESTS=ON -DBLD_BUILD_EXAMPLES=ON \
   -DBLD_BUILD_BENCHMARKS=ON -DBLD_ENABLE_TORCH=ON
