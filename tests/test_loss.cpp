@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "error_text.hpp"
+
 namespace {
 
 constexpr std::int64_t A = 260;
@@ -204,17 +206,8 @@ std::vector<config> all_configs() {
     return out;
 }
 
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "(no exception)";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using bld_test::contains;
+using bld_test::message_of;
 
 }  // namespace
 

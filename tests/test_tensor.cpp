@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "error_text.hpp"
+
 // ------------------------------------------------------------------------------------------
 // A foreign tensor type, in its own namespace, with a run-time dtype, strides and a device —
 // the shape of what a real tensor library hands over.
@@ -85,17 +87,8 @@ static_assert(!bld::tensor_source<std::string>);
 
 namespace {
 
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "(no exception)";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using bld_test::contains;
+using bld_test::message_of;
 
 }  // namespace
 

@@ -12,19 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "../error_text.hpp"
+
 namespace {
 
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "(no exception)";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using bld_test::contains;
+using bld_test::message_of;
 
 }  // namespace
 
