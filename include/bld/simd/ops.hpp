@@ -9,7 +9,8 @@
 //   vf                      W floats;   vd: W doubles (an accumulator)
 //   load(const float*) / load(const bf16*)      W consecutive values (bf16 widened exactly)
 //   set1, neg_inf, add, sub, mul, max, store
-//   exp(x)                  e^x for x ≤ 88, 0 for x < −86.6, −inf and NaN; rel. error ≤ 4e-7
+//   exp(x)                  (scalar, AVX2) e^x for x ≤ 88, 0 for x < −86.6, −inf and NaN;
+//                           rel. error ≤ 4e-7
 //   exp_fast, exp_keep_nan  the row pass's e^x (≤ 5e-7; see below), exp_keep_nan NaN-preserving
 //   ordered_finite(ok, v)   ok && every lane of v is neither NaN nor +inf; ok_and, ok(mask)
 //   in_range(ok, v, lo, hi) ok && lo ≤ v ≤ hi in every lane (false for NaN)
@@ -26,11 +27,11 @@
 //                           W-wide rows of the tile kernel's per-bin accumulators (aligned)
 //
 // exp is the classic range reduction e^x = 2^n · e^r, n = round(x·log2 e), r = x − n·ln 2
-// (|r| ≤ ln2/2), then 2^n (AVX-512: vscalefps; AVX2: n rounded by adding 1.5·2^23 and added
-// into the exponent field), with a degree-5 polynomial for e^r fitted for relative error (max 1.7e-7 in
+// (|r| ≤ ln2/2), then 2^n (n rounded by adding 1.5·2^23 and added into the exponent field),
+// with a degree-5 polynomial for e^r fitted for relative error (max 1.7e-7 in
 // float arithmetic, e^0 = 1 exactly); ln 2 is one float constant (one FMA, no Cody–Waite
 // split), which adds |n|·1.9e-9: ≤ 4e-7 in all (measured 3.8e-7).
-// exp_fast (AVX-512; elsewhere exp) and exp_keep_nan, the row-pass kernels' exponentials, use
+// exp_fast (AVX-512, which has no other float exp; elsewhere exp) and exp_keep_nan, the row-pass kernels' exponentials, use
 // a finer reduction that is cheaper where it counts, the multiply-add pipes (the row pass is
 // bound by them): k = round(32·x·log2 e), r = x − (k/32)·ln 2 (|r| ≤ ln2/64), 2^(k mod 32 / 32)
 // from a 32-entry table (one two-source permute), e^r ≈ 1 + r(t1 + r/2) (max 5.7e-8), then
@@ -468,18 +469,6 @@ struct ops<avx512_arch> {
     // (masked form: GCC 12 warns -Wmaybe-uninitialized on _mm512_max_ps's undefined passthrough)
     static vf max(vf a, vf b) noexcept { return _mm512_mask_max_ps(a, 0xFFFF, a, b); }
     static void store(float* p, vf v) noexcept { _mm512_storeu_ps(p, v); }
-    static vf exp(vf x) noexcept {
-        using c = exp_constants;
-        const vf n = _mm512_roundscale_ps(_mm512_mul_ps(x, set1(c::log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        const vf r = _mm512_fnmadd_ps(n, set1(c::ln2), x);
-        vf q = _mm512_fmadd_ps(set1(c::c5), r, set1(c::c4));
-        q = _mm512_fmadd_ps(q, r, set1(c::c3));
-        q = _mm512_fmadd_ps(q, r, set1(c::c2));
-        q = _mm512_fmadd_ps(q, r, set1(c::c1));
-        const vf p = _mm512_fmadd_ps(q, r, set1(1.0f));
-        const __mmask16 keep = _mm512_cmp_ps_mask(x, set1(c::lowest), _CMP_GE_OQ);
-        return _mm512_maskz_scalef_ps(keep, p, n);
-    }
     /// exp, but NaN (and +Inf) arguments give NaN: the tile kernel finds them in its sums. The
     /// table-driven form (exp_constants::exp2_frac), relative error ≤ 5e-7.
     static vf exp_keep_nan(vf x) noexcept {
