@@ -65,7 +65,21 @@ if "$py" -c "import torch" 2>/dev/null; then
   printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' > "$stub/c10/cuda/impl/cuda_cmake_macros.h"
   mapfile -t torch_inc < <("$py" -c "import torch.utils.cpp_extension as c; print('\n'.join(c.include_paths()))" 2>/dev/null)
   pyinc=$("$py" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
-  cudainc=$(dirname "$(dirname "$nvcc")")/include
+  # The CUDA runtime headers torch's CUDA headers include. nvcc may be a symlink or a wrapper
+  # outside the toolkit (e.g. /usr/local/bin/nvcc), so ask nvcc where its headers are first.
+  cudainc=""
+  mapfile -t cand < <("$nvcc" --dryrun -x cu -c /dev/null -o /dev/null 2>&1 |
+    sed -n 's/^#\$ INCLUDES=//p' | grep -o -- '-I[^" ]*' | sed 's/^-I//')
+  cand+=("$(dirname "$(dirname "$(readlink -f "$nvcc")")")/include")
+  [[ -n "${CUDA_HOME:-}" ]] && cand+=("$CUDA_HOME/include")
+  cand+=(/usr/local/cuda/include)
+  for dir in "${cand[@]}"; do
+    if [[ -f "$dir/cuda_runtime_api.h" ]]; then cudainc=$dir; break; fi
+  done
+  if [[ -z "$cudainc" ]]; then
+    echo "cuda-compile-check: cuda_runtime_api.h not found next to $nvcc (looked in: ${cand[*]})" >&2
+    exit 1
+  fi
   c++ -std=c++20 -fsyntax-only -Wall -Wno-deprecated-declarations -DBLD_TORCH_WITH_CUDA \
     -DTORCH_EXTENSION_NAME=_bld_torch -DTORCH_API_INCLUDE_EXTENSION_H "${torch_inc[@]/#/-I}" -I"$stub" -I"$pyinc" \
     -I"$cudainc" -Iinclude -Ipython python/bld_torch.cpp
