@@ -20,6 +20,9 @@
 //                           pd_sum — the loss kernel
 //   hmax(v)                 the largest lane
 //   transpose(vf (&v)[W])   v[i][j] ↔ v[j][i]
+//   load_tile_part(row, i, e[tile_part]), lane_of(r)
+//                           ids i … i + tile_part − 1 of W rows (row(r) their pointers), one
+//                           vector per id, row r in lane lane_of(r): the tile kernel's transpose
 //   keep(v, a, b)           lanes [a, b) of v, zeros elsewhere
 //   vd: dzero, dadd(vd, vf) (widening), dscale(vd, double), dsum(vd) (lanes in fixed order)
 //   stream(const uint32_t*, n)  reads n words once, W lanes × 4 accumulators (the baseline)
@@ -593,40 +596,49 @@ struct ops<avx512_arch> {
             v[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
         }
     }
-    /// Lane of row r in load_tile's vectors: 128-bit block r % 4, position r / 4 in it.
-    static constexpr std::size_t lane_of(std::size_t r) noexcept { return 4 * (r % 4) + r / 4; }
-    /// 4 consecutive values of 4 rows (a in 128-bit block 0, b in 1, …) as one vector.
-    static vf load_quad(const float* a, const float* b, const float* c, const float* d) noexcept {
-        vf v = _mm512_maskz_broadcast_f32x4(0xFFFF, _mm_loadu_ps(a));
-        v = _mm512_mask_broadcast_f32x4(v, 0x00F0, _mm_loadu_ps(b));
-        v = _mm512_mask_broadcast_f32x4(v, 0x0F00, _mm_loadu_ps(c));
-        return _mm512_mask_broadcast_f32x4(v, 0xF000, _mm_loadu_ps(d));
+    /// Lane of row r in load_tile_part's vectors: 128-bit block 0 holds rows 0–3, block 1
+    /// rows 8–11, block 2 rows 4–7, block 3 rows 12–15, in order.
+    static constexpr std::size_t lane_of(std::size_t r) noexcept {
+        constexpr std::size_t block[4] = {0, 2, 1, 3};
+        return 4 * block[r / 4] + r % 4;
     }
-    static vf load_quad(const bf16* a, const bf16* b, const bf16* c, const bf16* d) noexcept {
-        const auto q = [](const bf16* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); };
-        __m256i h = _mm256_broadcastq_epi64(q(a));
-        h = _mm256_mask_broadcastq_epi64(h, 0x2, q(b));
-        h = _mm256_mask_broadcastq_epi64(h, 0x4, q(c));
-        h = _mm256_mask_broadcastq_epi64(h, 0x8, q(d));
-        // (maskz forms: GCC 12 warns -Wuninitialized on the plain forms' undefined passthrough here)
+    /// 8 consecutive values of rows a (low half) and b (high half) as one vector.
+    static vf load_pair(const float* a, const float* b) noexcept {
+        return _mm512_mask_broadcast_f32x8(_mm512_castps256_ps512(_mm256_loadu_ps(a)), 0xFF00, _mm256_loadu_ps(b));
+    }
+    static vf load_pair(const bf16* a, const bf16* b) noexcept {
+        const __m256i h = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
         return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, _mm512_maskz_cvtepu16_epi32(0xFFFF, h), 16));
     }
-    static constexpr std::size_t tile_part = 4;
-    /// e[j] = ids i + j (j < 4) of the 16 rows, row r in lane lane_of(r): 4-row quads by
-    /// broadcast loads (the 128-bit stages of a transpose done by the load ports), then a 4 × 4
-    /// transpose inside each 128-bit block.
+    static constexpr std::size_t tile_part = 8;
+    /// e[j] = ids i + j (j < 8) of the 16 rows, row r in lane lane_of(r): rows r and r + 8 as
+    /// the halves of one vector (one 256-bit load each), then an 8 × 8 transpose inside each
+    /// 256-bit half whose last stage also pairs the halves' 128-bit blocks.
     template <class Rows>
-    static void load_tile_part(const Rows& row, std::size_t i, vf (&e)[4]) noexcept {
-        const vf a = load_quad(row(0) + i, row(1) + i, row(2) + i, row(3) + i);
-        const vf b = load_quad(row(4) + i, row(5) + i, row(6) + i, row(7) + i);
-        const vf c = load_quad(row(8) + i, row(9) + i, row(10) + i, row(11) + i);
-        const vf d = load_quad(row(12) + i, row(13) + i, row(14) + i, row(15) + i);
-        const vf t0 = _mm512_maskz_unpacklo_ps(0xFFFF, a, b), t1 = _mm512_maskz_unpackhi_ps(0xFFFF, a, b);
-        const vf t2 = _mm512_maskz_unpacklo_ps(0xFFFF, c, d), t3 = _mm512_maskz_unpackhi_ps(0xFFFF, c, d);
-        e[0] = _mm512_maskz_shuffle_ps(0xFFFF, t0, t2, 0x44);
-        e[1] = _mm512_maskz_shuffle_ps(0xFFFF, t0, t2, 0xEE);
-        e[2] = _mm512_maskz_shuffle_ps(0xFFFF, t1, t3, 0x44);
-        e[3] = _mm512_maskz_shuffle_ps(0xFFFF, t1, t3, 0xEE);
+    static void load_tile_part(const Rows& row, std::size_t i, vf (&e)[8]) noexcept {
+        vf v[8];
+        for (std::size_t k = 0; k < 8; ++k) v[k] = load_pair(row(k) + i, row(k + 8) + i);
+        vf t[8];
+        for (std::size_t k = 0; k < 8; k += 2) {
+            t[k] = _mm512_maskz_unpacklo_ps(0xFFFF, v[k], v[k + 1]);
+            t[k + 1] = _mm512_maskz_unpackhi_ps(0xFFFF, v[k], v[k + 1]);
+        }
+        // u[q]: ids q and q + 4 (blocks 0, 2: q; blocks 1, 3: q + 4); rows 0–3 / 8–11 (u), 4–7 / 12–15 (w)
+        vf u[4], w[4];
+        u[0] = _mm512_maskz_shuffle_ps(0xFFFF, t[0], t[2], 0x44);
+        u[1] = _mm512_maskz_shuffle_ps(0xFFFF, t[0], t[2], 0xEE);
+        u[2] = _mm512_maskz_shuffle_ps(0xFFFF, t[1], t[3], 0x44);
+        u[3] = _mm512_maskz_shuffle_ps(0xFFFF, t[1], t[3], 0xEE);
+        w[0] = _mm512_maskz_shuffle_ps(0xFFFF, t[4], t[6], 0x44);
+        w[1] = _mm512_maskz_shuffle_ps(0xFFFF, t[4], t[6], 0xEE);
+        w[2] = _mm512_maskz_shuffle_ps(0xFFFF, t[5], t[7], 0x44);
+        w[3] = _mm512_maskz_shuffle_ps(0xFFFF, t[5], t[7], 0xEE);
+        for (std::size_t q = 0; q < 4; ++q) {
+            e[q] = _mm512_maskz_shuffle_f32x4(0xFFFF, u[q], w[q], 0x88);     // blocks u0 u2 w0 w2
+            e[q + 4] = _mm512_maskz_shuffle_f32x4(0xFFFF, u[q], w[q], 0xDD); // blocks u1 u3 w1 w3
+        }
     }
     static vf keep(vf v, std::size_t a, std::size_t b) noexcept {
         const unsigned m = ((b >= 16 ? 0x10000u : (1u << b)) - 1u) & ~((1u << a) - 1u);
