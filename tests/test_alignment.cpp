@@ -5,6 +5,8 @@
 #include <bld/bld.hpp>
 #include <doctest/doctest.h>
 
+#include <random>
+
 #include <map>
 
 namespace {
@@ -98,6 +100,47 @@ TEST_CASE("alignment: special tokens masked; gathered one-hot teacher targets re
         CHECK(best == a.true_byte[s]);
         CHECK(p[best] > 0.99f);
     }
+}
+
+TEST_CASE("alignment: canonical_targets carries the projection's dropped share to every slot") {
+    // Teacher with multi-byte tokens, so positions inside a token drop the mass of the teacher's
+    // tokens that end exactly there (design §3.1): a non-trivial `dropped`.
+    std::vector<bld::token_entry> te{{0, {}, bld::token_kind::special, "<eos>"}};
+    for (int b = 0; b < 256; ++b) te.push_back({b + 1, std::string(1, static_cast<char>(b)), bld::token_kind::text, ""});
+    te.push_back({257, "he", bld::token_kind::text, ""});
+    te.push_back({258, "llo", bld::token_kind::text, ""});
+    te.push_back({259, " wor", bld::token_kind::text, ""});
+    bld::byte_trie teacher(bld::vocabulary::from_entries(te, "teacher"));
+    auto student = bld::vocabulary::from_entries(
+        {{0, {}, bld::token_kind::special, "<s>"}, {1, "hel", bld::token_kind::text, ""}, {2, "lo", bld::token_kind::text, ""},
+         {3, " world", bld::token_kind::text, ""}},
+        "student");
+    const std::string text = "hello world";
+    const std::vector<std::int64_t> sids{0, 1, 2, 3}, tids{257, 258, 259, 'l' + 1, 'd' + 1};
+    std::mt19937 rng(7);
+    std::normal_distribution<float> g(0.0f, 2.0f);
+    std::vector<float> rows(tids.size() * 260);
+    for (auto& x : rows) x = g(rng);
+    const bld::tensor_view<const float, 2> view(rows.data(), {static_cast<std::int64_t>(tids.size()), 260});
+    const std::size_t K = 3;
+    const auto t = bld::canonical_targets(student, sids, teacher, view, tids, K, std::string_view(text));
+    const auto dists = bld::canonical_path(teacher, view, tids);
+    const auto& a = t.alignment;
+    REQUIRE(t.dropped.size() == a.tokens * K);
+    std::size_t nonzero = 0;
+    for (std::size_t s = 0; s < a.tokens * K; ++s) {
+        CAPTURE(s);
+        if (!a.mask[s]) {
+            CHECK(t.dropped[s] == 0.0);
+            continue;
+        }
+        const auto off = static_cast<std::size_t>(a.teacher_offset[s]);
+        CHECK(t.dropped[s] == dists.dropped[off]);
+        CHECK(t.dropped[s] >= 0.0);
+        CHECK(t.dropped[s] < 1.0);
+        if (t.dropped[s] > 0.0) ++nonzero;
+    }
+    CHECK(nonzero > 0); // slots inside the teacher tokens "llo" and " wor"
 }
 
 TEST_CASE("alignment: mismatching streams and bad arguments are clear errors") {

@@ -184,6 +184,10 @@ void gather_targets(const slot_alignment& a, const byte_distributions& dists, st
 struct slot_targets {
     slot_alignment alignment;
     std::vector<float> targets; ///< [tokens, heads, 260]
+    /// [tokens, heads]: byte_distributions::dropped at each slot's teacher byte (the share of the
+    /// conditioning mass the projection dropped there; 0 for masked slots). A trainer can
+    /// down-weight or skip slots whose target rests on little of the teacher's mass.
+    std::vector<double> dropped;
 };
 
 /// Canonical-path targets: projects the teacher's rows (row k = distribution of teacher token k
@@ -198,6 +202,9 @@ template <class T>
     const auto dists = canonical_path(teacher, teacher_rows, teacher_ids);
     r.targets.resize(r.alignment.tokens * heads * alphabet_size);
     gather_targets(r.alignment, dists, std::span<float>(r.targets));
+    r.dropped.assign(r.alignment.tokens * heads, 0.0);
+    for (std::size_t s = 0; s < r.dropped.size(); ++s)
+        if (const auto off = r.alignment.teacher_offset[s]; off >= 0) r.dropped[s] = dists.dropped[static_cast<std::size_t>(off)];
     return r;
 }
 
