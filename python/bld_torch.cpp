@@ -212,8 +212,8 @@ std::vector<std::int64_t> ids_of(const torch::Tensor& t, const char* name) {
 }
 
 /// Canonical-path teacher targets for a student's slots: (targets [T, K, 260] float32,
-/// mask [T, K] bool, true_bytes [T, K] int64 with −1 at masked slots).
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>
+/// mask [T, K] bool, true_bytes [T, K] int64 with −1 at masked slots, dropped [T, K] float64).
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor>
 canonical_targets(const torch::Tensor& teacher_logits, const torch::Tensor& teacher_ids, const torch::Tensor& student_ids,
                   const tokenizer& teacher, const tokenizer& student, std::int64_t k, const std::optional<py::bytes>& text) {
     if (!teacher_logits.defined())
@@ -243,7 +243,8 @@ canonical_targets(const torch::Tensor& teacher_logits, const torch::Tensor& teac
     auto targets = torch::from_blob(r.targets.data(), {T, k, bld::byte_alphabet_size}, torch::kFloat32).clone();
     auto mask = torch::from_blob(r.alignment.mask.data(), {T, k}, torch::kUInt8).to(torch::kBool);
     auto bytes = torch::from_blob(r.alignment.true_byte.data(), {T, k}, torch::kInt32).to(torch::kInt64);
-    return {targets, mask, bytes};
+    auto dropped = torch::from_blob(r.dropped.data(), {T, k}, torch::kFloat64).clone();
+    return {targets, mask, bytes, dropped};
 }
 
 void translate(std::exception_ptr p) {
@@ -295,7 +296,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "Load a tokenizer.json, a folder with encoder.json + vocab.bpe, or a .tiktoken file (specials: NAME=ID).");
     m.def("canonical_targets", &canonical_targets, py::arg("teacher_logits"), py::arg("teacher_ids"),
           py::arg("student_ids"), py::arg("teacher"), py::arg("student"), py::arg("k"), py::arg("text"),
-          "(targets [T, K, 260], mask [T, K], true_bytes [T, K]) from the teacher's rows on the canonical path.");
+          "(targets [T, K, 260], mask [T, K], true_bytes [T, K], dropped [T, K]) from the teacher's rows on the "
+          "canonical path.");
     m.attr("byte_alphabet_size") = bld::byte_alphabet_size;
 #ifdef BLD_TORCH_WITH_CUDA
     m.attr("with_cuda") = true;

@@ -247,7 +247,8 @@ def load_tokenizer(path, specials=()):
     return _C.load_tokenizer(str(path), [str(s) for s in specials])
 
 
-def canonical_targets(teacher_logits, teacher_ids, student_ids, teacher, student, k=10, text=None):
+def canonical_targets(teacher_logits, teacher_ids, student_ids, teacher, student, k=10, text=None,
+                      return_dropped=False):
     """Teacher byte targets for every student slot, from one teacher pass (canonical path).
 
     ``teacher_logits`` [m, n >= teacher vocab] float32 or bfloat16: row j is the teacher's
@@ -258,7 +259,10 @@ def canonical_targets(teacher_logits, teacher_ids, student_ids, teacher, student
     both encode, checked against both token streams.
 
     Returns ``(targets [T, k, 260] float32, mask [T, k] bool, true_bytes [T, k] int64)`` with
-    ``true_bytes`` = -1 at masked slots: ready for ``bld_loss`` / ``byte_loss``.
+    ``true_bytes`` = -1 at masked slots: ready for ``bld_loss`` / ``byte_loss``. With
+    ``return_dropped=True`` a fourth tensor follows, ``dropped [T, k]`` float64: the share of the
+    teacher's conditioning mass the projection dropped at each slot's byte (0 at masked slots),
+    for down-weighting slots whose target rests on little of the teacher's mass.
     Raises ``bld_torch.Error`` subclasses (AlignmentError as ``Error``) naming the first
     differing byte offset when the two token streams do not spell the same text.
     """
@@ -271,5 +275,8 @@ def canonical_targets(teacher_logits, teacher_ids, student_ids, teacher, student
     if logits.device.type != "cpu":
         raise ShapeError(f"bld_torch.canonical_targets: argument `teacher_logits`: expected a cpu tensor, "
                          f"got {logits.device}")
-    return _C.canonical_targets(logits, teacher_ids, student_ids, teacher, student, int(k),
-                                None if text is None else bytes(text))
+    targets, mask, true_bytes, dropped = _C.canonical_targets(logits, teacher_ids, student_ids, teacher, student,
+                                                              int(k), None if text is None else bytes(text))
+    if return_dropped:
+        return targets, mask, true_bytes, dropped
+    return targets, mask, true_bytes

@@ -399,6 +399,32 @@ class CanonicalTargets(unittest.TestCase):
         loss.backward()
         self.assertTrue(torch.isfinite(loss))
 
+    def test_dropped_share(self):
+        m = len(self.tids)
+        sure = torch.full((m, self.teacher.vocab_size), -20.0)
+        sure[torch.arange(m), self.tids] = 20.0
+        g = torch.Generator().manual_seed(3)
+        noisy = torch.randn(m, self.teacher.vocab_size, generator=g) * 2.0
+        for logits, name in ((sure, "sure"), (noisy, "noisy")):
+            targets, mask, true_bytes, dropped = bld_torch.canonical_targets(
+                logits, self.tids, self.sids, self.teacher, self.student, k=6, text=self.text, return_dropped=True)
+            self.assertEqual(tuple(dropped.shape), (len(self.sids), 6))
+            self.assertEqual(dropped.dtype, torch.float64)
+            self.assertTrue(bool((dropped[~mask] == 0).all()), name)
+            self.assertTrue(bool(((dropped >= 0) & (dropped < 1)).all()), name)
+            if name == "sure":
+                # Inside a teacher token the dropped share is the mass of the teacher tokens that
+                # end exactly there; a teacher sure of its own tokenization gives them ~e^-40.
+                self.assertLess(float(dropped.max()), 1e-6)
+            else:
+                # Llama-3 tokens run past single bytes, so a random teacher drops mass somewhere.
+                self.assertGreater(float(dropped[mask].max()), 1e-3)
+            # The default call returns the first three unchanged.
+            again = bld_torch.canonical_targets(logits, self.tids, self.sids, self.teacher, self.student, k=6,
+                                                text=self.text)
+            self.assertEqual(len(again), 3)
+            self.assertTrue(torch.equal(again[0], targets))
+
     def test_errors(self):
         m = len(self.tids)
         logits = torch.zeros(m, self.teacher.vocab_size)
