@@ -5,11 +5,26 @@
 #include <bld/bld.hpp>
 #include <doctest/doctest.h>
 
+#include <map>
 #include <random>
 
-#include <map>
-
 namespace {
+
+/// A teacher of single bytes (ids 1..256, byte b = id b + 1) and an <eos> (id 0), plus `extra`.
+bld::byte_trie byte_teacher(std::vector<bld::token_entry> extra = {}) {
+    std::vector<bld::token_entry> te{{0, {}, bld::token_kind::special, "<eos>"}};
+    for (int b = 0; b < 256; ++b) te.push_back({b + 1, std::string(1, static_cast<char>(b)), bld::token_kind::text, ""});
+    for (auto& e : extra) te.push_back(std::move(e));
+    return bld::byte_trie(bld::vocabulary::from_entries(te, "teacher"));
+}
+
+/// A student that spells "hello world" as <s> "hel" "lo" " world".
+bld::vocabulary hello_student() {
+    return bld::vocabulary::from_entries(
+        {{0, {}, bld::token_kind::special, "<s>"}, {1, "hel", bld::token_kind::text, ""}, {2, "lo", bld::token_kind::text, ""},
+         {3, " world", bld::token_kind::text, ""}},
+        "student");
+}
 
 /// Checks every slot of one alignment against the text: the slot's teacher byte and the
 /// student's byte are the same text byte, masked slots are exactly the ones without text.
@@ -73,13 +88,8 @@ TEST_CASE("alignment on real pairs: every slot's target sits at the right text b
 
 TEST_CASE("alignment: special tokens masked; gathered one-hot teacher targets recover the true bytes") {
     // Teacher: single bytes. Student: a few multi-byte tokens and a BOS.
-    std::vector<bld::token_entry> te{{0, {}, bld::token_kind::special, "<eos>"}};
-    for (int b = 0; b < 256; ++b) te.push_back({b + 1, std::string(1, static_cast<char>(b)), bld::token_kind::text, ""});
-    bld::byte_trie teacher(bld::vocabulary::from_entries(te, "bytes"));
-    auto student = bld::vocabulary::from_entries(
-        {{0, {}, bld::token_kind::special, "<s>"}, {1, "hel", bld::token_kind::text, ""}, {2, "lo", bld::token_kind::text, ""},
-         {3, " world", bld::token_kind::text, ""}},
-        "student");
+    const auto teacher = byte_teacher();
+    const auto student = hello_student();
     const std::string text = "hello world";
     std::vector<std::int64_t> sids{0, 1, 2, 3}, tids;
     for (unsigned char c : text) tids.push_back(c + 1);
@@ -105,16 +115,10 @@ TEST_CASE("alignment: special tokens masked; gathered one-hot teacher targets re
 TEST_CASE("alignment: canonical_targets carries the projection's dropped share to every slot") {
     // Teacher with multi-byte tokens, so positions inside a token drop the mass of the teacher's
     // tokens that end exactly there (design §3.1): a non-trivial `dropped`.
-    std::vector<bld::token_entry> te{{0, {}, bld::token_kind::special, "<eos>"}};
-    for (int b = 0; b < 256; ++b) te.push_back({b + 1, std::string(1, static_cast<char>(b)), bld::token_kind::text, ""});
-    te.push_back({257, "he", bld::token_kind::text, ""});
-    te.push_back({258, "llo", bld::token_kind::text, ""});
-    te.push_back({259, " wor", bld::token_kind::text, ""});
-    bld::byte_trie teacher(bld::vocabulary::from_entries(te, "teacher"));
-    auto student = bld::vocabulary::from_entries(
-        {{0, {}, bld::token_kind::special, "<s>"}, {1, "hel", bld::token_kind::text, ""}, {2, "lo", bld::token_kind::text, ""},
-         {3, " world", bld::token_kind::text, ""}},
-        "student");
+    const auto teacher = byte_teacher({{257, "he", bld::token_kind::text, ""},
+                                       {258, "llo", bld::token_kind::text, ""},
+                                       {259, " wor", bld::token_kind::text, ""}});
+    const auto student = hello_student();
     const std::string text = "hello world";
     const std::vector<std::int64_t> sids{0, 1, 2, 3}, tids{257, 258, 259, 'l' + 1, 'd' + 1};
     std::mt19937 rng(7);

@@ -202,7 +202,7 @@ template <class T>
     const auto dists = canonical_path(teacher, teacher_rows, teacher_ids);
     r.targets.resize(r.alignment.tokens * heads * alphabet_size);
     gather_targets(r.alignment, dists, std::span<float>(r.targets));
-    r.dropped.assign(r.alignment.tokens * heads, 0.0);
+    r.dropped.assign(r.alignment.tokens * heads, 0.0); // (gather_targets checked every offset)
     for (std::size_t s = 0; s < r.dropped.size(); ++s)
         if (const auto off = r.alignment.teacher_offset[s]; off >= 0) r.dropped[s] = dists.dropped[static_cast<std::size_t>(off)];
     return r;
