@@ -11,6 +11,8 @@
 //   row_pass/<vocab>/<dtype>/trie_ordered     summarize_permuted_rows (rows in trie order)
 //   row_pass/<vocab>/<dtype>/reference        summarize_row (fp64 exp, scalar scatter), 4 rows
 //   row_pass/<vocab>/<dtype>/stream           simd::stream_read of the same 64 rows: the floor
+//   row_pass/<vocab>/f32/exp_floor            the softmax arithmetic of one row on L1-resident
+//                                             data (no memory traffic): the compute floor
 //   row_pass_threads/llama3/f32/{simd,stream}/threads:{1,2}   the batch on 1 and 2 threads
 // Canonical projection of a real Llama-3 text (its reference token ids), random rows:
 //   canonical/llama3/{reference,simd,trie_ordered}, canonical_texts/llama3/threads:{1,2}
@@ -204,6 +206,42 @@ void row_pass_reference(benchmark::State& state, std::string name) {
         for (std::size_t r = 0; r < reference_rows; ++r)
             benchmark::DoNotOptimize(bld::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data() + r * b.n, b.n), r));
     row_counters(state, reference_rows, b.V * sizeof(T));
+}
+
+/// The arithmetic floor of a row: the same softmax arithmetic as the trie-ordered kernel (its
+/// maximum pass, e^(z − shift), float sums flushed to double) over V logits that never leave L1
+/// — the row's first 4096 values, re-read until V have been summed — so no memory traffic and
+/// no scatter: what one row costs on this core even if reading it were free. Any row pass of
+/// this exp pays at least this; set beside the streaming read, it tells whether the machine
+/// is compute- or memory-bound for the row pass.
+template <class T>
+void exp_floor(benchmark::State& state, std::string name) {
+    const auto& b = batch<T>(name);
+    constexpr std::size_t block = 4096;
+    const std::vector<T> x(b.rows.begin(), b.rows.begin() + block);
+    const auto k = bld::simd::detail::kernels_for<T>(bld::simd::resolve(bld::simd::level::automatic, "exp floor"));
+    const std::size_t full = b.V / block;
+    const std::uint32_t whole[2] = {0, block};
+    const std::uint32_t last[2] = {0, static_cast<std::uint32_t>(b.V - full * block)};
+    // Check: the block's sum against an fp64 sum of the same terms.
+    double sum = 0;
+    const auto q = k.segment_sums(x.data(), whole, 1, &sum);
+    double ref = 0;
+    for (const T v : x) ref += std::exp(static_cast<double>(static_cast<float>(v)) - static_cast<double>(q.shift));
+    if (!q.valid || std::abs(sum - ref) > tolerance * ref) return fail(state, "exp floor: block sum disagrees with fp64");
+    for (auto _ : state) {
+        double total = 0;
+        for (std::size_t i = 0; i < full; ++i) {
+            k.segment_sums(x.data(), whole, 1, &sum);
+            total += sum;
+        }
+        if (last[1] != 0) {
+            k.segment_sums(x.data(), last, 1, &sum);
+            total += sum;
+        }
+        benchmark::DoNotOptimize(total);
+    }
+    row_counters(state, 1, b.V * sizeof(T));
 }
 
 /// Streaming read of the same batch (the same bytes the row pass reads), with `threads`.
@@ -408,6 +446,7 @@ void register_all() {
         benchmark::RegisterBenchmark(("row_pass/" + n + "/f32/reference").c_str(), row_pass_reference<float>, n)->UseRealTime()->Unit(benchmark::kMicrosecond);
         benchmark::RegisterBenchmark(("row_pass/" + n + "/bf16/reference").c_str(), row_pass_reference<bf16>, n)->UseRealTime()->Unit(benchmark::kMicrosecond);
         benchmark::RegisterBenchmark(("row_pass/" + n + "/f32/stream").c_str(), stream<float>, n, std::size_t{1})->UseRealTime()->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(("row_pass/" + n + "/f32/exp_floor").c_str(), exp_floor<float>, n)->UseRealTime()->Unit(benchmark::kMicrosecond);
         benchmark::RegisterBenchmark(("row_pass/" + n + "/bf16/stream").c_str(), stream<bf16>, n, std::size_t{1})->UseRealTime()->Unit(benchmark::kMicrosecond);
     }
     for (std::size_t t : {1u, 2u}) {

@@ -26,6 +26,10 @@ namespace bld::simd::detail {
 /// Ids per chunk (a multiple of every width and of flush_block): 256 ids × 16 rows × 4 bytes
 /// = 16 KiB of logits per tile chunk, which stays in L1 between the two passes.
 inline constexpr std::size_t chunk_ids = 256;
+/// Values per chunk of segment_sums (one contiguous array): 4 KiB of float logits, read twice
+/// (maximum, then exponentials) while in L1; the per-chunk work (a horizontal maximum, the
+/// shift rule) is spread over 64 vectors.
+inline constexpr std::size_t segment_chunk = 1024;
 /// The tile kernel prefetches (into L2) this many chunks ahead: W rows at a stride of a whole
 /// row are W short streams at once, more than the hardware prefetchers follow.
 inline constexpr std::size_t prefetch_chunks = 2;
