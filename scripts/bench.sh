@@ -59,9 +59,17 @@ def sh(c):
         return ""
 cpu = sh("lscpu | sed -n 's/^Model name:[ \t]*//p' | head -1")
 family = sh("grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2").strip()
+model = sh("grep -m1 '^model[[:space:]]*:' /proc/cpuinfo | cut -d: -f2").strip()
 mhz = sh("grep -m1 'cpu MHz' /proc/cpuinfo | cut -d: -f2").strip()
+# AMD's families name the core generation; it decides how wide AVX-512 runs (Zen 4 executes a
+# 512-bit operation as two 256-bit halves, Zen 5 in one), which moves every compute-bound ratio.
+vendor = sh("grep -m1 'vendor_id' /proc/cpuinfo | cut -d: -f2").strip()
+avx512 = "avx512f" in sh("grep -m1 '^flags' /proc/cpuinfo")
+core = ""
+if vendor == "AuthenticAMD":
+    core = {"25": "Zen 4" if avx512 else "Zen 3", "26": "Zen 5"}.get(family, "")
 m = {
-    "cpu": cpu + " (family " + family + ", " + mhz + " MHz nominal)",
+    "cpu": cpu + " (family " + family + " model " + model + (", " + core if core else "") + ", " + mhz + " MHz nominal)",
     "cores": sh("nproc"),
     "memory": sh("free -g | awk '/Mem:/ {print $2 \" GiB\"}'"),
     "os": sh(". /etc/os-release && echo $PRETTY_NAME") + ", kernel " + platform.release(),
