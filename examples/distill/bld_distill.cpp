@@ -27,6 +27,7 @@
 #include <bld/adapters/torch.hpp>
 #include <bld/io/json.hpp>
 #include <bld/torch/byte_head.hpp>
+#include <bld/torch/loss.hpp>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -434,42 +435,6 @@ double text_bytes(const std::vector<example>& ex, const std::vector<int>& idx) {
     return n;
 }
 
-// ---- the byte loss in autograd -----------------------------------------------------------------
-
-/// λ_b · byte CE + λ_KL · KL(teacher ‖ byte head), eq. 5 reduction, as an autograd function:
-/// the forward asks bld for the value and ∂value/∂logits in one fused pass and keeps the
-/// gradient; the backward scales it by the incoming gradient. `targets` is not read when
-/// λ_KL = 0 (student (b) passes an empty tensor: autograd wants every input defined).
-// [doc:byte_term]
-struct bld_byte_term : torch::autograd::Function<bld_byte_term> {
-    static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,
-                                 const torch::Tensor& targets, const torch::Tensor& true_bytes, const torch::Tensor& mask,
-                                 double lambda_byte, double lambda_kl) {
-        const auto z = logits.detach().contiguous();  // [N, K, 260]
-        auto grad = torch::empty_like(z);
-        double value = 0;
-        if (lambda_kl > 0) {
-            const auto r = bld::bld_loss(z, targets, true_bytes, mask,
-                                         {.lambda_byte = lambda_byte, .lambda_kl = lambda_kl}, grad);
-            value = r.value;
-        } else {
-            const auto r = bld::byte_cross_entropy(z, true_bytes, mask, {}, grad);
-            value = lambda_byte * r.value;
-            grad.mul_(lambda_byte);
-        }
-        ctx->saved_data["grad"] = grad;
-        return torch::tensor(value, z.options());
-    }
-    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                   torch::autograd::variable_list grad_out) {
-        const auto grad = ctx->saved_data["grad"].toTensor();
-        return {grad * grad_out[0], torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
-                torch::Tensor()};
-    }
-};
-// [/doc:byte_term]
-
-
 // ---- teacher targets (canonical path), computed once per chunk and cached -----------------------
 
 /// The teacher's byte targets depend on the text only (design.md §1), and the teacher is frozen,
@@ -692,10 +657,15 @@ run_result train(lm& m, role r, const std::vector<example>& ex, const std::vecto
         if (r == role::b || r == role::c) {
             const auto logits = m->bytes->forward(h);  // [N, K, 260]
             const auto [mask, true_bytes] = batch_slots(ex, idx, b.tokens, cfg.heads);
-            // (b) has no teacher: an empty placeholder (autograd wants every input defined).
-            const auto tg = r == role::c ? batch_targets(*targets, ex, idx, b.tokens, cfg.heads) : torch::empty({0});
-            const auto byte_term = bld_byte_term::apply(logits, tg, true_bytes, mask, cfg.lambda_byte,
-                                                        r == role::c ? cfg.lambda_kl : 0.0);
+            // The byte term, differentiable: bld's fused pass gives the value and ∂/∂logits at once
+            // (bld/torch/loss.hpp); (b) has no teacher, only the byte cross-entropy.
+            // [doc:byte_term]
+            const auto byte_term =
+                r == role::c
+                    ? bld::autograd::bld_loss(logits, batch_targets(*targets, ex, idx, b.tokens, cfg.heads), true_bytes,
+                                              mask, {.lambda_byte = cfg.lambda_byte, .lambda_kl = cfg.lambda_kl})
+                    : cfg.lambda_byte * bld::autograd::byte_cross_entropy(logits, true_bytes, mask);
+            // [/doc:byte_term]
             const double bt = byte_term.item<double>();
             avg_bytes = step == 0 ? bt : 0.98 * avg_bytes + 0.02 * bt;
             loss = loss + byte_term;

@@ -3,6 +3,7 @@
 #include <bld/adapters/torch.hpp>
 #include <bld/loss.hpp>
 #include <bld/torch/byte_head.hpp>
+#include <bld/torch/loss.hpp>
 
 #include <doctest/doctest.h>
 #include <torch/torch.h>
@@ -18,6 +19,36 @@ namespace {
 
 using bld_test::contains;
 using bld_test::message_of;
+
+/// The oracle of the autograd losses: λ_b · CE + λ_KL · forward KL(p ‖ softmax(z/τ)) written
+/// with libtorch operations and differentiated by libtorch's own autograd; per-slot values
+/// (zeros at inactive slots) or the eq5 reduction (sum over active slots / tokens with one).
+torch::Tensor oracle_loss(const torch::Tensor& z, const torch::Tensor& p, const torch::Tensor& y,
+                          const torch::Tensor& mask, double lambda_byte, double lambda_kl, double tau,
+                          bool per_slot) {
+    auto lq = torch::log_softmax(z / tau, -1);
+    auto plogp = torch::where(p > 0, p * torch::log(p), torch::zeros_like(p));
+    auto kl = (plogp - p * lq).sum(-1);
+    auto ce = -torch::log_softmax(z, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1);
+    auto m = mask.to(z.scalar_type());
+    auto v = (lambda_byte * ce + lambda_kl * kl) * m;
+    if (per_slot) return v;
+    return v.sum() / (m.sum(-1) > 0).to(z.scalar_type()).sum();
+}
+
+struct loss_inputs {
+    torch::Tensor z, p, y, mask;
+    loss_inputs(std::int64_t T, std::int64_t K, torch::Dtype dt) {
+        z = (torch::randn({T, K, 260}, torch::kFloat64) * 2).to(dt);
+        p = torch::softmax(torch::randn({T, K, 260}, torch::kFloat64) * 3, -1).to(dt);
+        p.index_put_({0, 0}, 0.0);  // a one-hot target: p log p = 0 terms
+        p.index_put_({0, 0, 7}, 1.0);
+        y = torch::randint(0, 257, {T, K});
+        mask = torch::rand({T, K}) > 0.3;
+        mask.index_put_({0, 0}, true);
+        mask.index_put_({T - 1}, false);  // a token with no active slot
+    }
+};
 
 }  // namespace
 
@@ -97,6 +128,103 @@ TEST_CASE("byte losses on torch tensors match a libtorch autograd implementation
 
     CHECK(r.value == doctest::Approx(loss.item<double>()).epsilon(1e-12));
     CHECK(torch::allclose(grad, zr.grad(), 1e-10, 1e-12));
+}
+
+TEST_CASE("bld::autograd losses: backward equals libtorch autograd of the same formula") {
+    torch::manual_seed(3);
+    const std::int64_t T = 6, K = 4;
+    const double tau = 1.7;
+    const loss_inputs in(T, K, torch::kFloat64);
+
+    SUBCASE("bld_loss, eq5, an incoming gradient of 2.5 (the chain rule)") {
+        auto z = in.z.clone().requires_grad_(true);
+        auto loss = bld::autograd::bld_loss(z, in.p, in.y, in.mask, {.lambda_kl = 0.1, .temperature = tau});
+        CHECK(loss.dim() == 0);
+        CHECK(loss.requires_grad());
+        (2.5 * loss).backward();
+        auto zr = in.z.clone().requires_grad_(true);
+        auto ref = oracle_loss(zr, in.p, in.y, in.mask, 1.0, 0.1, tau, false);
+        (2.5 * ref).backward();
+        CHECK(loss.item<double>() == doctest::Approx(ref.item<double>()).epsilon(1e-12));
+        CHECK(torch::allclose(z.grad(), zr.grad(), 1e-10, 1e-13));
+        // the value is bld::bld_loss's, bit for bit
+        const auto direct = bld::bld_loss(in.z, in.p, in.y, in.mask, {.lambda_kl = 0.1, .temperature = tau});
+        CHECK(loss.item<double>() == direct.value);
+    }
+    SUBCASE("reduction none: per-slot values, a weighted sum backpropagates slot by slot") {
+        auto z = in.z.clone().requires_grad_(true);
+        auto v = bld::autograd::bld_loss(z, in.p, in.y, in.mask,
+                                         {.lambda_kl = 0.3, .temperature = tau, .reduction = bld::loss_reduction::none});
+        CHECK(v.sizes().vec() == std::vector<std::int64_t>{T, K});
+        auto w = torch::rand({T, K}, torch::kFloat64);
+        (v * w).sum().backward();
+        auto zr = in.z.clone().requires_grad_(true);
+        auto ref = oracle_loss(zr, in.p, in.y, in.mask, 1.0, 0.3, tau, true);
+        (ref * w).sum().backward();
+        CHECK(torch::allclose(v, ref.detach(), 1e-12, 1e-14));
+        CHECK(torch::allclose(z.grad(), zr.grad(), 1e-10, 1e-13));
+    }
+    SUBCASE("byte_loss (KL only) and byte_cross_entropy (CE only), no mask") {
+        auto all = torch::ones({T, K}, torch::kBool);
+        auto z1 = in.z.clone().requires_grad_(true);
+        bld::autograd::byte_loss(z1, in.p, {}, {.temperature = tau}).backward();
+        auto zr1 = in.z.clone().requires_grad_(true);
+        oracle_loss(zr1, in.p, in.y, all, 0.0, 1.0, tau, false).backward();
+        CHECK(torch::allclose(z1.grad(), zr1.grad(), 1e-10, 1e-13));
+        auto z2 = in.z.clone().requires_grad_(true);
+        bld::autograd::byte_cross_entropy(z2, in.y).backward();
+        auto zr2 = in.z.clone().requires_grad_(true);
+        oracle_loss(zr2, in.p, in.y, all, 1.0, 0.0, 1.0, false).backward();
+        CHECK(torch::allclose(z2.grad(), zr2.grad(), 1e-10, 1e-13));
+    }
+    SUBCASE("no gradient wanted: the same value, no graph") {
+        const auto with = bld::autograd::bld_loss(in.z.clone().requires_grad_(true), in.p, in.y, in.mask);
+        torch::NoGradGuard no_grad;
+        const auto without = bld::autograd::bld_loss(in.z.clone().requires_grad_(true), in.p, in.y, in.mask);
+        CHECK_FALSE(without.requires_grad());
+        CHECK(without.item<double>() == with.item<double>());
+    }
+}
+
+TEST_CASE("bld::autograd losses: float32 through a byte_head reach its parameters; bad input is bld's error") {
+    torch::manual_seed(4);
+    const std::int64_t T = 5, K = 3, H = 12;
+    const loss_inputs in(T, K, torch::kFloat32);
+    auto hidden = torch::randn({T, H});
+    bld::byte_head head(H, K);
+    bld::byte_head twin(H, K);
+    {
+        torch::NoGradGuard no_grad;
+        twin->weight.copy_(head->weight);
+        twin->bias.copy_(head->bias);
+    }
+    auto loss = bld::autograd::bld_loss(head(hidden), in.p, in.y, in.mask);
+    CHECK((loss.scalar_type() == torch::kFloat32));
+    loss.backward();
+    auto ref = oracle_loss(twin(hidden), in.p, in.y, in.mask, 1.0, 0.1, 1.0, false);
+    ref.backward();
+    CHECK(loss.item<double>() == doctest::Approx(ref.item<double>()).epsilon(1e-5));
+    REQUIRE(head->weight.grad().defined());
+    CHECK(torch::allclose(head->weight.grad(), twin->weight.grad(), 1e-4, 1e-6));
+    CHECK(torch::allclose(head->bias.grad(), twin->bias.grad(), 1e-4, 1e-6));
+
+    auto z = in.z.clone().requires_grad_(true);
+    auto msg = message_of<bld::value_error>([&] {
+        (void)bld::autograd::bld_loss(z, in.p.clone().requires_grad_(true), in.y, in.mask);
+    });
+    CHECK(contains(msg, "argument `targets`"));
+    CHECK(contains(msg, "requires grad"));
+    msg = message_of<bld::shape_error>([&] { (void)bld::autograd::bld_loss(z.select(1, 0), in.p, in.y, in.mask); });
+    CHECK(contains(msg, "bld::autograd::bld_loss"));
+    CHECK(contains(msg, "expected [T, K, 260]"));
+    msg = message_of<bld::shape_error>([&] { (void)bld::autograd::byte_loss(z, torch::Tensor()); });
+    CHECK(contains(msg, "argument `targets`"));
+    auto bad = in.z.clone();
+    bad.index_put_({1, 2, 3}, std::numeric_limits<float>::quiet_NaN());
+    msg = message_of<bld::value_error>([&] {
+        (void)bld::autograd::bld_loss(bad.requires_grad_(true), in.p, in.y, torch::ones({T, K}, torch::kBool));
+    });
+    CHECK(contains(msg, "NaN"));
 }
 
 TEST_CASE("byte_head: shapes, per-head linear layers, errors") {

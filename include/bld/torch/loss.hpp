@@ -1,0 +1,181 @@
+// bld/torch/loss.hpp — bld's byte losses as differentiable libtorch operations, for C++ trainers.
+//
+// bld::autograd::bld_loss / byte_loss / byte_cross_entropy take the byte head's logits (a
+// torch::Tensor that requires grad, e.g. bld::byte_head's output) and return the loss as a
+// tensor with a grad_fn, so `loss.backward()` (or torch::autograd::grad) reaches the head and
+// the student behind it. The forward pass is the library's own (bld/loss.hpp: the SIMD slot
+// kernel on float32, the reference on float64), and it writes the analytic gradient
+// ∂loss/∂logits in the same pass when, and only when, autograd will need it; backward then
+// multiplies it by the incoming gradient. Values and gradients are exactly those of
+// bld::bld_loss & co. with the same options; the Python package's bld_torch.bld_loss is the same
+// construction.
+//
+//   auto z = head(hidden);                                   // [T, K, 260], requires grad
+//   auto loss = bld::autograd::bld_loss(z, targets, true_bytes, mask);
+//   loss.backward();
+//
+// Shapes and dtypes are bld_loss's: logits [T, K, 260] float32 or float64 (flatten leading
+// dimensions first, e.g. z.flatten(0, -3)); targets [T, K, 260] of the same dtype; true_bytes
+// [T, K] int32/int64; mask [T, K] bool/uint8, or an undefined tensor for "every slot active".
+// CPU tensors, dense and contiguous (bld never copies behind your back). The value is a 0-dim
+// tensor of the logits' dtype, or [T, K] per-slot values for loss_reduction::none. Bad input
+// throws bld's own errors (bld::shape_error, bld::value_error) from the call, naming the
+// argument, slot and reason. Second derivatives are not provided (the backward pass is not
+// itself differentiable), as for bld_torch in Python.
+//
+// Needs libtorch (the bld::torch CMake target). Without it this header declares nothing, so
+// that it still compiles alone.
+#pragma once
+
+#if __has_include(<torch/types.h>) // the libtorch C++ API include directory (bld::torch)
+
+#include "bld/adapters/torch.hpp"
+#include "bld/error.hpp"
+#include "bld/loss.hpp"
+
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+
+namespace bld::autograd {
+
+namespace detail {
+
+/// Which of the three losses a call computes (all go through one autograd Function).
+enum class loss_mode : std::int64_t { divergence = 0, cross_entropy = 1, combined = 2 };
+
+/// The autograd node: forward runs the bld loss, writing ∂value/∂logits when autograd will
+/// need it (need_grad); backward scales that saved gradient by the incoming one (slot by slot for
+/// per-slot values, whose Jacobian is block-diagonal).
+struct loss_function : torch::autograd::Function<loss_function> {
+    // Absent arguments are empty optionals, so autograd does not count them as inputs.
+    static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,
+                                 const c10::optional<torch::Tensor>& targets,
+                                 const c10::optional<torch::Tensor>& true_bytes,
+                                 const c10::optional<torch::Tensor>& mask, loss_mode mode,
+                                 const bld_loss_options& options, bool need_grad) {
+        const auto tk = bld::byte_head_shape(logits, name(mode)); // bld's shape error first
+        const bool per_slot = options.reduction == loss_reduction::none;
+        const auto opts = logits.options();
+        torch::Tensor grad = need_grad ? torch::empty({tk[0], tk[1], byte_alphabet_size}, opts) : torch::Tensor();
+        torch::Tensor slots = per_slot ? torch::empty({tk[0], tk[1]}, opts) : torch::Tensor();
+        const auto run = [&](const auto& m, auto&& g, auto&& s) -> byte_loss_result {
+            switch (mode) {
+                case loss_mode::divergence:
+                    return bld::byte_loss(logits, *targets, m,
+                                          {.kind = options.kind, .temperature = options.temperature,
+                                           .reduction = options.reduction, .target_floor = options.target_floor},
+                                          g, s);
+                case loss_mode::cross_entropy:
+                    return bld::byte_cross_entropy(logits, *true_bytes, m, {.reduction = options.reduction}, g, s);
+                case loss_mode::combined:
+                    break;
+            }
+            return bld::bld_loss(logits, *targets, *true_bytes, m, options, g, s);
+        };
+        const auto with_outputs = [&](const auto& m) {
+            if (need_grad && per_slot) return run(m, grad, slots);
+            if (need_grad) return run(m, grad, no_tensor);
+            if (per_slot) return run(m, no_tensor, slots);
+            return run(m, no_tensor, no_tensor);
+        };
+        const byte_loss_result r = mask ? with_outputs(*mask) : with_outputs(no_tensor);
+        ctx->saved_data["per_slot"] = per_slot;
+        if (need_grad) ctx->save_for_backward({grad});
+        return per_slot ? slots : torch::full({}, r.value, opts);
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grad_outputs) {
+        const auto saved = ctx->get_saved_variables();
+        const torch::Tensor& grad = saved.at(0);
+        const torch::Tensor& g = grad_outputs.at(0);
+        torch::Tensor dlogits = ctx->saved_data["per_slot"].toBool() ? grad * g.unsqueeze(-1) : grad * g;
+        // one entry per forward argument: logits, targets, true_bytes, mask, mode, options, need_grad
+        return {dlogits, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+                torch::Tensor()};
+    }
+
+    static const char* name(loss_mode mode) noexcept {
+        switch (mode) {
+            case loss_mode::divergence: return "bld::autograd::byte_loss";
+            case loss_mode::cross_entropy: return "bld::autograd::byte_cross_entropy";
+            case loss_mode::combined: break;
+        }
+        return "bld::autograd::bld_loss";
+    }
+};
+
+/// A required tensor argument: defined, and data rather than a parameter — a gradient flowing
+/// into targets or true bytes would be silently dropped, so that is an error instead.
+inline c10::optional<torch::Tensor> given(const torch::Tensor& t, const char* op, const char* name) {
+    if (!t.defined()) throw shape_error(op, std::string("argument `") + name + "`", "undefined tensor");
+    if (t.requires_grad())
+        throw value_error(op, std::string("argument `") + name + "`",
+                          "requires grad, but bld differentiates with respect to the logits only (pass "
+                          "it .detach())");
+    return t;
+}
+
+/// The logits: defined (autograd reads every tensor argument before bld sees it).
+inline const torch::Tensor& logits_of(const torch::Tensor& t, const char* op) {
+    if (!t.defined()) throw shape_error(op, "argument `logits`", "undefined tensor");
+    return t;
+}
+
+/// Whether autograd will ask for ∂/∂logits (the forward pass runs with grad mode off, so this is
+/// decided before it): grad mode on and logits that require grad.
+inline bool wants_grad(const torch::Tensor& logits) { return torch::GradMode::is_enabled() && logits.requires_grad(); }
+
+/// An optional tensor argument (the mask): undefined means absent.
+inline c10::optional<torch::Tensor> present(const torch::Tensor& t) {
+    return t.defined() ? c10::optional<torch::Tensor>(t) : c10::nullopt;
+}
+
+} // namespace detail
+
+/// λ_b · CE(true byte) + λ_KL · D(targets ‖ softmax(logits/τ)) per active slot, reduced — the
+/// value of bld::bld_loss with the same options, differentiable with respect to `logits`.
+/// @param mask an undefined tensor (the default) for "every slot active"
+/// @throws as bld::bld_loss; bld::shape_error for an undefined targets / true_bytes;
+///         bld::value_error if either requires grad
+[[nodiscard]] inline torch::Tensor bld_loss(const torch::Tensor& logits, const torch::Tensor& targets,
+                                            const torch::Tensor& true_bytes, const torch::Tensor& mask = {},
+                                            const bld_loss_options& options = {}) {
+    const char* op = detail::loss_function::name(detail::loss_mode::combined);
+    return detail::loss_function::apply(detail::logits_of(logits, op), detail::given(targets, op, "targets"),
+                                        detail::given(true_bytes, op, "true_bytes"), detail::present(mask),
+                                        detail::loss_mode::combined, options, detail::wants_grad(logits));
+}
+
+/// D(targets ‖ softmax(logits/τ)) per active slot, reduced — bld::byte_loss, differentiable
+/// with respect to `logits`.
+/// @throws as bld::byte_loss; bld::shape_error if targets is undefined, value_error if it
+///         requires grad
+[[nodiscard]] inline torch::Tensor byte_loss(const torch::Tensor& logits, const torch::Tensor& targets,
+                                             const torch::Tensor& mask = {}, const byte_loss_options& options = {}) {
+    const char* op = detail::loss_function::name(detail::loss_mode::divergence);
+    const bld_loss_options o{.lambda_byte = 0.0, .lambda_kl = 1.0, .kind = options.kind,
+                             .temperature = options.temperature, .reduction = options.reduction,
+                             .target_floor = options.target_floor};
+    return detail::loss_function::apply(detail::logits_of(logits, op), detail::given(targets, op, "targets"), c10::optional<torch::Tensor>(),
+                                        detail::present(mask), detail::loss_mode::divergence, o, detail::wants_grad(logits));
+}
+
+/// −log softmax(logits)_y on the true bytes per active slot, reduced — bld::byte_cross_entropy,
+/// differentiable with respect to `logits`.
+/// @throws as bld::byte_cross_entropy; bld::shape_error if true_bytes is undefined
+[[nodiscard]] inline torch::Tensor byte_cross_entropy(const torch::Tensor& logits, const torch::Tensor& true_bytes,
+                                                      const torch::Tensor& mask = {},
+                                                      const byte_cross_entropy_options& options = {}) {
+    const char* op = detail::loss_function::name(detail::loss_mode::cross_entropy);
+    const bld_loss_options o{.lambda_byte = 1.0, .lambda_kl = 0.0, .reduction = options.reduction};
+    return detail::loss_function::apply(detail::logits_of(logits, op), c10::optional<torch::Tensor>(), detail::given(true_bytes, op, "true_bytes"),
+                                        detail::present(mask), detail::loss_mode::cross_entropy, o, detail::wants_grad(logits));
+}
+
+} // namespace bld::autograd
+
+#endif
