@@ -10,6 +10,7 @@ pkgs=(
   libsimdjson-dev nlohmann-json3-dev                         # JSON loaders (bld::json)
   fortunes fortunes-de fortunes-zh                           # real text (English, German, Chinese)
   python3 python3-numpy python3-torch libtorch-dev python3-setuptools python3-matplotlib
+  pybind11-dev python3-dev                                   # the bld_torch extension (torch/extension.h)
   clang libclang-rt-14-dev                                   # sanitizers / fuzzing with clang
 )
 missing=()

@@ -41,8 +41,9 @@
 // vscalefps by k/32: 7 multiply-add-class operations instead of 9. The one-constant ln 2 adds
 // |k/32|·1.9e-9 as above: ≤ 5e-7 relative in all (measured 4.5e-7 at x ≈ −85; a Cody–Waite
 // split would remove it for one more FMA, 10–15% of the row pass). exp_keep_nan also returns
-// NaN for a NaN or +Inf argument (exp gives 0), so the tile kernel can find bad logits in its
-// sums instead of a separate check.
+// NaN for a NaN or +Inf argument (exp gives 0), so both row-pass kernels (the tile kernel and
+// segment_sums) find bad logits in their sums instead of a separate check; it is the one they
+// use (exp_fast is the same function on AVX-512).
 // Results below e^−86.6 are flushed to 0 rather than left subnormal: they are below 1e-38 of
 // the row's largest term, far under every tolerance. The scalar target calls the C library's
 // expf instead (it is the portable fallback).
