@@ -11,7 +11,7 @@
 //   set1, neg_inf, add, sub, mul, max, store
 //   exp(x)                  (scalar, AVX2) e^x for x ≤ 88, 0 for x < −86.6, −inf and NaN;
 //                           rel. error ≤ 4e-7
-//   exp_fast, exp_keep_nan  the row pass's e^x (≤ 5e-7; see below), exp_keep_nan NaN-preserving
+//   exp_keep_nan(x)         the row pass's e^x (≤ 5e-7; see below), NaN for NaN and +Inf
 //   ordered_finite(ok, v)   ok && every lane of v is neither NaN nor +inf; ok_and, ok(mask)
 //   in_range(ok, v, lo, hi) ok && lo ≤ v ≤ hi in every lane (false for NaN)
 //   fmadd(a, b, c), log(x)  a·b + c;  log x for normal x > 0 (Cephes logf, ≤ 2 ulp)
@@ -34,7 +34,7 @@
 // with a degree-5 polynomial for e^r fitted for relative error (max 1.7e-7 in
 // float arithmetic, e^0 = 1 exactly); ln 2 is one float constant (one FMA, no Cody–Waite
 // split), which adds |n|·1.9e-9: ≤ 4e-7 in all (measured 3.8e-7).
-// exp_fast (AVX-512, which has no other float exp; elsewhere exp) and exp_keep_nan, the row-pass kernels' exponentials, use
+// exp_keep_nan on AVX-512 (which has no other float exp), the row-pass kernels' exponential, uses
 // a finer reduction that is cheaper where it counts, the multiply-add pipes (the row pass is
 // bound by them): k = round(32·x·log2 e), r = x − (k/32)·ln 2 (|r| ≤ ln2/64), 2^(k mod 32 / 32)
 // from a 32-entry table (one two-source permute), e^r ≈ 1 + r(t1 + r/2) (max 5.7e-8), then
@@ -42,8 +42,8 @@
 // |k/32|·1.9e-9 as above: ≤ 5e-7 relative in all (measured 4.5e-7 at x ≈ −85; a Cody–Waite
 // split would remove it for one more FMA, 10–15% of the row pass). exp_keep_nan also returns
 // NaN for a NaN or +Inf argument (exp gives 0), so both row-pass kernels (the tile kernel and
-// segment_sums) find bad logits in their sums instead of a separate check; it is the one they
-// use (exp_fast is the same function on AVX-512).
+// segment_sums) find bad logits in their sums instead of a separate check. On scalar and AVX2
+// it is exp with that NaN rule added.
 // Results below e^−86.6 are flushed to 0 rather than left subnormal: they are below 1e-38 of
 // the row's largest term, far under every tolerance. The scalar target calls the C library's
 // expf instead (it is the portable fallback).
@@ -80,7 +80,7 @@ struct exp_constants {
     static constexpr float c5 = 0.008290314115583897f;
     static constexpr float lowest = -86.6f; ///< below: flushed to 0 (e^−86.6 ≈ 2.6e-38; n ≥ −125)
     static constexpr float round_magic = 12582912.0f; ///< 1.5·2^23: t + magic rounds t to an integer
-    // The table-driven variant (AVX-512 exp_keep_nan / exp_fast, see above).
+    // The table-driven variant (AVX-512 exp_keep_nan, see above).
     static constexpr float t_scale = 46.16624130844683f; ///< 32·log2 e
     static constexpr float t1 = 1.00001526f;
     static constexpr float inv32 = 0.03125f;
@@ -165,7 +165,6 @@ struct ops<scalar_arch> {
     // The C library's expf (correctly rounded or nearly): this target is the portable fallback.
     static vf exp(vf x) noexcept { return x >= exp_constants::lowest ? std::exp(x) : 0.0f; }
     static vf exp_keep_nan(vf x) noexcept { return !(x < exp_constants::lowest) ? std::exp(x) : 0.0f; }
-    static vf exp_fast(vf x) noexcept { return exp(x); }
     static vf fmadd(vf a, vf b, vf c) noexcept { return a * b + c; }
     static vf log(vf x) noexcept { return std::log(x); }
     // one double lane (the loss kernel)
@@ -270,7 +269,6 @@ struct ops<avx2_arch> {
     }
     /// exp, but NaN (and +Inf) arguments give NaN: the tile kernel finds them in its sums.
     static vf exp_keep_nan(vf x) noexcept { return _mm256_or_ps(exp(x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
-    static vf exp_fast(vf x) noexcept { return exp(x); }
     static vf fmadd(vf a, vf b, vf c) noexcept { return _mm256_fmadd_ps(a, b, c); }
     // four double lanes (the loss kernel)
     static constexpr std::size_t dwidth = 4;
@@ -485,7 +483,6 @@ struct ops<avx512_arch> {
         const __mmask16 keep = _mm512_cmp_ps_mask(x, set1(c::lowest), _CMP_NLT_UQ);
         return _mm512_maskz_scalef_ps(keep, _mm512_mul_ps(p, f), k32); // · 2^floor(k/32)
     }
-    static vf exp_fast(vf x) noexcept { return exp_keep_nan(x); }
     static vf fmadd(vf a, vf b, vf c) noexcept { return _mm512_fmadd_ps(a, b, c); }
     // eight double lanes (the loss kernel)
     static constexpr std::size_t dwidth = 8;
