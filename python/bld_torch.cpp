@@ -18,6 +18,7 @@
 #include <bld/alignment.hpp>
 #include <bld/io/json.hpp>
 #include <bld/loss.hpp>
+#include <bld/torch/loss.hpp>
 
 #include <optional>
 #include <string>
@@ -157,34 +158,31 @@ loss(const torch::Tensor& logits, const std::optional<torch::Tensor>& targets,
     torch::Tensor grad = need_grad ? torch::empty({tk[0], tk[1], bld::byte_alphabet_size}, opts) : torch::Tensor();
     torch::Tensor per_slot = reduction == bld::loss_reduction::none ? torch::empty({tk[0], tk[1]}, opts) : torch::Tensor();
 
-    const auto run = [&](const auto& m) {
-        const auto go = [&](auto&& g, auto&& ps) -> bld::byte_loss_result {
-            py::gil_scoped_release no_gil;
-            if (mode == "ce") {
-                if (!true_bytes) throw bld::value_error("bld_torch", "kind=\"ce\"", "needs true_bytes");
-                return bld::byte_cross_entropy(logits, *true_bytes, m, {.reduction = reduction}, g, ps);
-            }
-            if (!targets) throw bld::value_error("bld_torch", "teacher_targets", "required for kind \"" + kind + "\"");
-            if (mode == "bld") {
-                if (!true_bytes) throw bld::value_error("bld_torch", "bld_loss", "needs true_bytes");
-                return bld::bld_loss(logits, *targets, *true_bytes, m,
-                                     {.lambda_byte = lambda_byte, .lambda_kl = lambda_kl, .kind = div,
-                                      .temperature = temperature, .reduction = reduction,
-                                      .target_floor = target_floor},
-                                     g, ps);
-            }
-            if (mode != "divergence") throw bld::value_error("bld_torch", "mode", "unknown mode " + mode);
-            return bld::byte_loss(logits, *targets, m,
-                                  {.kind = div, .temperature = temperature, .reduction = reduction,
-                                   .target_floor = target_floor},
-                                  g, ps);
-        };
-        if (grad.defined() && per_slot.defined()) return go(grad, per_slot);
-        if (grad.defined()) return go(grad, bld::no_tensor);
-        if (per_slot.defined()) return go(bld::no_tensor, per_slot);
-        return go(bld::no_tensor, bld::no_tensor);
-    };
-    const bld::byte_loss_result r = mask ? run(*mask) : run(bld::no_tensor);
+    using bld::autograd::detail::loss_mode;
+    loss_mode lm = loss_mode::combined;
+    if (mode == "ce") {
+        if (!true_bytes) throw bld::value_error("bld_torch", "kind=\"ce\"", "needs true_bytes");
+        lm = loss_mode::cross_entropy;
+    } else {
+        if (!targets) throw bld::value_error("bld_torch", "teacher_targets", "required for kind \"" + kind + "\"");
+        if (mode == "bld") {
+            if (!true_bytes) throw bld::value_error("bld_torch", "bld_loss", "needs true_bytes");
+        } else if (mode == "divergence") {
+            lm = loss_mode::divergence;
+        } else {
+            throw bld::value_error("bld_torch", "mode", "unknown mode " + mode);
+        }
+    }
+    const bld::bld_loss_options options{.lambda_byte = lambda_byte, .lambda_kl = lambda_kl, .kind = div,
+                                        .temperature = temperature, .reduction = reduction,
+                                        .target_floor = target_floor};
+    const auto given = [](const std::optional<torch::Tensor>& t) { return t ? *t : torch::Tensor(); };
+    bld::byte_loss_result r;
+    {
+        py::gil_scoped_release no_gil;
+        r = bld::autograd::detail::run_loss(lm, logits, given(targets), given(true_bytes), given(mask), options, grad,
+                                            per_slot);
+    }
 
     torch::Tensor value = per_slot.defined() ? per_slot : torch::full({}, r.value, opts);
     return {value, grad};

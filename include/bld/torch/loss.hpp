@@ -46,6 +46,36 @@ namespace detail {
 /// Which of the three losses a call computes (all go through one autograd Function).
 enum class loss_mode : std::int64_t { divergence = 0, cross_entropy = 1, combined = 2 };
 
+/// One of the three losses on libtorch tensors, with the mask and both outputs optional
+/// (undefined: absent) — the dispatch this header's autograd node and the Python module
+/// (python/bld_torch.cpp) share. A defined grad / per_slot must be [T, K, 260] / [T, K] of the
+/// logits' dtype; targets (true_bytes) are only read by modes that use them.
+inline byte_loss_result run_loss(loss_mode mode, const torch::Tensor& logits, const torch::Tensor& targets,
+                                 const torch::Tensor& true_bytes, const torch::Tensor& mask,
+                                 const bld_loss_options& options, torch::Tensor grad, torch::Tensor per_slot) {
+    const auto run = [&](const auto& m, auto&& g, auto&& s) -> byte_loss_result {
+        switch (mode) {
+            case loss_mode::divergence:
+                return bld::byte_loss(logits, targets, m,
+                                      {.kind = options.kind, .temperature = options.temperature,
+                                       .reduction = options.reduction, .target_floor = options.target_floor},
+                                      g, s);
+            case loss_mode::cross_entropy:
+                return bld::byte_cross_entropy(logits, true_bytes, m, {.reduction = options.reduction}, g, s);
+            case loss_mode::combined:
+                break;
+        }
+        return bld::bld_loss(logits, targets, true_bytes, m, options, g, s);
+    };
+    const auto with_outputs = [&](const auto& m) {
+        if (grad.defined() && per_slot.defined()) return run(m, grad, per_slot);
+        if (grad.defined()) return run(m, grad, no_tensor);
+        if (per_slot.defined()) return run(m, no_tensor, per_slot);
+        return run(m, no_tensor, no_tensor);
+    };
+    return mask.defined() ? with_outputs(mask) : with_outputs(no_tensor);
+}
+
 /// The autograd node: forward runs the bld loss, writing ∂value/∂logits when autograd will
 /// need it (need_grad); backward scales that saved gradient by the incoming one (slot by slot for
 /// per-slot values, whose Jacobian is block-diagonal).
@@ -61,27 +91,9 @@ struct loss_function : torch::autograd::Function<loss_function> {
         const auto opts = logits.options();
         torch::Tensor grad = need_grad ? torch::empty({tk[0], tk[1], byte_alphabet_size}, opts) : torch::Tensor();
         torch::Tensor slots = per_slot ? torch::empty({tk[0], tk[1]}, opts) : torch::Tensor();
-        const auto run = [&](const auto& m, auto&& g, auto&& s) -> byte_loss_result {
-            switch (mode) {
-                case loss_mode::divergence:
-                    return bld::byte_loss(logits, *targets, m,
-                                          {.kind = options.kind, .temperature = options.temperature,
-                                           .reduction = options.reduction, .target_floor = options.target_floor},
-                                          g, s);
-                case loss_mode::cross_entropy:
-                    return bld::byte_cross_entropy(logits, *true_bytes, m, {.reduction = options.reduction}, g, s);
-                case loss_mode::combined:
-                    break;
-            }
-            return bld::bld_loss(logits, *targets, *true_bytes, m, options, g, s);
-        };
-        const auto with_outputs = [&](const auto& m) {
-            if (need_grad && per_slot) return run(m, grad, slots);
-            if (need_grad) return run(m, grad, no_tensor);
-            if (per_slot) return run(m, no_tensor, slots);
-            return run(m, no_tensor, no_tensor);
-        };
-        const byte_loss_result r = mask ? with_outputs(*mask) : with_outputs(no_tensor);
+        const byte_loss_result r = run_loss(mode, logits, targets ? *targets : torch::Tensor(),
+                                            true_bytes ? *true_bytes : torch::Tensor(), mask ? *mask : torch::Tensor(),
+                                            options, grad, slots);
         ctx->saved_data["per_slot"] = per_slot;
         if (need_grad) ctx->save_for_backward({grad});
         return per_slot ? slots : torch::full({}, r.value, opts);
