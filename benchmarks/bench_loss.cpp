@@ -16,8 +16,8 @@
 // BLD_BENCH_EXPORT=DIR: write DIR/loss.{logits,targets,true_bytes,mask,grad}.npy and
 // loss.meta.json (bld's loss value, the options) for scripts/bench_numpy.py, and exit.
 #include <bld/io/npy.hpp>
-#include <bld/loss.hpp>
-#include <bld/simd/kernels.hpp>
+#include <bld/loss/byte_loss.hpp>
+#include <bld/backends/simd/kernels.hpp>
 
 #include <benchmark/benchmark.h>
 

@@ -31,10 +31,11 @@
 // DIR/<vocab>.bins.npy (int64 [V]: first byte, 256 = STOP, −1 = ignored id), .rows.npy
 // (float32 [8, V], the batch's first rows) and .root.npy (float64 [8, 257], bld's root masses).
 #include <bld/bld.hpp>
+#include <bld/testing/toy_teachers.hpp>
 #include <bld/io/json.hpp>
 #include <bld/io/npy.hpp>
-#include <bld/projection_simd.hpp>
-#include <bld/row_pass_simd.hpp>
+#include <bld/projection/fast_rows.hpp>
+#include <bld/backends/simd/row_pass.hpp>
 
 #include <benchmark/benchmark.h>
 
@@ -384,7 +385,7 @@ void canonical_texts(benchmark::State& state, std::size_t threads) {
 struct toy_beam {
     std::unique_ptr<bld::byte_trie> trie;
     std::vector<float> table;
-    std::unique_ptr<bld::bigram_teacher> teacher;
+    std::unique_ptr<bld::testing::bigram_teacher> teacher;
     std::string text;
 };
 
@@ -408,7 +409,7 @@ const toy_beam& beam_inputs() {
         std::mt19937 rng(3);
         std::normal_distribution<float> g(0.0f, 2.0f);
         for (auto& x : b.table) x = g(rng);
-        b.teacher = std::make_unique<bld::bigram_teacher>(
+        b.teacher = std::make_unique<bld::testing::bigram_teacher>(
             bld::tensor_view<const float, 2>(b.table.data(), {static_cast<std::int64_t>(V + 1), static_cast<std::int64_t>(V)}), V);
     }
     return b;

@@ -17,9 +17,10 @@
 // tiktoken rank file. Output: one JSON object on stdout. Errors: a message on stderr, exit 1
 // (exit 2 for a usage error).
 #include <bld/bld.hpp>
+#include <bld/testing/toy_teachers.hpp>
 #include <bld/io/json.hpp>
 #include <bld/io/npy.hpp>
-#include <bld/row_pass_simd.hpp>
+#include <bld/backends/simd/row_pass.hpp>
 
 #include <algorithm>
 #include <random>
@@ -186,7 +187,7 @@ int cmd_project(const std::vector<std::string>& args) {
     if (o.has("--bigram")) {
         std::int64_t R = 0, n = 0;
         const auto table = read_rows(o.get("--bigram"), R, n);
-        bld::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {R, n}), trie.vocab().size());
+        bld::testing::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {R, n}), trie.vocab().size());
         const std::string text = from_hex(o.get("--text-hex"), "--text-hex");
         const std::string mode = o.get("--mode", "exact");
         if (mode == "exact") {

@@ -6,7 +6,7 @@
 // up (0.9 on the true byte, the rest spread evenly); a real trainer gets them from a
 // projection. A few plain gradient steps on the logits show the loss going down.
 #include <bld/adapters/eigen.hpp>
-#include <bld/loss.hpp>
+#include <bld/loss/byte_loss.hpp>
 
 #include <Eigen/Core>
 

@@ -14,10 +14,10 @@
 #include <torch/extension.h>
 
 #include <bld/adapters/torch.hpp>
-#include <bld/error.hpp>
-#include <bld/alignment.hpp>
+#include <bld/core/error.hpp>
+#include <bld/targets/alignment.hpp>
 #include <bld/io/json.hpp>
-#include <bld/loss.hpp>
+#include <bld/loss/byte_loss.hpp>
 #include <bld/torch/loss.hpp>
 
 #include <optional>
@@ -282,7 +282,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("loss", &loss, py::arg("logits"), py::arg("targets"), py::arg("true_bytes"), py::arg("mask"),
           py::arg("mode"), py::arg("kind"), py::arg("temperature"), py::arg("reduction"),
           py::arg("lambda_byte"), py::arg("lambda_kl"), py::arg("target_floor"), py::arg("need_grad"),
-          "(value, grad) of a bld byte loss; see bld/loss.hpp for the conventions.");
+          "(value, grad) of a bld byte loss; see bld/loss/byte_loss.hpp for the conventions.");
     py::class_<tokenizer>(m, "Tokenizer")
         .def_property_readonly("vocab_size", [](const tokenizer& t) { return t.trie->vocab().size(); })
         .def_property_readonly("text_tokens", [](const tokenizer& t) { return t.trie->vocab().text_tokens(); })

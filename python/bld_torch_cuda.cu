@@ -3,7 +3,7 @@
 // byte_cross_entropy} on the caller's stream. Compiled by nvcc; includes no torch header.
 #include "bld_torch_cuda.hpp"
 
-#include <bld/cuda/loss.cuh>
+#include <bld/backends/cuda/loss.cuh>
 
 #include <cuda_runtime.h>
 

@@ -7,7 +7,7 @@
 // machines without a GPU.
 #pragma once
 
-#include <bld/loss.hpp>
+#include <bld/loss/byte_loss.hpp>
 
 #include <cstdint>
 

@@ -86,7 +86,7 @@ def log_softmax(z):
 
 
 def loss_numpy(logits, targets, true_bytes, mask, lam_b, lam_kl, tau):
-    """bld_loss with bld's conventions (bld/loss.hpp), forward and backward, vectorised numpy,
+    """bld_loss with bld's conventions (bld/loss/byte_loss.hpp), forward and backward, vectorised numpy,
     float64: per active slot v = lam_b * CE(true byte, softmax(z)) + lam_kl * KL(p || softmax(z/tau))
     (no tau^2 factor), reduction eq5 = sum over active slots / number of tokens with an active
     slot. logits, targets [T, K, 260]; true_bytes [T, K]; mask [T, K] bool.

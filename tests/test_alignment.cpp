@@ -1,7 +1,7 @@
 // Alignment of student slots with teacher bytes on real tokenizer pairs and real text.
 #include "real_data.hpp"
 
-#include <bld/alignment.hpp>
+#include <bld/targets/alignment.hpp>
 #include <bld/bld.hpp>
 #include <doctest/doctest.h>
 

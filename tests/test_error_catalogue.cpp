@@ -2,6 +2,7 @@
 // checks that the error keeps its three parts — what failed, where, and why. The entry ids
 // (E01 …) are the ones docs/errors.md lists; scripts/check_docs.py keeps the two in step.
 #include <bld/bld.hpp>
+#include <bld/testing/toy_teachers.hpp>
 #include <bld/io/json.hpp>
 #include <bld/io/npy.hpp>
 #include <doctest/doctest.h>
@@ -159,7 +160,7 @@ TEST_CASE("error catalogue: every entry keeps what / where / why") {
         {"E24", "covering beam", "epsilon", "must be in [0, 1)",
          [&](const fs::path&) {
              std::vector<float> table(4 * 3, 0.f);
-             bld::bigram_teacher t(bld::tensor_view<const float, 2>(table.data(), {4, 3}), 3);
+             bld::testing::bigram_teacher t(bld::tensor_view<const float, 2>(table.data(), {4, 3}), 3);
              (void)bld::covering_beam(trie, t, "ab", {10, 2.0});
          }},
         {"E25", "top-k teacher rows", "row 0", "residual mass must be in [0, 1)",
@@ -172,7 +173,7 @@ TEST_CASE("error catalogue: every entry keeps what / where / why") {
         {"E26", "exact covering", "byte offset", "covering states",
          [&](const fs::path&) {
              std::vector<float> table(4 * 3, 0.f);
-             bld::bigram_teacher t(bld::tensor_view<const float, 2>(table.data(), {4, 3}), 3);
+             bld::testing::bigram_teacher t(bld::tensor_view<const float, 2>(table.data(), {4, 3}), 3);
              (void)bld::exact_covering(trie, t, "abab", {2});
          }},
         {"E27", "align student slots with teacher bytes", "heads", "K must be in 1..260, got 261",

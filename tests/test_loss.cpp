@@ -1,6 +1,6 @@
-// Tests of bld/loss.hpp: values against plain formulas written here, analytic gradients
+// Tests of bld/loss/byte_loss.hpp: values against plain formulas written here, analytic gradients
 // against central finite differences (fp64, 1e-6 relative), zero-mass teachers, every error.
-#include <bld/loss.hpp>
+#include <bld/loss/byte_loss.hpp>
 
 #include <doctest/doctest.h>
 

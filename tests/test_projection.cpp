@@ -1,6 +1,8 @@
 // Projections held against brute-force enumeration of token sequences on tiny vocabularies.
 #include <bld/bld.hpp>
-#include <bld/projection.hpp>
+#include <bld/testing/toy_teachers.hpp>
+#include <bld/projection/canonical_path.hpp>
+#include <bld/projection/covering.hpp>
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -163,8 +165,8 @@ TEST_CASE("keyed (bigram) teacher: merged states give the same answer as brute f
     std::vector<float> table((V + 1) * n);
     std::normal_distribution<float> g(0.f, 2.f);
     for (auto& x : table) x = g(rng);
-    bld::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {static_cast<std::int64_t>(V + 1), static_cast<std::int64_t>(n)}), V);
-    brute_force<bld::bigram_teacher> bf{trie.vocab(), teacher};
+    bld::testing::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {static_cast<std::int64_t>(V + 1), static_cast<std::int64_t>(n)}), V);
+    brute_force<bld::testing::bigram_teacher> bf{trie.vocab(), teacher};
     const std::string text = "abcab";
     const auto exact = bld::exact_covering(trie, teacher, text);
     for (std::size_t i = 0; i <= text.size(); ++i) check_close(exact.at(i), bf.distribution(text, i), 1e-12, "byte " + std::to_string(i));
@@ -383,7 +385,7 @@ TEST_CASE("covering beam: a narrow beam that kept only a dead path recovers a pr
     const std::int64_t V = 5;
     std::vector<float> table(static_cast<std::size_t>((V + 1) * V), 0.f);
     table[4] = 3.f; // row 0 (start): "ab" is likely
-    bld::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {V + 1, V}), V);
+    bld::testing::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {V + 1, V}), V);
     const std::string text = "ac";
     const auto exact = bld::exact_covering(trie, teacher, text);
     const auto beam = bld::covering_beam(trie, teacher, text, {1, 0.0});

@@ -1,16 +1,17 @@
-// The math the CUDA kernels share with the CPU (bld/shared_math.hpp, bld/kernel_plan.hpp),
+// The math the CUDA kernels share with the CPU (bld/math/shared_math.hpp, bld/projection/kernel_plan.hpp),
 // run on the host and held against the scalar reference (row_pass.hpp, loss.hpp,
 // projection.hpp). The kernels' own arithmetic is replayed here: the row pass's chunk plan,
 // online max and lazily rescaled bins, the keyed runs of a 256-thread block (its scan done
 // sequentially), the split of a row over several blocks; the per-slot loss and per-position
 // canonical bodies with one lane, and with 32 lanes emulated by 32 threads whose reductions
 // are the warp's xor butterfly — so the device's partitioning is exercised without a GPU.
-#include <bld/kernel_plan.hpp>
-#include <bld/loss.hpp>
-#include <bld/projection.hpp>
-#include <bld/row_pass.hpp>
-#include <bld/shared_math.hpp>
-#include <bld/trie.hpp>
+#include <bld/projection/kernel_plan.hpp>
+#include <bld/loss/byte_loss.hpp>
+#include <bld/projection/canonical_path.hpp>
+#include <bld/projection/covering.hpp>
+#include <bld/backends/reference/row_pass.hpp>
+#include <bld/math/shared_math.hpp>
+#include <bld/vocab/trie.hpp>
 
 #include <doctest/doctest.h>
 
@@ -187,7 +188,7 @@ replayed_row replay_row_pass(const bld::row_pass_plan& plan, const T* row, std::
     return out;
 }
 
-/// Row-pass tolerance (documented in bld/cuda/row_pass.cuh): root masses 2e-6 relative.
+/// Row-pass tolerance (documented in bld/backends/cuda/row_pass.cuh): root masses 2e-6 relative.
 void check_row(const replayed_row& got, const bld::row_summary& want, const std::string& what) {
     INFO(what);
     CHECK(got.bad == INT_MAX);

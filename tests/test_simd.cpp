@@ -1,16 +1,17 @@
-// The fast CPU backend (bld/row_pass_simd.hpp, bld/projection_simd.hpp) against the scalar
+// The fast CPU backend (bld/backends/simd/row_pass.hpp, bld/projection/fast_rows.hpp) against the scalar
 // reference, on every SIMD target this machine runs (style.md habit 10: the AVX2 build is
 // tested on an AVX-512 machine too).
 //
-// Tolerance, as documented in bld/row_pass_simd.hpp: every root mass, node sum and conditional
+// Tolerance, as documented in bld/backends/simd/row_pass.hpp: every root mass, node sum and conditional
 // within |Δ| ≤ 1e-5·|ref| + 1e-30 of the fp64 reference; log-normaliser within 1e-5
 // (absolute, i.e. the normaliser relative); max_logit exact. Determinism: bit-identical for
 // every thread count and batch composition.
-#include <bld/loss.hpp>
-#include <bld/projection.hpp>
-#include <bld/projection_simd.hpp>
-#include <bld/row_pass.hpp>
-#include <bld/row_pass_simd.hpp>
+#include <bld/loss/byte_loss.hpp>
+#include <bld/projection/canonical_path.hpp>
+#include <bld/projection/covering.hpp>
+#include <bld/projection/fast_rows.hpp>
+#include <bld/backends/reference/row_pass.hpp>
+#include <bld/backends/simd/row_pass.hpp>
 
 #include "real_data.hpp"
 
@@ -291,7 +292,7 @@ TEST_CASE("simd exp: relative error ≤ 5e-7 on [−86.5, 0], zero below −86.6
             const double want = std::exp(static_cast<double>(x[i]));
             worst = std::max(worst, std::abs(sums[i] - want) / want);
         }
-        CHECK(worst <= 5e-7); // exp_keep_nan, the row pass's (AVX-512: table-driven, bld/simd/ops.hpp)
+        CHECK(worst <= 5e-7); // exp_keep_nan, the row pass's (AVX-512: table-driven, bld/backends/simd/ops.hpp)
         MESSAGE(bld::simd::to_string(l) << ": worst relative error of exp " << worst);
         CHECK(sums[x.size() - 3] == 0.0);
         CHECK(sums[x.size() - 2] == 0.0);

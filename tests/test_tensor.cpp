@@ -1,6 +1,6 @@
-// Tests of bld/tensor.hpp (views, bf16, the adapter customization point) and of the Eigen
+// Tests of bld/core/tensor.hpp (views, bf16, the adapter customization point) and of the Eigen
 // adapter (when Eigen is present).
-#include <bld/tensor.hpp>
+#include <bld/core/tensor.hpp>
 #if BLD_TEST_EIGEN
 #include <bld/adapters/eigen.hpp>
 #endif

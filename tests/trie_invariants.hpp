@@ -2,7 +2,7 @@
 // over its vocabulary. Used on random tiny vocabularies and on the real ones.
 #pragma once
 
-#include <bld/trie.hpp>
+#include <bld/vocab/trie.hpp>
 #include <doctest/doctest.h>
 
 #include <string>

@@ -7,13 +7,14 @@
 //   <bld/cuda/*.cuh>          CUDA kernels                           (bld::cuda)
 #pragma once
 
-#include "bld/error.hpp"
+#include "bld/core/error.hpp"
 #include "bld/io/text_codec.hpp"
 #include "bld/io/tiktoken.hpp"
-#include "bld/trie.hpp"
-#include "bld/vocabulary.hpp"
-#include "bld/projection.hpp"
-#include "bld/row_pass.hpp"
-#include "bld/tensor.hpp"
-#include "bld/alignment.hpp"
-#include "bld/loss.hpp"
+#include "bld/vocab/trie.hpp"
+#include "bld/vocab/vocabulary.hpp"
+#include "bld/projection/canonical_path.hpp"
+#include "bld/projection/covering.hpp"
+#include "bld/backends/reference/row_pass.hpp"
+#include "bld/core/tensor.hpp"
+#include "bld/targets/alignment.hpp"
+#include "bld/loss/byte_loss.hpp"

@@ -2,9 +2,9 @@
 // the umbrella stays free of optional dependencies (style.md habit 1).
 #pragma once
 
-#include "bld/cuda/block_ops.cuh"
-#include "bld/cuda/canonical.cuh"
-#include "bld/cuda/error.cuh"
-#include "bld/cuda/loss.cuh"
-#include "bld/cuda/row_pass.cuh"
-#include "bld/shared_math.hpp"
+#include "bld/backends/cuda/block_ops.cuh"
+#include "bld/backends/cuda/canonical.cuh"
+#include "bld/backends/cuda/error.cuh"
+#include "bld/backends/cuda/loss.cuh"
+#include "bld/backends/cuda/row_pass.cuh"
+#include "bld/math/shared_math.hpp"

@@ -10,7 +10,7 @@ Shapes (``...`` = any leading dimensions, e.g. [batch, seq]; they are flattened 
 * ``true_bytes``       [..., K] int32/int64 — the text byte of each slot (0..259)
 * ``mask``             [..., K] bool/uint8 — True = active slot; None = all active
 
-Conventions (the same as the C++ library, ``bld/loss.hpp``):
+Conventions (the same as the C++ library, ``bld/loss/byte_loss.hpp``):
 
 * temperature tau applies to the student logits of the divergence term only,
   ``q = softmax(head_logits / tau)``; the teacher targets are used as given; there is no tau**2

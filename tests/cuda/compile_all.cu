@@ -2,11 +2,11 @@
 // supports, compiled by nvcc for each architecture of CMAKE_CUDA_ARCHITECTURES (80;90 by
 // default). Nothing runs: the object library bld_cuda_compile_all only has to build.
 #include <bld/cuda.cuh>
-#include <bld/cuda/block_ops.cuh>
-#include <bld/cuda/canonical.cuh>
-#include <bld/cuda/error.cuh>
-#include <bld/cuda/loss.cuh>
-#include <bld/cuda/row_pass.cuh>
+#include <bld/backends/cuda/block_ops.cuh>
+#include <bld/backends/cuda/canonical.cuh>
+#include <bld/backends/cuda/error.cuh>
+#include <bld/backends/cuda/loss.cuh>
+#include <bld/backends/cuda/row_pass.cuh>
 
 namespace bld::cuda {
 

@@ -4,11 +4,12 @@
 // the CPU reference and compares. Nothing here mentions CUDA types.
 #pragma once
 
-#include <bld/kernel_plan.hpp>
-#include <bld/loss.hpp>
-#include <bld/projection.hpp>
-#include <bld/tensor.hpp>
-#include <bld/trie.hpp>
+#include <bld/projection/kernel_plan.hpp>
+#include <bld/loss/byte_loss.hpp>
+#include <bld/projection/canonical_path.hpp>
+#include <bld/projection/covering.hpp>
+#include <bld/core/tensor.hpp>
+#include <bld/vocab/trie.hpp>
 
 #include <cstdint>
 #include <optional>

@@ -18,9 +18,10 @@
 #include "../real_data.hpp"
 
 #include <bld/io/json.hpp>
-#include <bld/loss.hpp>
-#include <bld/projection.hpp>
-#include <bld/row_pass.hpp>
+#include <bld/loss/byte_loss.hpp>
+#include <bld/projection/canonical_path.hpp>
+#include <bld/projection/covering.hpp>
+#include <bld/backends/reference/row_pass.hpp>
 
 #include <doctest/doctest.h>
 

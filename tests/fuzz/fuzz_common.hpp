@@ -2,7 +2,7 @@
 // hang, a sanitizer report or another exception type.
 #pragma once
 
-#include <bld/error.hpp>
+#include <bld/core/error.hpp>
 
 #include <cstdint>
 #include <cstdio>

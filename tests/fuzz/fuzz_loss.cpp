@@ -3,7 +3,7 @@
 // must return a finite value and a finite gradient.
 #include "fuzz_common.hpp"
 
-#include <bld/loss.hpp>
+#include <bld/loss/byte_loss.hpp>
 
 #include <cmath>
 #include <vector>

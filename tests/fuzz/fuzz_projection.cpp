@@ -3,7 +3,9 @@
 // distributions.
 #include "fuzz_common.hpp"
 
-#include <bld/projection.hpp>
+#include <bld/projection/canonical_path.hpp>
+#include <bld/testing/toy_teachers.hpp>
+#include <bld/projection/covering.hpp>
 
 #include <cmath>
 #include <vector>
@@ -57,7 +59,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         // A bigram teacher over the same vocabulary, for the covering methods.
         std::vector<float> table((V + 1) * n);
         for (std::size_t k = 0; k < table.size(); ++k) table[k] = k < rows.size() ? rows[k] : in.take<float>(0.f);
-        bld::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {static_cast<std::int64_t>(V + 1), static_cast<std::int64_t>(n)}), V);
+        bld::testing::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {static_cast<std::int64_t>(V + 1), static_cast<std::int64_t>(n)}), V);
         std::string ctext(std::min<std::size_t>(text.size(), 8), 'a');
         for (std::size_t k = 0; k < ctext.size(); ++k) ctext[k] = text[k];
         bld_fuzz::guarded([&] { check(bld::exact_covering(trie, teacher, ctext, {4096})); });

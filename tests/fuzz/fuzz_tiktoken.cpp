@@ -2,7 +2,7 @@
 #include "fuzz_common.hpp"
 
 #include <bld/io/tiktoken.hpp>
-#include <bld/trie.hpp>
+#include <bld/vocab/trie.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::string_view text(reinterpret_cast<const char*>(data), size);

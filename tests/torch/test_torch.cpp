@@ -1,7 +1,7 @@
 // Tests of bld/adapters/torch.hpp and bld/torch/byte_head.hpp (built only with bld::torch).
 // The adapter header is included first: it must compile on its own.
 #include <bld/adapters/torch.hpp>
-#include <bld/loss.hpp>
+#include <bld/loss/byte_loss.hpp>
 #include <bld/torch/byte_head.hpp>
 #include <bld/torch/loss.hpp>
 

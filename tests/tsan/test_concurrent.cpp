@@ -1,6 +1,7 @@
 // Concurrent projections sharing one trie and one set of teacher rows, for ThreadSanitizer:
 // many threads project at once; every result must equal the single-threaded one bit for bit.
 #include <bld/bld.hpp>
+#include <bld/testing/toy_teachers.hpp>
 #include <doctest/doctest.h>
 
 #include <random>
@@ -29,7 +30,7 @@ TEST_CASE("concurrent projections over a shared trie are race-free and bit-ident
     const bld::tensor_view<const float, 2> rv(rows.data(), {static_cast<std::int64_t>(ids.size()), n});
     const bld::tensor_view<const float, 2> tv(table.data(), {V + 1, n});
     const auto canon = bld::canonical_path(trie, rv, ids, std::string_view(text));
-    bld::bigram_teacher t0(tv, static_cast<std::size_t>(V));
+    bld::testing::bigram_teacher t0(tv, static_cast<std::size_t>(V));
     const auto beam = bld::covering_beam(trie, t0, text, {4, 0.0});
     const auto exact = bld::exact_covering(trie, t0, text);
 
@@ -38,7 +39,7 @@ TEST_CASE("concurrent projections over a shared trie are race-free and bit-ident
     std::vector<std::thread> pool;
     for (int k = 0; k < threads; ++k)
         pool.emplace_back([&, k] {
-            bld::bigram_teacher t(tv, static_cast<std::size_t>(V)); // teachers are per thread
+            bld::testing::bigram_teacher t(tv, static_cast<std::size_t>(V)); // teachers are per thread
             bool same = true;
             for (int rep = 0; rep < 5; ++rep) {
                 same = same && bld::canonical_path(trie, rv, ids, std::string_view(text)).probs == canon.probs;

@@ -12,7 +12,7 @@
 // (Blocks and expressions are not storage: wrap them in a Ref or evaluate them.)
 #pragma once
 
-#include "bld/tensor.hpp"
+#include "bld/core/tensor.hpp"
 
 #include <Eigen/Core>
 

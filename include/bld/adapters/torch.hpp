@@ -11,8 +11,8 @@
 // (BLD_ENABLE_TORCH=ON, Debian's libtorch-dev), or build with torch.utils.cpp_extension.
 #pragma once
 
-#include "bld/error.hpp"
-#include "bld/tensor.hpp"
+#include "bld/core/error.hpp"
+#include "bld/core/tensor.hpp"
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>

@@ -1,7 +1,7 @@
 // bld/io/file.hpp — reading whole files with errors that name the file and the reason.
 #pragma once
 
-#include "bld/error.hpp"
+#include "bld/core/error.hpp"
 
 #include <cerrno>
 #include <cstdint>

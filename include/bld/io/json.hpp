@@ -15,11 +15,11 @@
 // act per token; they are reported in vocabulary::transformations().
 #pragma once
 
-#include "bld/error.hpp"
+#include "bld/core/error.hpp"
 #include "bld/io/file.hpp"
 #include "bld/io/text_codec.hpp"
 #include "bld/io/tiktoken.hpp"
-#include "bld/vocabulary.hpp"
+#include "bld/vocab/vocabulary.hpp"
 
 #include <nlohmann/json.hpp>
 #include <simdjson.h>

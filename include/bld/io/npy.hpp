@@ -2,7 +2,7 @@
 // little-endian float32 / float64 / int32 / int64). Used by bld-cli; no dependencies.
 #pragma once
 
-#include "bld/error.hpp"
+#include "bld/core/error.hpp"
 #include "bld/io/file.hpp"
 
 #include <cstdint>

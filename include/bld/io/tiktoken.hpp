@@ -2,10 +2,10 @@
 // the rank is the token id. Special tokens are not in the file; the caller names them.
 #pragma once
 
-#include "bld/error.hpp"
+#include "bld/core/error.hpp"
 #include "bld/io/file.hpp"
 #include "bld/io/text_codec.hpp"
-#include "bld/vocabulary.hpp"
+#include "bld/vocab/vocabulary.hpp"
 
 #include <charconv>
 #include <cstdint>

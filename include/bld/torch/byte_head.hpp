@@ -13,7 +13,7 @@
 
 #if __has_include(<torch/nn/module.h>)
 
-#include "bld/error.hpp"
+#include "bld/core/error.hpp"
 
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>

@@ -3,7 +3,7 @@
 // bld::autograd::bld_loss / byte_loss / byte_cross_entropy take the byte head's logits (a
 // torch::Tensor that requires grad, e.g. bld::byte_head's output) and return the loss as a
 // tensor with a grad_fn, so `loss.backward()` (or torch::autograd::grad) reaches the head and
-// the student behind it. The forward pass is the library's own (bld/loss.hpp: the SIMD slot
+// the student behind it. The forward pass is the library's own (bld/loss/byte_loss.hpp: the SIMD slot
 // kernel on float32, the reference on float64), and it writes the analytic gradient
 // ∂loss/∂logits in the same pass when, and only when, autograd will need it; backward then
 // multiplies it by the incoming gradient. Values and gradients are exactly those of
@@ -30,8 +30,8 @@
 #if __has_include(<torch/types.h>) // the libtorch C++ API include directory (bld::torch)
 
 #include "bld/adapters/torch.hpp"
-#include "bld/error.hpp"
-#include "bld/loss.hpp"
+#include "bld/core/error.hpp"
+#include "bld/loss/byte_loss.hpp"
 
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/types.h>

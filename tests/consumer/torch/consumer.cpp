@@ -1,7 +1,7 @@
 // bld::torch from an installed bld: the byte cross-entropy of uniform logits on libtorch
 // tensors is log 260 per token (an independent closed form).
 #include <bld/adapters/torch.hpp>
-#include <bld/loss.hpp>
+#include <bld/loss/byte_loss.hpp>
 
 #include <torch/torch.h>
 

@@ -1,0 +1,408 @@
+// bld/backends/simd/row_pass.hpp — the fast CPU row pass: SIMD kernels, runtime dispatch, threads.
+//
+// The same results as the scalar reference (bld/backends/reference/row_pass.hpp: summarize_row, sum_node) within
+// the tolerance below, for float and bf16 rows (double rows take the reference path):
+//
+//  * summarize_rows — rows in id order, a batch at a time. design.md §2's idea (a): W rows
+//    (16 with AVX-512, 8 with AVX2) go through the kernel together, so one id's bin update is a
+//    single SIMD add across the rows after a W × W transpose; the 128k-wide scalar scatter is
+//    gone. One pass over memory: a lazy max shift replaces the separate max pass.
+//  * summarize_permuted_rows — trie-ordered rows, idea (b): a trainer that permutes its
+//    unembedding rows once by simd_row_plan::permutation() gets logits in which every trie
+//    node is a contiguous range, and the root masses are 257 contiguous segment sums.
+//  * node_sums_simd — a node's end and child sums, as sum_node (the canonical projection's
+//    per-byte work), via one gather into sorted order and segment sums.
+//
+// Tolerance (tests/test_simd.cpp holds every compiled target to it on this machine): every
+// root mass, node sum and normaliser agrees with the fp64 reference to relative 1e-5 (|Δ| ≤
+// 1e-5·|ref| + 1e-30), so a conditional at a node of mass ≥ 1e-12 keeps ≥ 5 significant
+// digits; max_logit is exact. Budget: e^x in float (≤ 5e-7 relative), its argument x = z −
+// shift rounded to float (≤ |x|·2^−24 ≤ 5.2e-6 for the |x| ≤ 86.6 that are not flushed), float
+// partial sums of ≤ 32 terms (≤ 1.9e-6), the rest in double. Terms below e^−86.6 of the shift
+// (≤ 1e-38 of the row's largest) are flushed to zero. Observed errors are ~1e-7.
+//
+// Determinism: a row's result depends on that row alone — not on the batch it came in, the
+// tile it shared, or the thread count — for a given SIMD level. Different levels may differ
+// within the tolerance. The level is chosen once per call (simd::level::automatic: the best the
+// CPU runs, lowered by BLD_SIMD=scalar|avx2|avx512).
+#pragma once
+
+#include "bld/core/error.hpp"
+#include "bld/core/parallel.hpp"
+#include "bld/backends/reference/row_pass.hpp"
+#include "bld/backends/simd/arch.hpp"
+#include "bld/backends/simd/kernels.hpp"
+#include "bld/core/tensor.hpp"
+#include "bld/vocab/trie.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace bld {
+
+/// Logit types the SIMD kernels read (double rows take the scalar reference path).
+template <class T>
+concept simd_logit_type = std::same_as<std::remove_cv_t<T>, float> || std::same_as<std::remove_cv_t<T>, bf16>;
+
+/// What the fast row pass precomputes from a trie, once per vocabulary (O(vocab) time and
+/// about 12 bytes per id): the root bin of every id (and its accumulator copy), the
+/// float-accumulator flush schedule, the trie-order permutation and the root segments of
+/// trie-ordered rows.
+class simd_row_plan {
+public:
+    explicit simd_row_plan(const byte_trie& trie) : trie_(&trie), bins_(root_bins(trie)) { build(); }
+
+    [[nodiscard]] const byte_trie& trie() const noexcept { return *trie_; }
+    /// Ids that count in a row (the vocabulary's size; columns past it are ignored).
+    [[nodiscard]] std::size_t vocab_size() const noexcept { return bins_.size(); }
+    /// root_bins(trie): 0..255 first byte, 256 STOP, ignored_bin for absent ids. [vocab size]
+    [[nodiscard]] std::span<const std::uint16_t> bins() const noexcept { return bins_; }
+
+    /// The trie order of a row's columns: column k of a trie-ordered row holds the logit of id
+    /// permutation()[k] — the text tokens in sorted byte order (exactly byte_trie::order(), so
+    /// column k is sorted position k and node n is columns [node.lo, node.hi)), then the special
+    /// tokens by id. Absent ids have no column. Apply it once to the teacher's unembedding
+    /// matrix (W_sorted = W[permutation()]) and every row arrives trie-ordered. [text + special]
+    [[nodiscard]] std::span<const std::uint32_t> permutation() const noexcept { return perm_; }
+    /// Root segments of a trie-ordered row: byte b is columns [root_bounds()[b], [b + 1]), STOP
+    /// is [root_bounds()[256], [257]). [258]
+    [[nodiscard]] std::span<const std::uint32_t> root_bounds() const noexcept { return root_bounds_; }
+
+    /// The kernel's view of the plan (internal).
+    [[nodiscard]] simd::detail::tile_plan tile() const noexcept {
+        simd::detail::tile_plan p;
+        p.vocab = bins_.size();
+        p.nbins = real_bin_.size();
+        p.bins = tile_bins_.data();
+        p.real_bin = real_bin_.data();
+        p.ignore_add = ignore_add_.empty() ? nullptr : ignore_add_.data();
+        p.chunk_has_ignored = chunk_ignored_.empty() ? nullptr : chunk_ignored_.data();
+        p.flush_start = flush_start_.data();
+        p.flush_bins = flush_bins_.data();
+        return p;
+    }
+
+private:
+    void build() {
+        namespace sd = simd::detail;
+        const std::size_t V = bins_.size();
+        const std::size_t blocks = (V + sd::flush_block - 1) / sd::flush_block;
+        const std::size_t padded = blocks * sd::flush_block;
+        tile_bins_.assign(padded, sd::discard_bin);
+        bool any_ignored = false;
+        for (std::size_t i = 0; i < V; ++i) {
+            if (bins_[i] == ignored_bin) any_ignored = true;
+            else tile_bins_[i] = bins_[i];
+        }
+        // Extra accumulator copies for frequent bins: 1 + ⌊16·share⌋ copies (at most 8), ids of
+        // the bin dealt round-robin over them.
+        std::array<std::size_t, 257> count{};
+        for (std::size_t i = 0; i < V; ++i)
+            if (tile_bins_[i] != sd::discard_bin) ++count[tile_bins_[i]];
+        real_bin_.resize(258);
+        for (std::size_t b = 0; b < 257; ++b) real_bin_[b] = static_cast<std::uint16_t>(b);
+        real_bin_[sd::discard_bin] = sd::discard_bin;
+        std::array<std::vector<std::uint16_t>, 257> copies;
+        for (std::size_t b = 0; b < 257; ++b) {
+            copies[b].push_back(static_cast<std::uint16_t>(b));
+            const std::size_t extra = std::min<std::size_t>(7, count[b] * 16 / std::max<std::size_t>(V, 1));
+            for (std::size_t c = 0; c < extra && real_bin_.size() < sd::max_tile_bins; ++c) {
+                copies[b].push_back(static_cast<std::uint16_t>(real_bin_.size()));
+                real_bin_.push_back(static_cast<std::uint16_t>(b));
+            }
+        }
+        std::array<std::size_t, 257> dealt{};
+        for (std::size_t i = 0; i < V; ++i) {
+            const auto b = tile_bins_[i];
+            if (b == sd::discard_bin) continue;
+            tile_bins_[i] = copies[b][dealt[b]++ % copies[b].size()];
+        }
+        if (any_ignored) {
+            ignore_add_.assign(padded, 0.0f);
+            chunk_ignored_.assign((V + sd::chunk_ids - 1) / sd::chunk_ids, 0);
+            for (std::size_t i = 0; i < V; ++i)
+                if (bins_[i] == ignored_bin) {
+                    ignore_add_[i] = -std::numeric_limits<float>::infinity();
+                    chunk_ignored_[i / sd::chunk_ids] = 1;
+                }
+        }
+        // Static flush schedule: before block k, flush every bin that would otherwise take more
+        // than flush_every additions since its last flush. It depends on the bins only, so it
+        // is the same for every row, target and thread.
+        const std::size_t nb = real_bin_.size();
+        std::vector<unsigned> since(nb, 0), occ(nb, 0);
+        flush_start_.assign(blocks + 1, 0);
+        for (std::size_t k = 0; k < blocks; ++k) {
+            std::fill(occ.begin(), occ.end(), 0u);
+            for (std::size_t i = k * sd::flush_block; i < (k + 1) * sd::flush_block; ++i)
+                if (tile_bins_[i] != sd::discard_bin) ++occ[tile_bins_[i]];
+            for (std::size_t b = 0; b < nb; ++b) {
+                if (occ[b] == 0 || b == sd::discard_bin) continue;
+                if (since[b] + occ[b] > sd::flush_every) {
+                    flush_bins_.push_back(static_cast<std::uint16_t>(b));
+                    since[b] = 0;
+                }
+                since[b] += occ[b];
+            }
+            flush_start_[k + 1] = static_cast<std::uint32_t>(flush_bins_.size());
+        }
+        // Trie order: text tokens sorted, then specials.
+        const auto order = trie_->order();
+        perm_.assign(order.begin(), order.end());
+        const auto n_text = static_cast<std::uint32_t>(perm_.size());
+        for (std::size_t i = 0; i < V; ++i)
+            if (bins_[i] == stop_symbol) perm_.push_back(static_cast<std::uint32_t>(i));
+        root_bounds_.assign(258, n_text);
+        const auto kids = trie_->children(byte_trie::root);
+        std::size_t c = kids.size();
+        std::uint32_t next = n_text;
+        for (std::size_t b = 256; b-- > 0;) {
+            while (c > 0 && kids[c - 1].byte >= b) next = kids[--c].lo;
+            root_bounds_[b] = next;
+        }
+        if (trie_->node(byte_trie::root).end_hi != 0)
+            throw value_error("SIMD row plan", trie_->vocab().source(), "a text token with no bytes");
+        root_bounds_[257] = static_cast<std::uint32_t>(perm_.size());
+    }
+
+    const byte_trie* trie_;
+    std::vector<std::uint16_t> bins_;
+    std::vector<std::uint16_t> tile_bins_;
+    std::vector<std::uint16_t> real_bin_;
+    std::vector<float> ignore_add_;
+    std::vector<std::uint8_t> chunk_ignored_;
+    std::vector<std::uint32_t> flush_start_;
+    std::vector<std::uint16_t> flush_bins_;
+    std::vector<std::uint32_t> perm_;
+    std::vector<std::uint32_t> root_bounds_;
+};
+
+namespace detail {
+
+inline void check_row_width(const simd_row_plan& plan, std::int64_t cols, std::size_t need, const char* op,
+                            const char* what) {
+    if (static_cast<std::size_t>(cols) < need)
+        throw shape_error(op, "row 0",
+                          "the row has " + std::to_string(cols) + " logits, fewer than the " + std::to_string(need) + " " +
+                              what + " (" + plan.trie().vocab().source() + ")");
+}
+
+/// Root sums (units of e^shift) → row_summary, as summarize_row normalises them.
+inline void finish_summary(const double* sums, double max, double shift, row_summary& out) {
+    double z = 0;
+    for (std::size_t a = 0; a < 257; ++a) z += sums[a];
+    out.max_logit = max;
+    out.log_normalizer = std::log(z) + (shift - max);
+    for (std::size_t a = 0; a < 257; ++a) out.root[a] = sums[a] / z;
+}
+
+[[nodiscard]] inline bool usable(const simd::detail::segment_result& r) noexcept {
+    return r.valid && r.max > -std::numeric_limits<float>::infinity();
+}
+
+} // namespace detail
+
+namespace detail {
+
+/// The fast root row pass without the error: rows that hold NaN / +Inf or no finite logit get
+/// bad[r] = 1 and an unspecified summary. Double rows take the reference path.
+/// @pre rows.extent(1) ≥ vocab size; out.size() == bad.size() == rows
+template <class T>
+void summarize_rows_flagged(const simd_row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
+                            std::span<std::uint8_t> bad, const parallel_options& par, simd::level lvl) {
+    const auto R = static_cast<std::size_t>(rows.extent(0));
+    const auto n = static_cast<std::size_t>(rows.extent(1));
+    const auto row_ptr = [&](std::size_t r) { return rows.data() + r * n; };
+    if constexpr (!simd_logit_type<T>) {
+        parallel_for(R, par, [&](std::size_t b, std::size_t e, std::size_t) {
+            for (std::size_t r = b; r < e; ++r) {
+                try {
+                    out[r] = summarize_row(plan.trie(), plan.bins(), std::span<const T>(row_ptr(r), n), r);
+                    bad[r] = 0;
+                } catch (const value_error&) {
+                    bad[r] = 1;
+                }
+            }
+        });
+    } else {
+        using E = std::remove_cv_t<T>;
+        const auto k = simd::detail::kernels_for<E>(lvl);
+        const std::size_t W = k.width;
+        const std::size_t tiles = (R + W - 1) / W;
+        const auto tp = plan.tile();
+        parallel_for(tiles, par, [&](std::size_t tb, std::size_t te, std::size_t) {
+            auto ws = std::make_unique<simd::detail::tile_workspace>();
+            auto res = std::make_unique<simd::detail::tile_result[]>(W);
+            std::vector<const E*> ptrs(W);
+            for (std::size_t t = tb; t < te; ++t) {
+                const std::size_t r0 = t * W;
+                for (std::size_t j = 0; j < W; ++j) ptrs[j] = row_ptr(r0 + j < R ? r0 + j : r0);
+                k.tile_row_pass(tp, ptrs.data(), *ws, res.get());
+                for (std::size_t j = 0; j < W && r0 + j < R; ++j) {
+                    const auto& q = res[j];
+                    const bool ok = q.valid && q.max > -std::numeric_limits<float>::infinity();
+                    bad[r0 + j] = ok ? 0 : 1;
+                    if (ok) finish_summary(q.sums, q.max, q.shift, out[r0 + j]);
+                }
+            }
+        });
+    }
+}
+
+} // namespace detail
+
+/// The root row pass of a batch of rows in id order, on the fast path.
+/// out[r] agrees with summarize_row(plan.trie(), plan.bins(), row r, r) within the tolerance
+/// stated at the top of this header (double rows: exactly — they take the reference path).
+/// @param rows [rows, n ≥ vocab size]; columns past the vocabulary are ignored
+/// @param out  [rows]
+/// @throws bld::shape_error (short rows, wrong out size), bld::value_error (NaN / +Inf, a row
+///         without a finite logit: the first such row, with the reference's message; an
+///         unsupported SIMD level)
+template <class T>
+void summarize_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
+                    const parallel_options& par = {}, simd::level lvl = simd::level::automatic) {
+    static_assert(logit_type<T>, "rows are float, double or bf16");
+    const char* op = "teacher row pass";
+    const auto R = static_cast<std::size_t>(rows.extent(0));
+    const auto n = static_cast<std::size_t>(rows.extent(1));
+    if (out.size() != R)
+        throw shape_error(op, "out", "one summary per row: " + std::to_string(R) + " rows, " + std::to_string(out.size()) +
+                                         " summaries");
+    if (R == 0) return;
+    detail::check_row_width(plan, rows.extent(1), plan.vocab_size(), op, "ids of the vocabulary");
+    std::vector<std::uint8_t> bad(R, 0);
+    detail::summarize_rows_flagged(plan, rows, out, std::span<std::uint8_t>(bad), par, simd::resolve(lvl, op));
+    // The first bad row gets the reference's error (row, column, reason).
+    for (std::size_t r = 0; r < R; ++r)
+        if (bad[r]) out[r] = summarize_row(plan.trie(), plan.bins(), std::span<const T>(rows.data() + r * n, n), r);
+}
+
+/// As above, returning the summaries.
+template <class T>
+[[nodiscard]] std::vector<row_summary> summarize_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows,
+                                                      const parallel_options& par = {},
+                                                      simd::level lvl = simd::level::automatic) {
+    std::vector<row_summary> out(static_cast<std::size_t>(rows.extent(0)));
+    summarize_rows(plan, rows, std::span<row_summary>(out), par, lvl);
+    return out;
+}
+
+/// The root row pass of trie-ordered rows (column k = id plan.permutation()[k]): 257
+/// contiguous segment sums per row, no scatter, no gather. Same results and tolerance as
+/// summarize_rows on the unpermuted rows.
+/// @param rows [rows, n ≥ permutation().size()]; columns past it are ignored
+/// @throws as summarize_rows; messages name the column and its id.
+template <class T>
+void summarize_permuted_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
+                             const parallel_options& par = {}, simd::level lvl = simd::level::automatic) {
+    static_assert(simd_logit_type<T>, "trie-ordered rows are float or bf16");
+    using E = std::remove_cv_t<T>;
+    const char* op = "teacher row pass (trie-ordered rows)";
+    const auto R = static_cast<std::size_t>(rows.extent(0));
+    const auto n = static_cast<std::size_t>(rows.extent(1));
+    if (out.size() != R)
+        throw shape_error(op, "out", "one summary per row: " + std::to_string(R) + " rows, " + std::to_string(out.size()) +
+                                         " summaries");
+    if (R == 0) return;
+    const auto perm = plan.permutation();
+    detail::check_row_width(plan, rows.extent(1), perm.size(), op, "columns of the trie order (text + special ids)");
+    const auto k = simd::detail::kernels_for<E>(simd::resolve(lvl, op));
+    const auto bounds = plan.root_bounds();
+    std::vector<std::uint8_t> bad(R, 0);
+    detail::parallel_for(R, par, [&](std::size_t b, std::size_t e, std::size_t) {
+        std::array<double, 257> sums{};
+        for (std::size_t r = b; r < e; ++r) {
+            const auto q = k.segment_sums(rows.data() + r * n, bounds.data(), 257, sums.data());
+            if (!detail::usable(q)) {
+                bad[r] = 1;
+                continue;
+            }
+            detail::finish_summary(sums.data(), q.max, q.shift, out[r]);
+        }
+    });
+    for (std::size_t r = 0; r < R; ++r) {
+        if (!bad[r]) continue;
+        const E* row = rows.data() + r * n;
+        for (std::size_t c = 0; c < perm.size(); ++c) {
+            const double z = static_cast<float>(row[c]);
+            if (std::isnan(z) || z == std::numeric_limits<double>::infinity())
+                throw value_error(op, "row " + std::to_string(r) + ", column " + std::to_string(c) + " (id " +
+                                          std::to_string(perm[c]) + ")",
+                                  std::isnan(z) ? "the logit is NaN" : "the logit is +Inf (−Inf is allowed: probability 0)");
+        }
+        throw value_error(op, "row " + std::to_string(r), "no finite logit among the vocabulary's ids");
+    }
+}
+
+template <class T>
+[[nodiscard]] std::vector<row_summary> summarize_permuted_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows,
+                                                               const parallel_options& par = {},
+                                                               simd::level lvl = simd::level::automatic) {
+    std::vector<row_summary> out(static_cast<std::size_t>(rows.extent(0)));
+    summarize_permuted_rows(plan, rows, std::span<row_summary>(out), par, lvl);
+    return out;
+}
+
+/// Puts rows in trie order: out[r][k] = rows[r][plan.permutation()[k]] — what a trainer gets
+/// for free by permuting its unembedding matrix once (here for tests and one-off use).
+/// @returns [rows, permutation().size()]
+template <class T>
+[[nodiscard]] std::vector<std::remove_cv_t<T>> permute_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows) {
+    const auto perm = plan.permutation();
+    const auto R = static_cast<std::size_t>(rows.extent(0));
+    const auto n = static_cast<std::size_t>(rows.extent(1));
+    detail::check_row_width(plan, rows.extent(1), plan.vocab_size(), "permute rows", "ids of the vocabulary");
+    std::vector<std::remove_cv_t<T>> out(R * perm.size());
+    for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t k = 0; k < perm.size(); ++k) out[r * perm.size() + k] = rows.data()[r * n + perm[k]];
+    return out;
+}
+
+/// Node sums of one row at trie node `n` (as sum_node): e^(z − shift) summed over the node's
+/// end tokens and each child's range, with the shift the kernel chose (returned; −inf with all
+/// sums 0 when every logit in the node is −inf).
+/// @param row      the row in id order (`trie_ordered` = false) or trie order (true)
+/// @param scratch  reused buffer (id-ordered rows are gathered into sorted order here)
+/// @pre the row was validated (summarize_rows / summarize_row); the plan's trie
+template <class T>
+double node_sums_simd(const simd_row_plan& plan, std::span<const T> row, byte_trie::node_index n, node_sums& out,
+                      std::vector<float>& scratch, bool trie_ordered = false, simd::level lvl = simd::level::automatic) {
+    static_assert(simd_logit_type<T>, "rows are float or bf16");
+    using E = std::remove_cv_t<T>;
+    const auto& trie = plan.trie();
+    const auto& nd = trie.node(n);
+    const auto kids = trie.children(n);
+    out = node_sums{};
+    std::array<std::uint32_t, 258> bounds{};
+    std::array<double, 257> sums{};
+    const std::uint32_t base = trie_ordered ? 0 : nd.lo;
+    bounds[0] = nd.lo - base;
+    bounds[1] = nd.end_hi - base;
+    for (std::size_t c = 0; c < kids.size(); ++c) bounds[c + 2] = kids[c].hi - base;
+    const std::size_t nseg = 1 + kids.size();
+    simd::detail::segment_result q;
+    const auto lv = simd::resolve(lvl, "node sums");
+    if (trie_ordered) {
+        q = simd::detail::kernels_for<E>(lv).segment_sums(row.data(), bounds.data(), nseg, sums.data());
+    } else {
+        const auto order = trie.order();
+        scratch.resize(nd.hi - nd.lo);
+        for (std::uint32_t k = nd.lo; k < nd.hi; ++k) scratch[k - nd.lo] = static_cast<float>(row[order[k]]);
+        q = simd::detail::kernels_for<float>(lv).segment_sums(scratch.data(), bounds.data(), nseg, sums.data());
+    }
+    if (!(q.max > -std::numeric_limits<float>::infinity())) return -std::numeric_limits<double>::infinity();
+    out.end = sums[0];
+    for (std::size_t c = 0; c < kids.size(); ++c) out.child[kids[c].byte] = sums[c + 1];
+    return q.shift;
+}
+
+} // namespace bld

@@ -1,0 +1,271 @@
+// bld/projection/canonical_path.hpp — the canonical-path projection (design.md §3.1) over any row
+// source, and the reference row sources (dense fp64 rows, top-k rows).
+#pragma once
+
+#include "bld/projection/distributions.hpp"
+
+#include "bld/core/error.hpp"
+#include "bld/backends/reference/row_pass.hpp"
+#include "bld/core/tensor.hpp"
+#include "bld/vocab/trie.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <map>
+#include <numeric>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace bld {
+
+// ---------------------------------------------------------------------------------------------
+// Row sources for the canonical path: dense logits rows, or top-k rows with a residual.
+
+/// Dense rows of logits [rows, n ≥ vocab].
+template <class T>
+class dense_rows {
+public:
+    dense_rows(const byte_trie& trie, tensor_view<const T, 2> rows)
+        : trie_(&trie), rows_(rows), bins_(root_bins(trie)) {}
+    [[nodiscard]] std::size_t count() const noexcept { return static_cast<std::size_t>(rows_.extent(0)); }
+    [[nodiscard]] std::span<const T> row(std::size_t j) const noexcept {
+        return {rows_.data() + j * static_cast<std::size_t>(rows_.extent(1)), static_cast<std::size_t>(rows_.extent(1))};
+    }
+    /// Root masses (probabilities), validating the row.
+    [[nodiscard]] row_summary summary(std::size_t j) const { return summarize_row(*trie_, bins_, row(j), j); }
+    /// Node sums with a node-local shift; `to_probability` converts them to probabilities.
+    double node(std::size_t j, const row_summary& s, byte_trie::node_index n, node_sums& out) const {
+        const double shift = node_max_logit(*trie_, row(j), n);
+        if (!(shift > -std::numeric_limits<double>::infinity())) {
+            out = node_sums{};
+            return 0.0;
+        }
+        sum_node(*trie_, row(j), n, shift, out);
+        return std::exp(shift - s.max_logit - s.log_normalizer);
+    }
+    [[nodiscard]] double residual(std::size_t) const noexcept { return 0.0; }
+
+private:
+    const byte_trie* trie_;
+    tensor_view<const T, 2> rows_;
+    std::vector<std::uint16_t> bins_;
+};
+
+/// Top-k rows: per row, k (id, logit) pairs and the residual mass r ∈ [0, 1) of the ids not
+/// listed. The listed ids get (1 − r)·softmax(logits over the listed ids); the residual is an
+/// explicit bucket of unknown bytes, so every byte distribution is normalised over the listed
+/// mass and carries a total-variation bound r / (M + r) (M: listed mass of the conditioning node).
+class topk_rows {
+public:
+    /// @param ids      [rows, k] token ids (−1 = padding, ignored)
+    /// @param logits   [rows, k]
+    /// @param residual [rows] mass not listed, in [0, 1)
+    topk_rows(const byte_trie& trie, tensor_view<const std::int64_t, 2> ids, tensor_view<const float, 2> logits,
+              std::span<const double> residual)
+        : trie_(&trie) {
+        const char* op = "top-k teacher rows";
+        if (ids.extent(0) != logits.extent(0) || ids.extent(1) != logits.extent(1))
+            throw shape_error(op, "ids / logits", "ids and logits must have the same shape [rows, k]");
+        if (residual.size() != static_cast<std::size_t>(ids.extent(0)))
+            throw shape_error(op, "residual", "one residual per row: expected " + std::to_string(ids.extent(0)) +
+                                                  ", got " + std::to_string(residual.size()));
+        const auto& v = trie.vocab();
+        const auto R = static_cast<std::size_t>(ids.extent(0)), K = static_cast<std::size_t>(ids.extent(1));
+        rows_.resize(R);
+        for (std::size_t r = 0; r < R; ++r) {
+            const double res = residual[r];
+            if (!(res >= 0.0 && res < 1.0))
+                throw value_error(op, "row " + std::to_string(r), "the residual mass must be in [0, 1), got " + std::to_string(res));
+            double m = -std::numeric_limits<double>::infinity();
+            for (std::size_t c = 0; c < K; ++c) {
+                const auto id = ids(static_cast<std::int64_t>(r), static_cast<std::int64_t>(c));
+                const double z = logits(static_cast<std::int64_t>(r), static_cast<std::int64_t>(c));
+                if (id == -1) continue;
+                if (id < 0 || static_cast<std::uint64_t>(id) >= v.size())
+                    throw value_error(op, "row " + std::to_string(r) + ", entry " + std::to_string(c),
+                                      "id " + std::to_string(id) + " is outside the vocabulary");
+                if (std::isnan(z) || z == std::numeric_limits<double>::infinity()) detail::bad_logit(r, c, z, op);
+                m = std::max(m, z);
+            }
+            if (!(m > -std::numeric_limits<double>::infinity()))
+                throw value_error(op, "row " + std::to_string(r), "no finite logit among the listed ids");
+            auto& row = rows_[r];
+            row.residual = res;
+            double z = 0;
+            for (std::size_t c = 0; c < K; ++c) {
+                const auto id = ids(static_cast<std::int64_t>(r), static_cast<std::int64_t>(c));
+                if (id == -1) continue;
+                const double e = std::exp(static_cast<double>(logits(static_cast<std::int64_t>(r), static_cast<std::int64_t>(c))) - m);
+                row.entries.push_back({static_cast<std::uint32_t>(id), e});
+                z += e;
+            }
+            for (auto& e : row.entries) e.p = e.p / z * (1.0 - res);
+        }
+    }
+    [[nodiscard]] std::size_t count() const noexcept { return rows_.size(); }
+    /// Root masses over the listed ids, normalised to sum to 1 (the residual is reported apart).
+    [[nodiscard]] row_summary summary(std::size_t j) const {
+        row_summary s;
+        const auto& v = trie_->vocab();
+        double listed = 0;
+        for (const auto& e : rows_[j].entries) {
+            const auto k = v.kinds()[e.id];
+            if (k == token_kind::absent) continue;
+            const std::size_t bin = k == token_kind::special ? stop_symbol : static_cast<std::uint8_t>(v.unchecked_bytes(e.id)[0]);
+            s.root[bin] += e.p;
+            listed += e.p;
+        }
+        if (listed > 0)
+            for (auto& x : s.root) x /= listed;
+        s.log_normalizer = std::log(listed); // listed probability mass
+        return s;
+    }
+    /// Node sums in probability units.
+    double node(std::size_t j, const row_summary&, byte_trie::node_index n, node_sums& out) const {
+        out = node_sums{};
+        const auto& nd = trie_->node(n);
+        const auto pos = trie_->position();
+        for (const auto& e : rows_[j].entries) {
+            const auto k = pos[e.id];
+            if (k == byte_trie::no_position || k < nd.lo || k >= nd.hi) continue;
+            if (k < nd.end_hi) {
+                out.end += e.p;
+            } else {
+                const auto b = static_cast<std::uint8_t>(trie_->vocab().unchecked_bytes(e.id)[nd.depth]);
+                out.child[b] += e.p;
+            }
+        }
+        return 1.0;
+    }
+    [[nodiscard]] double residual(std::size_t j) const noexcept { return rows_[j].residual; }
+
+private:
+    struct entry {
+        std::uint32_t id;
+        double p;
+    };
+    struct row_t {
+        std::vector<entry> entries;
+        double residual = 0;
+    };
+    const byte_trie* trie_;
+    std::vector<row_t> rows_;
+};
+
+/// Canonical-path projection over any row source (dense_rows or topk_rows).
+///
+/// Row j (0-based) is the teacher's distribution of token j of the text given the tokens before
+/// it. For byte i inside token j at depth d ≥ 1 with s = the first d bytes of t_j:
+///     P(a) ∝ M_j(s·a)                         (tokens ending exactly at i are dropped: E_j(s)/M_j(s))
+/// at a boundary i = o_{j+1}:
+///     P(a) ∝ M_j(b(t_j)·a) + E_j(b(t_j)) · root_{j+1}(a)     (STOP only through root_{j+1})
+/// and at byte 0 P = root_0. After a boundary the path follows t_{j+1}: the share h of the
+/// long-token hypothesis for the observed byte is dropped at the next position, which reports
+/// 1 − (1 − h)(1 − E/M).
+/// @returns [text bytes, 260] distributions; `dropped` as above; `bound` (top-k) the TV bound.
+template <class Rows>
+[[nodiscard]] byte_distributions canonical_path_from(const byte_trie& trie, const Rows& rows,
+                                                     std::span<const std::int64_t> ids,
+                                                     std::optional<std::string_view> text = std::nullopt) {
+    const char* op = "canonical-path projection";
+    const std::string bytes = detail::check_ids(trie, ids, text, op);
+    const std::size_t m = ids.size(), L = bytes.size();
+    if (rows.count() < m)
+        throw shape_error(op, "rows", "one teacher row per token is needed: " + std::to_string(m) + " tokens, " +
+                                          std::to_string(rows.count()) + " rows");
+    const auto& v = trie.vocab();
+    byte_distributions out;
+    out.resize(L);
+    std::array<double, 257> num{};
+    node_sums ns;
+    row_summary cur = rows.summary(0);
+    double carry_h = 0.0; // share of the long-token hypothesis at the previous boundary
+    std::size_t o = 0;
+    for (std::size_t j = 0; j < m; ++j) {
+        const auto tb = v.unchecked_bytes(static_cast<std::size_t>(ids[j]));
+        const double res = rows.residual(j);
+        if (j == 0) {
+            std::copy(cur.root.begin(), cur.root.end(), num.begin());
+            detail::normalise_into(out, 0, num.data(), op);
+            out.bound[0] = res;
+        }
+        auto n = byte_trie::root;
+        for (std::size_t d = 1; d <= tb.size(); ++d) {
+            n = trie.child(n, static_cast<std::uint8_t>(tb[d - 1]));
+            const double to_p = rows.node(j, cur, n, ns);
+            const std::size_t i = o + d;
+            const double M = ns.total();
+            if (!(M > 0) && res > 0) {
+                // Top-k row that lists none of this token's prefix: the conditional is unknown.
+                // Fall back (next row's root at a boundary, uniform bytes inside) with bound 1.
+                const std::size_t i2 = o + d;
+                if (d < tb.size()) {
+                    for (std::size_t a = 0; a < 256; ++a) out.at(i2)[a] = 1.0 / 256.0;
+                    out.bound[i2] = 1.0;
+                    out.dropped[i2] = carry_h;
+                    carry_h = 0.0;
+                } else if (j + 1 < m) {
+                    cur = rows.summary(j + 1);
+                    for (std::size_t a = 0; a < 257; ++a) out.at(i2)[a] = cur.root[a];
+                    out.bound[i2] = 1.0;
+                    out.dropped[i2] = carry_h;
+                    carry_h = 0.0;
+                }
+                continue;
+            }
+            if (!(M > 0))
+                throw value_error(op, "token position " + std::to_string(j) + " (id " + std::to_string(ids[j]) + ", row " +
+                                          std::to_string(j) + ")",
+                                  "the teacher row gives this token's prefix probability 0");
+            const double listed_M = M * to_p;
+            if (d < tb.size()) {
+                // Inside the token: continue with the tokens that run on past byte i.
+                for (std::size_t a = 0; a < 256; ++a) num[a] = ns.child[a];
+                num[stop_symbol] = 0;
+                detail::normalise_into(out, i, num.data(), op);
+                out.dropped[i] = 1.0 - (1.0 - carry_h) * (1.0 - ns.end / M);
+                out.bound[i] = res / (listed_M + res);
+                carry_h = 0.0;
+            } else if (j + 1 < m) {
+                // Boundary: tokens of row j running on, plus t_j (and duplicates) then row j+1.
+                const row_summary next = rows.summary(j + 1);
+                for (std::size_t a = 0; a < 257; ++a) num[a] = (a < 256 ? ns.child[a] : 0.0) + ns.end * next.root[a];
+                detail::normalise_into(out, i, num.data(), op);
+                out.dropped[i] = carry_h;
+                out.bound[i] = res / (listed_M + res) + rows.residual(j + 1);
+                const auto x = static_cast<std::uint8_t>(bytes[i]);
+                const double keep = ns.end * next.root[x], other = ns.child[x];
+                carry_h = (keep + other) > 0 ? other / (keep + other) : 0.0;
+                cur = next;
+            }
+        }
+        o += tb.size();
+    }
+    return out;
+}
+
+/// Canonical-path projection from dense logits rows [rows ≥ tokens, n ≥ vocab] (float, bf16 or
+/// double). `text`, if given, must equal the ids' bytes (else bld::alignment_error with the first
+/// differing offset).
+template <class T>
+[[nodiscard]] byte_distributions canonical_path(const byte_trie& trie, tensor_view<const T, 2> rows,
+                                                std::span<const std::int64_t> ids,
+                                                std::optional<std::string_view> text = std::nullopt) {
+    return canonical_path_from(trie, dense_rows<T>(trie, rows), ids, text);
+}
+
+/// Canonical-path projection from top-k rows (see topk_rows).
+[[nodiscard]] inline byte_distributions canonical_path_topk(const byte_trie& trie, const topk_rows& rows,
+                                                            std::span<const std::int64_t> ids,
+                                                            std::optional<std::string_view> text = std::nullopt) {
+    return canonical_path_from(trie, rows, ids, text);
+}
+
+} // namespace bld

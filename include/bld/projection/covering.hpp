@@ -1,0 +1,398 @@
+// bld/projection/covering.hpp — the covering methods (design.md §3.2, §3.3): the teacher concept,
+// exact covering enumeration (the oracle) and the covering beam.
+#pragma once
+
+#include "bld/projection/distributions.hpp"
+
+#include "bld/core/error.hpp"
+#include "bld/backends/reference/row_pass.hpp"
+#include "bld/core/tensor.hpp"
+#include "bld/vocab/trie.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <map>
+#include <numeric>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace bld {
+
+// ---------------------------------------------------------------------------------------------
+// Teachers for the covering methods.
+
+/// A teacher the covering methods can call: given a batch of token contexts (text token ids;
+/// the teacher adds its own BOS or prompt), it writes one row of logits per context.
+/// `out` is resized to contexts.size() × row_size(), row-major.
+template <class T>
+concept teacher_model = requires(T& t, const std::vector<std::vector<std::int32_t>>& contexts, std::vector<float>& out) {
+    { t.row_size() } -> std::convertible_to<std::size_t>;
+    t.logits(contexts, out);
+};
+
+/// A teacher whose rows depend on the context only through a key (a Markov teacher: an n-gram
+/// model's last n−1 tokens). Covering methods then merge paths with equal keys, exactly.
+template <class T>
+concept keyed_teacher = teacher_model<T> && requires(const T& t, const std::vector<std::int32_t>& ctx) {
+    { t.context_key(ctx) } -> std::convertible_to<std::uint64_t>;
+};
+
+namespace detail {
+
+/// Rows fetched from a teacher, with their summaries; node sums on demand.
+struct row_store {
+    std::vector<std::vector<float>> rows;
+    std::vector<row_summary> sums;
+    std::vector<std::uint16_t> bins;
+    std::size_t n = 0;
+};
+
+template <class Teacher>
+inline void fetch_rows(Teacher& teacher, const byte_trie& trie, row_store& store,
+                       const std::vector<std::vector<std::int32_t>>& contexts, std::vector<std::size_t>& handles) {
+    handles.clear();
+    if (contexts.empty()) return;
+    std::vector<float> buf;
+    teacher.logits(contexts, buf);
+    const std::size_t n = teacher.row_size();
+    if (buf.size() != contexts.size() * n)
+        throw shape_error("covering projection", "teacher output",
+                          "the teacher wrote " + std::to_string(buf.size()) + " logits for " + std::to_string(contexts.size()) +
+                              " contexts of row size " + std::to_string(n));
+    for (std::size_t c = 0; c < contexts.size(); ++c) {
+        std::vector<float> row(buf.begin() + static_cast<std::ptrdiff_t>(c * n), buf.begin() + static_cast<std::ptrdiff_t>((c + 1) * n));
+        store.sums.push_back(summarize_row(trie, store.bins, std::span<const float>(row), store.rows.size()));
+        store.rows.push_back(std::move(row));
+        handles.push_back(store.rows.size() - 1);
+    }
+}
+
+/// Probability-unit node sums of a stored row.
+inline void stored_node(const byte_trie& trie, const row_store& store, std::size_t h, byte_trie::node_index n, node_sums& out) {
+    const auto& s = store.sums[h];
+    sum_node(trie, std::span<const float>(store.rows[h]), n, s.max_logit, out);
+    const double inv = std::exp(-s.log_normalizer);
+    out.end *= inv;
+    for (auto& c : out.child) c *= inv;
+}
+
+template <class Teacher>
+inline std::uint64_t key_of(const Teacher& t, const std::vector<std::int32_t>& ctx) {
+    if constexpr (keyed_teacher<Teacher>) return static_cast<std::uint64_t>(t.context_key(ctx));
+    else return 0;
+}
+
+} // namespace detail
+
+/// Options of the exact enumeration.
+struct exact_options {
+    /// Refuse texts whose covering paths need more states than this (keyed teachers merge paths,
+    /// so for them this bounds (offset, key) pairs).
+    std::size_t max_states = std::size_t{1} << 20;
+};
+
+/// Exact covering enumeration: every token path that decodes exactly to a prefix x[0..o) is a
+/// state with its probability; each contributes, for every i ≥ o, the masses of its row's tokens
+/// starting with x[o..i) (and at i = o its STOP mass). For keyed (Markov) teachers, states with
+/// equal (offset, key) merge. Cost grows with the number of segmentations: for small
+/// vocabularies and short texts — the oracle the other methods are held against.
+/// @returns [text bytes + 1, 260]: row i is the distribution of byte i given x[0..i); the last
+///          row is what follows the whole text (STOP included).
+template <teacher_model Teacher>
+[[nodiscard]] byte_distributions exact_covering(const byte_trie& trie, Teacher& teacher, std::string_view text,
+                                                const exact_options& opt = {}) {
+    const char* op = "exact covering";
+    if (text.empty()) throw value_error(op, "text", "empty text");
+    const std::size_t L = text.size();
+    struct state {
+        std::vector<std::int32_t> ctx;
+        double w;
+    };
+    std::vector<std::vector<state>> at(L + 1);
+    std::vector<std::unordered_map<std::uint64_t, std::size_t>> index(L + 1);
+    at[0].push_back({{}, 1.0});
+    std::vector<double> num((L + 1) * 257, 0.0);
+    detail::row_store store;
+    store.bins = root_bins(trie);
+    std::size_t total_states = 1;
+    node_sums ns;
+    std::vector<std::size_t> handles;
+    for (std::size_t o = 0; o <= L; ++o) {
+        auto& states = at[o];
+        if (states.empty()) continue;
+        std::vector<std::vector<std::int32_t>> ctxs;
+        for (const auto& s : states) ctxs.push_back(s.ctx);
+        store.rows.clear();
+        store.sums.clear();
+        detail::fetch_rows(teacher, trie, store, ctxs, handles);
+        for (std::size_t si = 0; si < states.size(); ++si) {
+            const auto& st = states[si];
+            const auto h = handles[si];
+            const auto& sum = store.sums[h];
+            for (std::size_t a = 0; a < 257; ++a) num[o * 257 + a] += st.w * sum.root[a];
+            auto n = byte_trie::root;
+            for (std::size_t i = o + 1; i <= L; ++i) {
+                n = trie.child(n, static_cast<std::uint8_t>(text[i - 1]));
+                if (n == byte_trie::npos) break;
+                detail::stored_node(trie, store, h, n, ns);
+                for (std::size_t a = 0; a < 256; ++a) num[i * 257 + a] += st.w * ns.child[a];
+                // Tokens ending exactly at i start new states there.
+                const auto& nd = trie.node(n);
+                for (auto k = nd.lo; k < nd.end_hi; ++k) {
+                    const auto id = trie.order()[k];
+                    const double p = std::exp(static_cast<double>(store.rows[h][id]) - sum.max_logit - sum.log_normalizer);
+                    if (!(p > 0)) continue;
+                    auto ctx = st.ctx;
+                    ctx.push_back(static_cast<std::int32_t>(id));
+                    const auto key = detail::key_of(teacher, ctx);
+                    if constexpr (keyed_teacher<Teacher>) {
+                        auto it = index[i].find(key);
+                        if (it != index[i].end()) {
+                            at[i][it->second].w += st.w * p;
+                            continue;
+                        }
+                        index[i].emplace(key, at[i].size());
+                    }
+                    if (++total_states > opt.max_states)
+                        throw value_error(op, "byte offset " + std::to_string(i),
+                                          "more than " + std::to_string(opt.max_states) +
+                                              " covering states: the text is too long for exact enumeration "
+                                              "(use covering_beam)");
+                    at[i].push_back({std::move(ctx), st.w * p});
+                }
+            }
+        }
+        states.clear();
+        states.shrink_to_fit();
+    }
+    byte_distributions out;
+    out.resize(L + 1);
+    for (std::size_t i = 0; i <= L; ++i) detail::normalise_into(out, i, num.data() + i * 257, op);
+    return out;
+}
+
+/// Options of the covering beam.
+struct beam_options {
+    std::size_t k = 10;    ///< keep at most k hypotheses (0 = unlimited)
+    double epsilon = 0.01; ///< prune hypotheses below epsilon × the total mass (0 = never)
+};
+
+/// Covering beam (Vieira et al. 2024, design.md §3.2): hypotheses are (token path, trie node in
+/// the path's next-token row, weight). At each byte, hypotheses whose node ends tokens spawn
+/// new paths (one batched teacher call for all new contexts), then those below ε of the total
+/// mass are pruned, the top K kept, the distribution read off, and every hypothesis follows
+/// the observed byte. With K = ∞ and ε = 0 it equals exact_covering. If no kept hypothesis can
+/// take the observed byte (a narrow beam kept only paths inside longer tokens), the best pruned
+/// hypotheses that can are brought back, and `recoveries` counts such bytes.
+/// @returns [text bytes + 1, 260] as exact_covering; `dropped` = mass pruned at each byte.
+template <teacher_model Teacher>
+[[nodiscard]] byte_distributions covering_beam(const byte_trie& trie, Teacher& teacher, std::string_view text,
+                                               const beam_options& opt = {}) {
+    const char* op = "covering beam";
+    if (text.empty()) throw value_error(op, "text", "empty text");
+    if (!(opt.epsilon >= 0.0 && opt.epsilon < 1.0))
+        throw value_error(op, "epsilon", "must be in [0, 1), got " + std::to_string(opt.epsilon));
+    const std::size_t L = text.size();
+    struct hyp {
+        std::vector<std::int32_t> ctx;
+        std::size_t row; // handle into the store
+        byte_trie::node_index node;
+        double w;        // probability of the path's tokens
+        double mass = 0; // w × (children mass at node, or 1 at the root)
+    };
+    detail::row_store store;
+    store.bins = root_bins(trie);
+    std::vector<std::size_t> handles;
+    detail::fetch_rows(teacher, trie, store, {{}}, handles);
+    std::vector<hyp> beam{{{}, handles[0], byte_trie::root, 1.0}};
+    byte_distributions out;
+    out.resize(L + 1);
+    std::vector<node_sums> sums;
+    std::array<double, 257> num{};
+    std::size_t out_recoveries = 0;
+    for (std::size_t i = 0; i <= L; ++i) {
+        // 1. Expansion: end tokens at each hypothesis's node become new root hypotheses.
+        sums.assign(beam.size(), node_sums{});
+        std::vector<std::vector<std::int32_t>> new_ctx;
+        std::vector<double> new_w;
+        for (std::size_t h = 0; h < beam.size(); ++h) {
+            auto& hy = beam[h];
+            if (hy.node == byte_trie::root) continue;
+            detail::stored_node(trie, store, hy.row, hy.node, sums[h]);
+            const auto& nd = trie.node(hy.node);
+            const auto& s = store.sums[hy.row];
+            for (auto k = nd.lo; k < nd.end_hi; ++k) {
+                const auto id = trie.order()[k];
+                const double p = std::exp(static_cast<double>(store.rows[hy.row][id]) - s.max_logit - s.log_normalizer);
+                if (!(p > 0)) continue;
+                auto ctx = hy.ctx;
+                ctx.push_back(static_cast<std::int32_t>(id));
+                new_ctx.push_back(std::move(ctx));
+                new_w.push_back(hy.w * p);
+            }
+        }
+        if constexpr (keyed_teacher<Teacher>) {
+            // Paths with equal keys have equal futures: merge them (exact).
+            std::unordered_map<std::uint64_t, std::size_t> seen;
+            std::vector<std::vector<std::int32_t>> mc;
+            std::vector<double> mw;
+            for (std::size_t c = 0; c < new_ctx.size(); ++c) {
+                const auto key = detail::key_of(teacher, new_ctx[c]);
+                auto [it, fresh] = seen.emplace(key, mc.size());
+                if (fresh) {
+                    mc.push_back(std::move(new_ctx[c]));
+                    mw.push_back(new_w[c]);
+                } else {
+                    mw[it->second] += new_w[c];
+                }
+            }
+            new_ctx = std::move(mc);
+            new_w = std::move(mw);
+        }
+        // 2. Masses and pruning (before fetching rows for the new contexts: a pruned path
+        //    costs no teacher call).
+        for (std::size_t h = 0; h < beam.size(); ++h)
+            beam[h].mass = beam[h].node == byte_trie::root ? beam[h].w : beam[h].w * sums[h].children_total();
+        struct cand {
+            double mass;
+            std::size_t idx; // < beam.size(): existing; else new context idx − beam.size()
+        };
+        std::vector<cand> cands;
+        double total = 0;
+        for (std::size_t h = 0; h < beam.size(); ++h) {
+            cands.push_back({beam[h].mass, h});
+            total += beam[h].mass;
+        }
+        for (std::size_t c = 0; c < new_w.size(); ++c) {
+            cands.push_back({new_w[c], beam.size() + c});
+            total += new_w[c];
+        }
+        if (!(total > 0))
+            throw value_error(op, "byte offset " + std::to_string(i), "every hypothesis has probability 0");
+        std::vector<cand> kept;
+        for (const auto& c : cands)
+            if (c.mass > 0 && c.mass >= opt.epsilon * total) kept.push_back(c);
+        std::stable_sort(kept.begin(), kept.end(), [](const cand& a, const cand& b) { return a.mass > b.mass; });
+        if (opt.k > 0 && kept.size() > opt.k) kept.resize(opt.k);
+        std::sort(kept.begin(), kept.end(), [](const cand& a, const cand& b) { return a.idx < b.idx; });
+        double kept_mass = 0;
+        for (const auto& c : kept) kept_mass += c.mass;
+        out.dropped[i] = 1.0 - kept_mass / total;
+        // Fetch rows for the surviving new contexts in one batch.
+        std::vector<std::vector<std::int32_t>> fetch;
+        for (const auto& c : kept)
+            if (c.idx >= beam.size()) fetch.push_back(new_ctx[c.idx - beam.size()]);
+        detail::fetch_rows(teacher, trie, store, fetch, handles);
+        std::vector<hyp> next;
+        std::vector<node_sums> next_sums;
+        // Keep what was pruned for this byte: if no kept hypothesis can take the observed byte,
+        // the best pruned ones that can are brought back (step 4) instead of failing.
+        std::vector<char> is_kept(cands.size(), 0);
+        for (const auto& c : kept) is_kept[c.idx] = 1;
+        std::vector<hyp> pruned_old;
+        std::vector<node_sums> pruned_old_sums;
+        std::vector<std::size_t> pruned_new;
+        for (std::size_t c = 0; c < cands.size(); ++c) {
+            if (is_kept[c] || !(cands[c].mass > 0)) continue;
+            if (c < beam.size()) {
+                pruned_old.push_back(beam[c]);
+                pruned_old_sums.push_back(sums[c]);
+            } else {
+                pruned_new.push_back(c - beam.size());
+            }
+        }
+        std::size_t f = 0;
+        for (const auto& c : kept) {
+            if (c.idx < beam.size()) {
+                next.push_back(std::move(beam[c.idx]));
+                next_sums.push_back(sums[c.idx]);
+            } else {
+                const auto ci = c.idx - beam.size();
+                next.push_back({std::move(new_ctx[ci]), handles[f++], byte_trie::root, new_w[ci], new_w[ci]});
+                next_sums.push_back(node_sums{});
+            }
+        }
+        beam = std::move(next);
+        // 3. The distribution of byte i.
+        num.fill(0.0);
+        for (std::size_t h = 0; h < beam.size(); ++h) {
+            const auto& hy = beam[h];
+            if (hy.node == byte_trie::root) {
+                for (std::size_t a = 0; a < 257; ++a) num[a] += hy.w * store.sums[hy.row].root[a];
+            } else {
+                for (std::size_t a = 0; a < 256; ++a) num[a] += hy.w * next_sums[h].child[a];
+            }
+        }
+        detail::normalise_into(out, i, num.data(), op);
+        if (i == L) break;
+        // 4. Follow the observed byte.
+        const auto x = static_cast<std::uint8_t>(text[i]);
+        std::vector<hyp> moved;
+        for (auto& hy : beam) {
+            const auto c = trie.child(hy.node, x);
+            if (c == byte_trie::npos) continue;
+            hy.node = c;
+            moved.push_back(std::move(hy));
+        }
+        if (moved.empty()) {
+            // Recovery: the kept hypotheses give the observed byte no mass. Bring back the
+            // pruned hypotheses that can take it (fetching rows for pruned new contexts in one
+            // batch), best first by their mass after the byte, at most K.
+            struct back {
+                double mass;
+                hyp h;
+            };
+            std::vector<back> backs;
+            for (std::size_t h = 0; h < pruned_old.size(); ++h) {
+                auto& hy = pruned_old[h];
+                const auto c = trie.child(hy.node, x);
+                const double m = hy.w * pruned_old_sums[h].child[x];
+                if (c == byte_trie::npos || !(m > 0)) continue;
+                hy.node = c;
+                backs.push_back({m, std::move(hy)});
+            }
+            std::vector<std::vector<std::int32_t>> ctxs;
+            for (auto ci : pruned_new) ctxs.push_back(new_ctx[ci]);
+            detail::fetch_rows(teacher, trie, store, ctxs, handles);
+            for (std::size_t q = 0; q < pruned_new.size(); ++q) {
+                const auto ci = pruned_new[q];
+                const double m = new_w[ci] * store.sums[handles[q]].root[x];
+                const auto c = trie.child(byte_trie::root, x);
+                if (c == byte_trie::npos || !(m > 0)) continue;
+                backs.push_back({m, hyp{std::move(ctxs[q]), handles[q], c, new_w[ci], new_w[ci]}});
+            }
+            std::stable_sort(backs.begin(), backs.end(), [](const back& a, const back& b) { return a.mass > b.mass; });
+            if (opt.k > 0 && backs.size() > opt.k) backs.resize(opt.k);
+            for (auto& b : backs) moved.push_back(std::move(b.h));
+            ++out_recoveries;
+        }
+        beam = std::move(moved);
+        // Drop rows no hypothesis uses any more (keeps memory at O(K) rows).
+        std::vector<std::size_t> remap(store.rows.size(), SIZE_MAX);
+        detail::row_store compact;
+        compact.bins = std::move(store.bins);
+        for (auto& hy : beam) {
+            if (remap[hy.row] == SIZE_MAX) {
+                remap[hy.row] = compact.rows.size();
+                compact.rows.push_back(std::move(store.rows[hy.row]));
+                compact.sums.push_back(store.sums[hy.row]);
+            }
+            hy.row = remap[hy.row];
+        }
+        store = std::move(compact);
+        if (beam.empty())
+            throw value_error(op, "byte offset " + std::to_string(i + 1),
+                              "no token path covers the text up to here (every path has probability 0)");
+    }
+    out.recoveries = out_recoveries;
+    return out;
+}
+
+} // namespace bld

@@ -1,0 +1,46 @@
+// bld/testing/toy_teachers.hpp — teachers for tests, examples and benchmarks (not for training).
+#pragma once
+
+#include "bld/core/error.hpp"
+#include "bld/core/tensor.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bld::testing {
+
+/// A toy teacher anyone can run: a bigram model given as a [vocab + 1, n] float matrix; row 0
+/// holds the logits at the start of the text, row v + 1 the logits after token v.
+class bigram_teacher {
+public:
+    bigram_teacher(tensor_view<const float, 2> table, std::size_t vocab_size) : table_(table) {
+        if (static_cast<std::size_t>(table.extent(0)) != vocab_size + 1)
+            throw shape_error("bigram teacher", "table",
+                              "expected " + std::to_string(vocab_size + 1) + " rows (vocab size + 1), got " +
+                                  std::to_string(table.extent(0)));
+    }
+    [[nodiscard]] std::size_t row_size() const noexcept { return static_cast<std::size_t>(table_.extent(1)); }
+    [[nodiscard]] std::uint64_t context_key(const std::vector<std::int32_t>& ctx) const noexcept {
+        return ctx.empty() ? 0 : static_cast<std::uint64_t>(ctx.back()) + 1;
+    }
+    void logits(const std::vector<std::vector<std::int32_t>>& contexts, std::vector<float>& out) const {
+        const std::size_t n = row_size();
+        out.resize(contexts.size() * n);
+        for (std::size_t c = 0; c < contexts.size(); ++c) {
+            const auto r = context_key(contexts[c]);
+            const float* src = table_.data() + r * n;
+            std::copy(src, src + n, out.data() + c * n);
+            ++calls_rows_;
+        }
+    }
+    /// Rows served so far (for overhead measurements).
+    [[nodiscard]] std::size_t rows_served() const noexcept { return calls_rows_; }
+
+private:
+    tensor_view<const float, 2> table_;
+    mutable std::size_t calls_rows_ = 0;
+};
+
+} // namespace bld::testing
