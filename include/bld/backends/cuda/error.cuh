@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 namespace bld::cuda {
@@ -32,6 +33,8 @@ public:
 private:
     cudaError_t code_;
 };
+static_assert(std::is_nothrow_copy_constructible_v<cuda_error> && std::is_nothrow_copy_assignable_v<cuda_error>,
+              "exception types copy without throwing (bld/core/error.hpp)");
 
 /// Throws cuda_error for anything but cudaSuccess. `op` is the bld operation, `call` the
 /// CUDA call (e.g. "cudaMallocAsync of 1024 bytes").
