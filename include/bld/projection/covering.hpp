@@ -184,6 +184,257 @@ struct beam_options {
     double epsilon = 0.01; ///< prune hypotheses below epsilon × the total mass (0 = never)
 };
 
+namespace detail {
+
+/// The covering beam's state and its steps, byte by byte (see covering_beam).
+template <class Teacher>
+class covering_beam_search {
+public:
+    covering_beam_search(const byte_trie& trie, Teacher& teacher, std::string_view text, const beam_options& opt)
+        : trie_(trie), teacher_(teacher), text_(text), opt_(opt) {
+        if (text.empty()) throw value_error(op, "text", "empty text");
+        if (!(opt.epsilon >= 0.0 && opt.epsilon < 1.0))
+            throw value_error(op, "epsilon", "must be in [0, 1), got " + std::to_string(opt.epsilon));
+        store_.bins = root_bins(trie);
+        detail::fetch_rows(teacher_, trie_, store_, {{}}, handles_);
+        beam_.push_back({{}, handles_[0], byte_trie::root, 1.0});
+        out_.resize(text.size() + 1);
+    }
+
+    byte_distributions run() {
+        const std::size_t L = text_.size();
+        for (std::size_t i = 0; i <= L; ++i) {
+            expand();
+            select(i);
+            read_distribution(i);
+            if (i == L) break;
+            follow(static_cast<std::uint8_t>(text_[i]));
+            drop_unused_rows();
+            if (beam_.empty())
+                throw value_error(op, "byte offset " + std::to_string(i + 1),
+                                  "no token path covers the text up to here (every path has probability 0)");
+        }
+        return std::move(out_);
+    }
+
+private:
+    static constexpr const char* op = "covering beam";
+
+    struct hypothesis {
+        std::vector<std::int32_t> ctx;
+        std::size_t row;            ///< handle into the row store
+        byte_trie::node_index node;
+        double w;                   ///< probability of the path's tokens
+        double mass = 0;            ///< w × (children mass at node, or 1 at the root)
+    };
+    struct candidate {
+        double mass;
+        std::size_t idx;            ///< < beam size: an existing hypothesis; else a new context (idx − beam size)
+    };
+
+    /// Step 1: the tokens that end at each hypothesis's node become new contexts (root
+    /// hypotheses-to-be); for keyed teachers, contexts with equal keys merge (equal futures).
+    void expand() {
+        sums_.assign(beam_.size(), node_sums{});
+        new_ctx_.clear();
+        new_w_.clear();
+        for (std::size_t h = 0; h < beam_.size(); ++h) {
+            const auto& hy = beam_[h];
+            if (hy.node == byte_trie::root) continue;
+            detail::stored_node(trie_, store_, hy.row, hy.node, sums_[h]);
+            const auto& nd = trie_.node(hy.node);
+            const auto& s = store_.sums[hy.row];
+            for (auto k = nd.lo; k < nd.end_hi; ++k) {
+                const auto id = trie_.order()[k];
+                const double p = std::exp(static_cast<double>(store_.rows[hy.row][id]) - s.max_logit - s.log_normalizer);
+                if (!(p > 0)) continue;
+                auto ctx = hy.ctx;
+                ctx.push_back(static_cast<std::int32_t>(id));
+                new_ctx_.push_back(std::move(ctx));
+                new_w_.push_back(hy.w * p);
+            }
+        }
+        if constexpr (keyed_teacher<Teacher>) {
+            std::unordered_map<std::uint64_t, std::size_t> seen;
+            std::vector<std::vector<std::int32_t>> mc;
+            std::vector<double> mw;
+            for (std::size_t c = 0; c < new_ctx_.size(); ++c) {
+                const auto key = detail::key_of(teacher_, new_ctx_[c]);
+                auto [it, fresh] = seen.emplace(key, mc.size());
+                if (fresh) {
+                    mc.push_back(std::move(new_ctx_[c]));
+                    mw.push_back(new_w_[c]);
+                } else {
+                    mw[it->second] += new_w_[c];
+                }
+            }
+            new_ctx_ = std::move(mc);
+            new_w_ = std::move(mw);
+        }
+    }
+
+    /// Step 2: masses, pruning below ε of the total and to the top K (before any teacher row is
+    /// fetched for a new context: a pruned path costs no teacher call), the pruned share of byte
+    /// i, one batched teacher call for the surviving new contexts, and the next beam. What was
+    /// pruned is remembered for this byte's recovery (step 4).
+    void select(std::size_t i) {
+        for (std::size_t h = 0; h < beam_.size(); ++h)
+            beam_[h].mass = beam_[h].node == byte_trie::root ? beam_[h].w : beam_[h].w * sums_[h].children_total();
+        std::vector<candidate> cands;
+        double total = 0;
+        for (std::size_t h = 0; h < beam_.size(); ++h) {
+            cands.push_back({beam_[h].mass, h});
+            total += beam_[h].mass;
+        }
+        for (std::size_t c = 0; c < new_w_.size(); ++c) {
+            cands.push_back({new_w_[c], beam_.size() + c});
+            total += new_w_[c];
+        }
+        if (!(total > 0)) throw value_error(op, "byte offset " + std::to_string(i), "every hypothesis has probability 0");
+        std::vector<candidate> kept;
+        for (const auto& c : cands)
+            if (c.mass > 0 && c.mass >= opt_.epsilon * total) kept.push_back(c);
+        std::stable_sort(kept.begin(), kept.end(), [](const candidate& a, const candidate& b) { return a.mass > b.mass; });
+        if (opt_.k > 0 && kept.size() > opt_.k) kept.resize(opt_.k);
+        std::sort(kept.begin(), kept.end(), [](const candidate& a, const candidate& b) { return a.idx < b.idx; });
+        double kept_mass = 0;
+        for (const auto& c : kept) kept_mass += c.mass;
+        out_.dropped[i] = 1.0 - kept_mass / total;
+
+        std::vector<std::vector<std::int32_t>> fetch;
+        for (const auto& c : kept)
+            if (c.idx >= beam_.size()) fetch.push_back(new_ctx_[c.idx - beam_.size()]);
+        detail::fetch_rows(teacher_, trie_, store_, fetch, handles_);
+
+        std::vector<char> is_kept(cands.size(), 0);
+        for (const auto& c : kept) is_kept[c.idx] = 1;
+        pruned_old_.clear();
+        pruned_old_sums_.clear();
+        pruned_new_.clear();
+        for (std::size_t c = 0; c < cands.size(); ++c) {
+            if (is_kept[c] || !(cands[c].mass > 0)) continue;
+            if (c < beam_.size()) {
+                pruned_old_.push_back(beam_[c]);
+                pruned_old_sums_.push_back(sums_[c]);
+            } else {
+                pruned_new_.push_back(c - beam_.size());
+            }
+        }
+        std::vector<hypothesis> next;
+        next_sums_.clear();
+        std::size_t f = 0;
+        for (const auto& c : kept) {
+            if (c.idx < beam_.size()) {
+                next.push_back(std::move(beam_[c.idx]));
+                next_sums_.push_back(sums_[c.idx]);
+            } else {
+                const auto ci = c.idx - beam_.size();
+                next.push_back({std::move(new_ctx_[ci]), handles_[f++], byte_trie::root, new_w_[ci], new_w_[ci]});
+                next_sums_.push_back(node_sums{});
+            }
+        }
+        beam_ = std::move(next);
+    }
+
+    /// Step 3: the distribution of byte i, Σ over hypotheses of w × (root masses of the path's
+    /// next row, or the child masses at its node).
+    void read_distribution(std::size_t i) {
+        std::array<double, 257> num{};
+        for (std::size_t h = 0; h < beam_.size(); ++h) {
+            const auto& hy = beam_[h];
+            if (hy.node == byte_trie::root) {
+                for (std::size_t a = 0; a < 257; ++a) num[a] += hy.w * store_.sums[hy.row].root[a];
+            } else {
+                for (std::size_t a = 0; a < 256; ++a) num[a] += hy.w * next_sums_[h].child[a];
+            }
+        }
+        detail::normalise_into(out_, i, num.data(), op);
+    }
+
+    /// Step 4: every hypothesis follows the observed byte x; if none can, recover.
+    void follow(std::uint8_t x) {
+        std::vector<hypothesis> moved;
+        for (auto& hy : beam_) {
+            const auto c = trie_.child(hy.node, x);
+            if (c == byte_trie::npos) continue;
+            hy.node = c;
+            moved.push_back(std::move(hy));
+        }
+        if (moved.empty()) {
+            moved = recover(x);
+            ++out_.recoveries;
+        }
+        beam_ = std::move(moved);
+    }
+
+    /// The kept hypotheses give the observed byte no mass (a narrow beam kept only paths inside
+    /// longer tokens): bring back the pruned hypotheses that can take it — fetching rows for
+    /// pruned new contexts in one batch — best first by their mass after the byte, at most K.
+    std::vector<hypothesis> recover(std::uint8_t x) {
+        struct back {
+            double mass;
+            hypothesis h;
+        };
+        std::vector<back> backs;
+        for (std::size_t h = 0; h < pruned_old_.size(); ++h) {
+            auto& hy = pruned_old_[h];
+            const auto c = trie_.child(hy.node, x);
+            const double m = hy.w * pruned_old_sums_[h].child[x];
+            if (c == byte_trie::npos || !(m > 0)) continue;
+            hy.node = c;
+            backs.push_back({m, std::move(hy)});
+        }
+        std::vector<std::vector<std::int32_t>> ctxs;
+        for (auto ci : pruned_new_) ctxs.push_back(new_ctx_[ci]);
+        detail::fetch_rows(teacher_, trie_, store_, ctxs, handles_);
+        for (std::size_t q = 0; q < pruned_new_.size(); ++q) {
+            const auto ci = pruned_new_[q];
+            const double m = new_w_[ci] * store_.sums[handles_[q]].root[x];
+            const auto c = trie_.child(byte_trie::root, x);
+            if (c == byte_trie::npos || !(m > 0)) continue;
+            backs.push_back({m, hypothesis{std::move(ctxs[q]), handles_[q], c, new_w_[ci], new_w_[ci]}});
+        }
+        std::stable_sort(backs.begin(), backs.end(), [](const back& a, const back& b) { return a.mass > b.mass; });
+        if (opt_.k > 0 && backs.size() > opt_.k) backs.resize(opt_.k);
+        std::vector<hypothesis> moved;
+        for (auto& b : backs) moved.push_back(std::move(b.h));
+        return moved;
+    }
+
+    /// Drops the rows no hypothesis uses any more: memory stays at O(K) rows.
+    void drop_unused_rows() {
+        std::vector<std::size_t> remap(store_.rows.size(), SIZE_MAX);
+        detail::row_store compact;
+        compact.bins = std::move(store_.bins);
+        for (auto& hy : beam_) {
+            if (remap[hy.row] == SIZE_MAX) {
+                remap[hy.row] = compact.rows.size();
+                compact.rows.push_back(std::move(store_.rows[hy.row]));
+                compact.sums.push_back(store_.sums[hy.row]);
+            }
+            hy.row = remap[hy.row];
+        }
+        store_ = std::move(compact);
+    }
+
+    const byte_trie& trie_;
+    Teacher& teacher_;
+    std::string_view text_;
+    beam_options opt_;
+    detail::row_store store_;
+    std::vector<std::size_t> handles_;
+    std::vector<hypothesis> beam_;
+    std::vector<node_sums> sums_, next_sums_;          ///< node sums of beam_ (before / after select)
+    std::vector<std::vector<std::int32_t>> new_ctx_;   ///< this byte's new contexts …
+    std::vector<double> new_w_;                        ///< … and their path probabilities
+    std::vector<hypothesis> pruned_old_;               ///< what select pruned, for recover
+    std::vector<node_sums> pruned_old_sums_;
+    std::vector<std::size_t> pruned_new_;
+    byte_distributions out_;
+};
+
+} // namespace detail
+
 /// Covering beam (Vieira et al. 2024, design.md §3.2): hypotheses are (token path, trie node in
 /// the path's next-token row, weight). At each byte, hypotheses whose node ends tokens spawn
 /// new paths (one batched teacher call for all new contexts), then those below ε of the total
@@ -195,204 +446,7 @@ struct beam_options {
 template <teacher_model Teacher>
 [[nodiscard]] byte_distributions covering_beam(const byte_trie& trie, Teacher& teacher, std::string_view text,
                                                const beam_options& opt = {}) {
-    const char* op = "covering beam";
-    if (text.empty()) throw value_error(op, "text", "empty text");
-    if (!(opt.epsilon >= 0.0 && opt.epsilon < 1.0))
-        throw value_error(op, "epsilon", "must be in [0, 1), got " + std::to_string(opt.epsilon));
-    const std::size_t L = text.size();
-    struct hyp {
-        std::vector<std::int32_t> ctx;
-        std::size_t row; // handle into the store
-        byte_trie::node_index node;
-        double w;        // probability of the path's tokens
-        double mass = 0; // w × (children mass at node, or 1 at the root)
-    };
-    detail::row_store store;
-    store.bins = root_bins(trie);
-    std::vector<std::size_t> handles;
-    detail::fetch_rows(teacher, trie, store, {{}}, handles);
-    std::vector<hyp> beam{{{}, handles[0], byte_trie::root, 1.0}};
-    byte_distributions out;
-    out.resize(L + 1);
-    std::vector<node_sums> sums;
-    std::array<double, 257> num{};
-    std::size_t out_recoveries = 0;
-    for (std::size_t i = 0; i <= L; ++i) {
-        // 1. Expansion: end tokens at each hypothesis's node become new root hypotheses.
-        sums.assign(beam.size(), node_sums{});
-        std::vector<std::vector<std::int32_t>> new_ctx;
-        std::vector<double> new_w;
-        for (std::size_t h = 0; h < beam.size(); ++h) {
-            auto& hy = beam[h];
-            if (hy.node == byte_trie::root) continue;
-            detail::stored_node(trie, store, hy.row, hy.node, sums[h]);
-            const auto& nd = trie.node(hy.node);
-            const auto& s = store.sums[hy.row];
-            for (auto k = nd.lo; k < nd.end_hi; ++k) {
-                const auto id = trie.order()[k];
-                const double p = std::exp(static_cast<double>(store.rows[hy.row][id]) - s.max_logit - s.log_normalizer);
-                if (!(p > 0)) continue;
-                auto ctx = hy.ctx;
-                ctx.push_back(static_cast<std::int32_t>(id));
-                new_ctx.push_back(std::move(ctx));
-                new_w.push_back(hy.w * p);
-            }
-        }
-        if constexpr (keyed_teacher<Teacher>) {
-            // Paths with equal keys have equal futures: merge them (exact).
-            std::unordered_map<std::uint64_t, std::size_t> seen;
-            std::vector<std::vector<std::int32_t>> mc;
-            std::vector<double> mw;
-            for (std::size_t c = 0; c < new_ctx.size(); ++c) {
-                const auto key = detail::key_of(teacher, new_ctx[c]);
-                auto [it, fresh] = seen.emplace(key, mc.size());
-                if (fresh) {
-                    mc.push_back(std::move(new_ctx[c]));
-                    mw.push_back(new_w[c]);
-                } else {
-                    mw[it->second] += new_w[c];
-                }
-            }
-            new_ctx = std::move(mc);
-            new_w = std::move(mw);
-        }
-        // 2. Masses and pruning (before fetching rows for the new contexts: a pruned path
-        //    costs no teacher call).
-        for (std::size_t h = 0; h < beam.size(); ++h)
-            beam[h].mass = beam[h].node == byte_trie::root ? beam[h].w : beam[h].w * sums[h].children_total();
-        struct cand {
-            double mass;
-            std::size_t idx; // < beam.size(): existing; else new context idx − beam.size()
-        };
-        std::vector<cand> cands;
-        double total = 0;
-        for (std::size_t h = 0; h < beam.size(); ++h) {
-            cands.push_back({beam[h].mass, h});
-            total += beam[h].mass;
-        }
-        for (std::size_t c = 0; c < new_w.size(); ++c) {
-            cands.push_back({new_w[c], beam.size() + c});
-            total += new_w[c];
-        }
-        if (!(total > 0))
-            throw value_error(op, "byte offset " + std::to_string(i), "every hypothesis has probability 0");
-        std::vector<cand> kept;
-        for (const auto& c : cands)
-            if (c.mass > 0 && c.mass >= opt.epsilon * total) kept.push_back(c);
-        std::stable_sort(kept.begin(), kept.end(), [](const cand& a, const cand& b) { return a.mass > b.mass; });
-        if (opt.k > 0 && kept.size() > opt.k) kept.resize(opt.k);
-        std::sort(kept.begin(), kept.end(), [](const cand& a, const cand& b) { return a.idx < b.idx; });
-        double kept_mass = 0;
-        for (const auto& c : kept) kept_mass += c.mass;
-        out.dropped[i] = 1.0 - kept_mass / total;
-        // Fetch rows for the surviving new contexts in one batch.
-        std::vector<std::vector<std::int32_t>> fetch;
-        for (const auto& c : kept)
-            if (c.idx >= beam.size()) fetch.push_back(new_ctx[c.idx - beam.size()]);
-        detail::fetch_rows(teacher, trie, store, fetch, handles);
-        std::vector<hyp> next;
-        std::vector<node_sums> next_sums;
-        // Keep what was pruned for this byte: if no kept hypothesis can take the observed byte,
-        // the best pruned ones that can are brought back (step 4) instead of failing.
-        std::vector<char> is_kept(cands.size(), 0);
-        for (const auto& c : kept) is_kept[c.idx] = 1;
-        std::vector<hyp> pruned_old;
-        std::vector<node_sums> pruned_old_sums;
-        std::vector<std::size_t> pruned_new;
-        for (std::size_t c = 0; c < cands.size(); ++c) {
-            if (is_kept[c] || !(cands[c].mass > 0)) continue;
-            if (c < beam.size()) {
-                pruned_old.push_back(beam[c]);
-                pruned_old_sums.push_back(sums[c]);
-            } else {
-                pruned_new.push_back(c - beam.size());
-            }
-        }
-        std::size_t f = 0;
-        for (const auto& c : kept) {
-            if (c.idx < beam.size()) {
-                next.push_back(std::move(beam[c.idx]));
-                next_sums.push_back(sums[c.idx]);
-            } else {
-                const auto ci = c.idx - beam.size();
-                next.push_back({std::move(new_ctx[ci]), handles[f++], byte_trie::root, new_w[ci], new_w[ci]});
-                next_sums.push_back(node_sums{});
-            }
-        }
-        beam = std::move(next);
-        // 3. The distribution of byte i.
-        num.fill(0.0);
-        for (std::size_t h = 0; h < beam.size(); ++h) {
-            const auto& hy = beam[h];
-            if (hy.node == byte_trie::root) {
-                for (std::size_t a = 0; a < 257; ++a) num[a] += hy.w * store.sums[hy.row].root[a];
-            } else {
-                for (std::size_t a = 0; a < 256; ++a) num[a] += hy.w * next_sums[h].child[a];
-            }
-        }
-        detail::normalise_into(out, i, num.data(), op);
-        if (i == L) break;
-        // 4. Follow the observed byte.
-        const auto x = static_cast<std::uint8_t>(text[i]);
-        std::vector<hyp> moved;
-        for (auto& hy : beam) {
-            const auto c = trie.child(hy.node, x);
-            if (c == byte_trie::npos) continue;
-            hy.node = c;
-            moved.push_back(std::move(hy));
-        }
-        if (moved.empty()) {
-            // Recovery: the kept hypotheses give the observed byte no mass. Bring back the
-            // pruned hypotheses that can take it (fetching rows for pruned new contexts in one
-            // batch), best first by their mass after the byte, at most K.
-            struct back {
-                double mass;
-                hyp h;
-            };
-            std::vector<back> backs;
-            for (std::size_t h = 0; h < pruned_old.size(); ++h) {
-                auto& hy = pruned_old[h];
-                const auto c = trie.child(hy.node, x);
-                const double m = hy.w * pruned_old_sums[h].child[x];
-                if (c == byte_trie::npos || !(m > 0)) continue;
-                hy.node = c;
-                backs.push_back({m, std::move(hy)});
-            }
-            std::vector<std::vector<std::int32_t>> ctxs;
-            for (auto ci : pruned_new) ctxs.push_back(new_ctx[ci]);
-            detail::fetch_rows(teacher, trie, store, ctxs, handles);
-            for (std::size_t q = 0; q < pruned_new.size(); ++q) {
-                const auto ci = pruned_new[q];
-                const double m = new_w[ci] * store.sums[handles[q]].root[x];
-                const auto c = trie.child(byte_trie::root, x);
-                if (c == byte_trie::npos || !(m > 0)) continue;
-                backs.push_back({m, hyp{std::move(ctxs[q]), handles[q], c, new_w[ci], new_w[ci]}});
-            }
-            std::stable_sort(backs.begin(), backs.end(), [](const back& a, const back& b) { return a.mass > b.mass; });
-            if (opt.k > 0 && backs.size() > opt.k) backs.resize(opt.k);
-            for (auto& b : backs) moved.push_back(std::move(b.h));
-            ++out_recoveries;
-        }
-        beam = std::move(moved);
-        // Drop rows no hypothesis uses any more (keeps memory at O(K) rows).
-        std::vector<std::size_t> remap(store.rows.size(), SIZE_MAX);
-        detail::row_store compact;
-        compact.bins = std::move(store.bins);
-        for (auto& hy : beam) {
-            if (remap[hy.row] == SIZE_MAX) {
-                remap[hy.row] = compact.rows.size();
-                compact.rows.push_back(std::move(store.rows[hy.row]));
-                compact.sums.push_back(store.sums[hy.row]);
-            }
-            hy.row = remap[hy.row];
-        }
-        store = std::move(compact);
-        if (beam.empty())
-            throw value_error(op, "byte offset " + std::to_string(i + 1),
-                              "no token path covers the text up to here (every path has probability 0)");
-    }
-    out.recoveries = out_recoveries;
-    return out;
+    return detail::covering_beam_search<Teacher>(trie, teacher, text, opt).run();
 }
 
 } // namespace bld
