@@ -4,7 +4,7 @@
 //
 //   loss/bld_loss/f32       float32 logits and targets: the SIMD slot kernel (AVX2 / AVX-512)
 //   loss/bld_loss/f64       float64 logits: the scalar reference kernel, through the same API
-//   loss/reference_kernel   detail::slot_loss_scalar on the float32 batch, slot by slot
+//   loss/reference_kernel   math::slot_loss (one lane) on the float32 batch, slot by slot
 //   loss/stream             simd::stream_read of the float32 logits and targets
 //
 // A batch of 256 tokens × 10 heads (2560 slots, 90% active), random logits N(0, 2), targets
@@ -17,6 +17,7 @@
 // loss.meta.json (bld's loss value, the options) for scripts/bench_numpy.py, and exit.
 #include <bld/io/npy.hpp>
 #include <bld/loss/byte_loss.hpp>
+#include <bld/cpu.hpp>
 #include <bld/backends/simd/kernels.hpp>
 
 #include <benchmark/benchmark.h>
@@ -85,7 +86,7 @@ void fail(benchmark::State& state, const char* what) {
 
 /// The reference kernel over the batch (what bld_loss does for float64 logits).
 double reference(loss_batch& b, std::vector<float>& grad) {
-    const bld::detail::slot_params prm{0.1, 1.0, bld::divergence::forward_kl, 1.0, std::log(1e-12)};
+    const bld::math::slot_params prm{0.1, 1.0, bld::divergence::forward_kl, 1.0, std::log(1e-12)};
     std::int64_t tokens = 0;
     for (std::int64_t t = 0; t < T; ++t) {
         bool any = false;
@@ -99,9 +100,8 @@ double reference(loss_batch& b, std::vector<float>& grad) {
             std::fill(grad.begin() + s * A, grad.begin() + (s + 1) * A, 0.0f);
             continue;
         }
-        total += bld::detail::slot_loss_scalar<float, float>(b.logits.data() + s * A, b.targets.data() + s * A,
-                                                             static_cast<int>(b.true_bytes[s]), prm, scale,
-                                                             grad.data() + s * A)
+        total += bld::math::slot_loss(bld::math::host_lanes{}, b.logits.data() + s * A, b.targets.data() + s * A,
+                                      static_cast<int>(b.true_bytes[s]), prm, scale, grad.data() + s * A)
                      .value;
     }
     return total * scale;

@@ -17,6 +17,7 @@
 // tiktoken rank file. Output: one JSON object on stdout. Errors: a message on stderr, exit 1
 // (exit 2 for a usage error).
 #include <bld/bld.hpp>
+#include <bld/cpu.hpp>
 #include <bld/testing/toy_teachers.hpp>
 #include <bld/io/json.hpp>
 #include <bld/io/npy.hpp>

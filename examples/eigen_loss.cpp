@@ -18,7 +18,7 @@
 int main() {
     using row_major = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const std::vector<std::string> tokens{"by", "te-", "level"};
-    const std::int64_t T = static_cast<std::int64_t>(tokens.size()), K = 3, A = bld::byte_alphabet_size;
+    const std::int64_t T = static_cast<std::int64_t>(tokens.size()), K = 3, A = static_cast<std::int64_t>(bld::alphabet_size);
 
     row_major logits = row_major::Random(T * K, A);   // [T·K, 260]: one row per slot
     row_major targets = row_major::Zero(T * K, A);    // [T·K, 260]

@@ -2,6 +2,7 @@
 // head — the whole method on a vocabulary small enough to read. docs/00_quickstart.md shows
 // the regions between the [doc:...] markers; CI compiles and runs this file.
 #include <bld/bld.hpp>
+#include <bld/cpu.hpp>
 
 #include <cstdio>
 #include <random>

@@ -7,6 +7,7 @@
 // (The teacher targets are random here; a real trainer gets them from a projection of the
 // teacher's rows.)
 #include <bld/adapters/torch.hpp>
+#include <bld/cpu.hpp>
 #include <bld/loss/byte_loss.hpp>
 #include <bld/torch/byte_head.hpp>
 #include <bld/torch/loss.hpp>

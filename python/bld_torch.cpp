@@ -14,6 +14,7 @@
 #include <torch/extension.h>
 
 #include <bld/adapters/torch.hpp>
+#include <bld/cpu.hpp>
 #include <bld/core/error.hpp>
 #include <bld/targets/alignment.hpp>
 #include <bld/io/json.hpp>
@@ -106,7 +107,7 @@ loss_cuda(const torch::Tensor& logits, const std::optional<torch::Tensor>& targe
     }
     if (mask) c.mask = static_cast<const std::uint8_t*>(mask->data_ptr()); // bool: one byte, 0 or 1
     const auto opts = logits.options();
-    torch::Tensor grad = need_grad ? torch::empty({c.T, c.K, bld::byte_alphabet_size}, opts) : torch::Tensor();
+    torch::Tensor grad = need_grad ? torch::empty({c.T, c.K, static_cast<std::int64_t>(bld::alphabet_size)}, opts) : torch::Tensor();
     torch::Tensor per_slot = c.reduction == bld::loss_reduction::none ? torch::empty({c.T, c.K}, opts) : torch::Tensor();
     c.grad = grad.defined() ? grad.data_ptr() : nullptr;
     c.per_slot = per_slot.defined() ? per_slot.data_ptr() : nullptr;
@@ -155,7 +156,7 @@ loss(const torch::Tensor& logits, const std::optional<torch::Tensor>& targets,
     // Shapes are checked by bld; outputs are sized from the logits once they are known good.
     const auto tk = bld::byte_head_shape(logits, "bld_torch");  // throws with bld's message
     const auto opts = logits.options();
-    torch::Tensor grad = need_grad ? torch::empty({tk[0], tk[1], bld::byte_alphabet_size}, opts) : torch::Tensor();
+    torch::Tensor grad = need_grad ? torch::empty({tk[0], tk[1], static_cast<std::int64_t>(bld::alphabet_size)}, opts) : torch::Tensor();
     torch::Tensor per_slot = reduction == bld::loss_reduction::none ? torch::empty({tk[0], tk[1]}, opts) : torch::Tensor();
 
     using bld::autograd::detail::loss_mode;
@@ -238,7 +239,7 @@ canonical_targets(const torch::Tensor& teacher_logits, const torch::Tensor& teac
                                        static_cast<std::size_t>(k), tv);
     }
     const auto T = static_cast<std::int64_t>(r.alignment.tokens);
-    auto targets = torch::from_blob(r.targets.data(), {T, k, bld::byte_alphabet_size}, torch::kFloat32).clone();
+    auto targets = torch::from_blob(r.targets.data(), {T, k, static_cast<std::int64_t>(bld::alphabet_size)}, torch::kFloat32).clone();
     auto mask = torch::from_blob(r.alignment.mask.data(), {T, k}, torch::kUInt8).to(torch::kBool);
     auto bytes = torch::from_blob(r.alignment.true_byte.data(), {T, k}, torch::kInt32).to(torch::kInt64);
     auto dropped = torch::from_blob(r.dropped.data(), {T, k}, torch::kFloat64).clone();
@@ -296,7 +297,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           py::arg("student_ids"), py::arg("teacher"), py::arg("student"), py::arg("k"), py::arg("text"),
           "(targets [T, K, 260], mask [T, K], true_bytes [T, K], dropped [T, K]) from the teacher's rows on the "
           "canonical path.");
-    m.attr("byte_alphabet_size") = bld::byte_alphabet_size;
+    m.attr("byte_alphabet_size") = static_cast<std::int64_t>(bld::alphabet_size);
 #ifdef BLD_TORCH_WITH_CUDA
     m.attr("with_cuda") = true;
 #else

@@ -18,7 +18,7 @@ bld::tensor_view<T, R> view(T* p, const std::array<std::int64_t, R>& ext, int de
 
 template <class L, class P, class Y>
 bld::byte_loss_result run(const loss_call& c) {
-    const std::array<std::int64_t, 3> tka{c.T, c.K, bld::byte_alphabet_size};
+    const std::array<std::int64_t, 3> tka{c.T, c.K, static_cast<std::int64_t>(bld::alphabet_size)};
     const std::array<std::int64_t, 2> tk{c.T, c.K};
     const auto logits = view(static_cast<const L*>(c.logits), tka, c.device);
     const auto targets = view(static_cast<const P*>(c.targets), tka, c.device);

@@ -1,5 +1,7 @@
 // Tests of bld/loss/byte_loss.hpp: values against plain formulas written here, analytic gradients
-// against central finite differences (fp64, 1e-6 relative), zero-mass teachers, every error.
+// against central finite differences (fp64, 1e-6 relative), zero-mass teachers, every error;
+// the SIMD slot kernel (registered by <bld/cpu.hpp>) against the reference formula.
+#include <bld/cpu.hpp>
 #include <bld/loss/byte_loss.hpp>
 
 #include <doctest/doctest.h>
@@ -20,7 +22,7 @@
 
 namespace {
 
-constexpr std::int64_t A = 260;
+constexpr auto A = static_cast<std::int64_t>(bld::alphabet_size);
 
 /// A small batch: T tokens, K heads, logits, teacher targets, true bytes and a mask.
 struct batch {
@@ -381,6 +383,37 @@ TEST_CASE("float32 logits and targets agree with float64") {
     const auto r1 = bld::byte_loss(bld::shaped(zf, ext), b.p(), bm);
     const auto r2 = bld::byte_loss(bld::shaped(zf, ext), b.p(), b.m());
     CHECK(r1.value == r2.value);
+}
+
+TEST_CASE("the registered SIMD slot kernel agrees with the reference formula through the loss driver") {
+    // <bld/cpu.hpp> registers the kernel; without it every slot would take the reference and
+    // this comparison would hold trivially.
+    REQUIRE(bld::simd::detail::loss_slot_registered);
+    auto& registry = bld::detail::loss_kernel_registry::forward_kl_float;
+    const auto resolve = registry.load();
+    const bool have_resolver = resolve != nullptr;
+    REQUIRE(have_resolver);
+    const bool have_kernel = resolve() != nullptr;
+    if (bld::simd::default_level() != bld::simd::level::scalar) REQUIRE(have_kernel);
+    batch b = make_batch(5, 4, 29);
+    std::vector<float> zf(b.logits.begin(), b.logits.end()), pf(b.targets.begin(), b.targets.end());
+    const std::array<std::int64_t, 3> ext{b.T, b.K, A};
+    for (double tau : {1.0, 0.6}) {
+        const bld::bld_loss_options o{.lambda_byte = 0.7, .lambda_kl = 0.4, .temperature = tau};
+        std::vector<float> gs(zf.size()), gr(zf.size()), ss(static_cast<std::size_t>(b.T * b.K)), sr(ss.size());
+        const auto rs = bld::bld_loss(bld::shaped(zf, ext), bld::shaped(pf, ext), b.y(), b.m(), o, bld::shaped(gs, ext),
+                                      bld::shaped(ss, std::array<std::int64_t, 2>{b.T, b.K}));
+        registry.store(nullptr);  // the reference for every slot
+        const auto rr = bld::bld_loss(bld::shaped(zf, ext), bld::shaped(pf, ext), b.y(), b.m(), o, bld::shaped(gr, ext),
+                                      bld::shaped(sr, std::array<std::int64_t, 2>{b.T, b.K}));
+        registry.store(resolve);
+        CHECK(std::abs(rs.value - rr.value) <= 1e-12 * std::abs(rr.value));
+        double worst = 0;  // float outputs: at most one float rounding apart
+        for (std::size_t i = 0; i < gs.size(); ++i)
+            worst = std::max(worst, static_cast<double>(std::abs(gs[i] - gr[i])) / (std::abs(gr[i]) + 1e-30));
+        CHECK(worst <= 1.2e-7);
+        for (std::size_t i = 0; i < ss.size(); ++i) CHECK(std::abs(ss[i] - sr[i]) <= 1.2e-7 * std::abs(sr[i]));
+    }
 }
 
 TEST_CASE("combined BLD term is the weighted sum; defaults are lambda_b = 1, lambda_KL = 0.1") {

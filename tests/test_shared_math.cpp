@@ -1,11 +1,12 @@
-// The math the CUDA kernels share with the CPU (bld/math/shared_math.hpp, bld/projection/kernel_plan.hpp),
-// run on the host and held against the scalar reference (row_pass.hpp, loss.hpp,
-// projection.hpp). The kernels' own arithmetic is replayed here: the row pass's chunk plan,
+// The math the CUDA kernels share with the CPU (bld/math/, and the plans of
+// bld/backends/cuda/kernel_plan.hpp and bld/projection/canonical_plan.hpp), run on the host and
+// held against the scalar reference (bld/backends/reference/row_pass.hpp, brute-force sums). The kernels' own arithmetic is replayed here: the row pass's chunk plan,
 // online max and lazily rescaled bins, the keyed runs of a 256-thread block (its scan done
 // sequentially), the split of a row over several blocks; the per-slot loss and per-position
 // canonical bodies with one lane, and with 32 lanes emulated by 32 threads whose reductions
 // are the warp's xor butterfly — so the device's partitioning is exercised without a GPU.
-#include <bld/projection/kernel_plan.hpp>
+#include <bld/backends/cuda/kernel_plan.hpp>
+#include <bld/projection/canonical_plan.hpp>
 #include <bld/loss/byte_loss.hpp>
 #include <bld/projection/canonical_path.hpp>
 #include <bld/projection/covering.hpp>
@@ -33,6 +34,7 @@
 namespace {
 
 namespace math = bld::math;
+namespace kp = bld::cuda::detail;  // the CUDA kernels' launch shape and tables
 constexpr double inf = std::numeric_limits<double>::infinity();
 
 // ---- vocabularies ---------------------------------------------------------------------------
@@ -96,7 +98,7 @@ bool close_rel(double got, double want, double rel, double abs_floor) {
 template <int Threads, int Items, class Flush>
 void replay_block_tile(const std::vector<std::uint32_t>& keys, const std::vector<double>& x, Flush&& flush,
                        const std::vector<std::uint32_t>& next = {}) {
-    std::vector<math::thread_run_state> st(Threads);
+    std::vector<kp::thread_run_state> st(Threads);
     for (int t = 0; t < Threads; ++t) {
         std::uint32_t k[Items];
         double v[Items];
@@ -104,15 +106,15 @@ void replay_block_tile(const std::vector<std::uint32_t>& keys, const std::vector
             k[i] = keys[static_cast<std::size_t>(t * Items + i)];
             v[i] = x[static_cast<std::size_t>(t * Items + i)];
         }
-        st[static_cast<std::size_t>(t)] = math::thread_runs<Items>(k, v, flush);
+        st[static_cast<std::size_t>(t)] = kp::thread_runs<Items>(k, v, flush);
     }
-    math::keyed_sum carry{};  // the scan's initial value
+    kp::keyed_sum carry{};  // the scan's initial value
     for (int t = 0; t < Threads; ++t) {
         const std::uint32_t nk = !next.empty()   ? next[static_cast<std::size_t>(t)]
                                  : t + 1 < Threads ? keys[static_cast<std::size_t>((t + 1) * Items)]
-                                                   : math::no_key;
-        math::finish_runs(st[static_cast<std::size_t>(t)], carry, nk, flush);
-        carry = math::keyed_sum_op{}(carry, st[static_cast<std::size_t>(t)].last);
+                                                   : kp::no_key;
+        kp::finish_runs(st[static_cast<std::size_t>(t)], carry, nk, flush);
+        carry = kp::keyed_sum_op{}(carry, st[static_cast<std::size_t>(t)].last);
     }
 }
 
@@ -126,8 +128,8 @@ struct replayed_row {
 
 /// row_pass_kernel (+ row_combine_kernel when blocks > 1) for one row, on the host.
 template <class T>
-replayed_row replay_row_pass(const bld::row_pass_plan& plan, const T* row, std::uint32_t blocks) {
-    constexpr int NT = math::block_threads, IT = math::thread_items, C = math::chunk_columns;
+replayed_row replay_row_pass(const kp::row_pass_plan& plan, const T* row, std::uint32_t blocks) {
+    constexpr int NT = kp::block_threads, IT = kp::thread_items, C = kp::chunk_columns;
     const std::uint32_t cpb = (plan.chunks + blocks - 1) / blocks;
     const std::uint32_t B = (plan.chunks + cpb - 1) / cpb;
     std::vector<double> pmax(B), pbins(static_cast<std::size_t>(B) * 257);
@@ -151,19 +153,19 @@ replayed_row replay_row_pass(const bld::row_pass_plan& plan, const T* row, std::
             float cm = -std::numeric_limits<float>::infinity();
             for (int k = 0; k < C; ++k) {
                 const std::uint32_t e = plan.entries[static_cast<std::size_t>(c) * C + static_cast<std::size_t>(k)];
-                keys[static_cast<std::size_t>(k)] = math::entry_bin(e);
-                v[static_cast<std::size_t>(k)] = stage[math::entry_column(e)];
-                if (keys[static_cast<std::size_t>(k)] != math::ignored_key) cm = math::max32(cm, v[static_cast<std::size_t>(k)]);
+                keys[static_cast<std::size_t>(k)] = kp::entry_bin(e);
+                v[static_cast<std::size_t>(k)] = stage[kp::entry_column(e)];
+                if (keys[static_cast<std::size_t>(k)] != kp::ignored_key) cm = math::max32(cm, v[static_cast<std::size_t>(k)]);
             }
             m = math::max32(m, cm);
             std::vector<double> x(C);
             for (int k = 0; k < C; ++k)
-                x[static_cast<std::size_t>(k)] = keys[static_cast<std::size_t>(k)] != math::ignored_key
+                x[static_cast<std::size_t>(k)] = keys[static_cast<std::size_t>(k)] != kp::ignored_key
                                                      ? static_cast<double>(math::exp_diff(v[static_cast<std::size_t>(k)], m))
                                                      : 0.0;
             std::map<std::uint32_t, int> writers;
             replay_block_tile<NT, IT>(keys, x, [&](std::uint32_t key, double s) {
-                if (key == math::ignored_key) return;
+                if (key == kp::ignored_key) return;
                 ++writers[key];
                 math::add_to_bin(acc[key], bin_max[key], s, m);
             });
@@ -207,7 +209,7 @@ void check_row(const replayed_row& got, const bld::row_summary& want, const std:
 /// node_sums_kernel for one (row, node): node max, then fp64 sums per segment in tiles.
 bld::node_sums replay_node_sums(const bld::byte_trie& trie, std::span<const float> row, bld::byte_trie::node_index n,
                                 double& shift) {
-    constexpr int NT = math::block_threads, IT = math::thread_items, C = math::chunk_columns;
+    constexpr int NT = kp::block_threads, IT = kp::thread_items, C = kp::chunk_columns;
     const auto& nd = trie.node(n);
     const auto kids = trie.children(n);
     const auto nc = static_cast<std::uint32_t>(kids.size());
@@ -227,7 +229,7 @@ bld::node_sums replay_node_sums(const bld::byte_trie& trie, std::span<const floa
             for (int t = 0; t < NT; ++t) {
                 const std::uint32_t first = tile + static_cast<std::uint32_t>(t * IT);
                 std::uint32_t key[IT];
-                next[static_cast<std::size_t>(t)] = math::node_thread_keys<IT>(bounds.data(), nc, first, t + 1 == NT, key);
+                next[static_cast<std::size_t>(t)] = kp::node_thread_keys<IT>(bounds.data(), nc, first, t + 1 == NT, key);
                 for (int i = 0; i < IT; ++i) {
                     const std::uint32_t k = first + static_cast<std::uint32_t>(i);
                     keys[static_cast<std::size_t>(t * IT + i)] = key[i];
@@ -237,7 +239,7 @@ bld::node_sums replay_node_sums(const bld::byte_trie& trie, std::span<const floa
             }
             std::map<std::uint32_t, int> writers;
             replay_block_tile<NT, IT>(keys, x, [&](std::uint32_t key, double v) {
-                if (key == math::ignored_key) return;
+                if (key == kp::ignored_key) return;
                 ++writers[key];
                 acc[key] += v;
             }, next);
@@ -399,7 +401,7 @@ TEST_CASE("shared math: keyed runs of a block give each segment's sum exactly on
             k += 1 + static_cast<std::uint32_t>(rng() % 2);
         }
         const int ignored = static_cast<int>(rng() % 20);
-        for (int i = N - ignored; i < N; ++i) keys[static_cast<std::size_t>(i)] = math::ignored_key;
+        for (int i = N - ignored; i < N; ++i) keys[static_cast<std::size_t>(i)] = kp::ignored_key;
         std::vector<double> x(N);
         for (auto& v : x) v = u(rng);
         std::map<std::uint32_t, double> want;
@@ -428,20 +430,20 @@ TEST_CASE("row pass plan: the replayed row kernel equals summarize_row (float an
     for (const setup s : {setup{40, 2, 5, 0}, setup{5000, 8, 64, 3}, setup{9000, 3, 256, 100}}) {
         const bld::byte_trie trie(random_vocab(rng, s.tokens, s.specials, byte_alphabet(s.letters)));
         const auto bins = bld::root_bins(trie);
-        const auto plan = bld::row_pass_plan::build(bins);
+        const auto plan = kp::row_pass_plan::build(bins);
         const std::size_t V = trie.vocab().size(), N = V + s.pad;
         REQUIRE(plan.columns == V);
-        REQUIRE(plan.chunks == (V + math::chunk_columns - 1) / math::chunk_columns);
+        REQUIRE(plan.chunks == (V + kp::chunk_columns - 1) / kp::chunk_columns);
         // Every column < V appears once per chunk, with its bin; sorted by bin within a chunk.
         for (std::uint32_t c = 0; c < plan.chunks; ++c) {
-            std::vector<int> seen(math::chunk_columns, 0);
-            for (int k = 0; k < math::chunk_columns; ++k) {
-                const auto e = plan.entries[static_cast<std::size_t>(c) * math::chunk_columns + static_cast<std::size_t>(k)];
-                ++seen[math::entry_column(e)];
-                const std::size_t col = static_cast<std::size_t>(c) * math::chunk_columns + math::entry_column(e);
-                const std::uint32_t want = col < V && bins[col] != bld::ignored_bin ? bins[col] : math::ignored_key;
-                REQUIRE(math::entry_bin(e) == want);
-                if (k > 0) REQUIRE(math::entry_bin(plan.entries[static_cast<std::size_t>(c) * math::chunk_columns + static_cast<std::size_t>(k) - 1]) <= want);
+            std::vector<int> seen(kp::chunk_columns, 0);
+            for (int k = 0; k < kp::chunk_columns; ++k) {
+                const auto e = plan.entries[static_cast<std::size_t>(c) * kp::chunk_columns + static_cast<std::size_t>(k)];
+                ++seen[kp::entry_column(e)];
+                const std::size_t col = static_cast<std::size_t>(c) * kp::chunk_columns + kp::entry_column(e);
+                const std::uint32_t want = col < V && bins[col] != bld::ignored_bin ? bins[col] : kp::ignored_key;
+                REQUIRE(kp::entry_bin(e) == want);
+                if (k > 0) REQUIRE(kp::entry_bin(plan.entries[static_cast<std::size_t>(c) * kp::chunk_columns + static_cast<std::size_t>(k) - 1]) <= want);
             }
             for (int n : seen) REQUIRE(n == 1);
         }
@@ -472,7 +474,7 @@ TEST_CASE("row pass plan: the replayed row kernel equals summarize_row (float an
             CHECK(replay_row_pass(plan, ok.data(), 1).bad == INT_MAX);
         }
     }
-    CHECK_THROWS_AS(bld::row_pass_plan::build(std::vector<std::uint16_t>{1, 300}), bld::value_error);
+    CHECK_THROWS_AS(kp::row_pass_plan::build(std::vector<std::uint16_t>{1, 300}), bld::value_error);
 }
 
 TEST_CASE("node sums: the replayed node kernel equals node_max_logit + sum_node on every node") {
@@ -493,7 +495,7 @@ TEST_CASE("node sums: the replayed node kernel equals node_max_logit + sum_node 
             if (want_shift > -inf) bld::sum_node(trie, row, n, want_shift, want);
             bad_sum += !close_rel(got.end, want.end, 1e-13, 0);
             for (std::size_t a = 0; a < 256; ++a) bad_sum += !close_rel(got.child[a], want.child[a], 1e-13, 0);
-            if (trie.node(n).hi - trie.node(n).lo > static_cast<std::uint32_t>(math::chunk_columns)) ++big;
+            if (trie.node(n).hi - trie.node(n).lo > static_cast<std::uint32_t>(kp::chunk_columns)) ++big;
         }
         INFO(trie.node_count() << " nodes");
         CHECK(bad_shift == 0);
@@ -502,11 +504,11 @@ TEST_CASE("node sums: the replayed node kernel equals node_max_logit + sum_node 
     }
 }
 
-TEST_CASE("shared math: slot_loss (one lane and 32 emulated lanes) equals loss.hpp's scalar kernel") {
+TEST_CASE("shared math: slot_loss with 32 emulated lanes equals slot_loss with one lane") {
     std::mt19937 rng(5);
     std::normal_distribution<double> g(0.0, 2.5);
     std::uniform_real_distribution<double> u(0.0, 1.0);
-    constexpr int A = 260;
+    constexpr int A = static_cast<int>(bld::alphabet_size);
     int compared = 0;
     for (int trial = 0; trial < 40; ++trial) {
         std::vector<double> z(A), p(A);
@@ -526,22 +528,18 @@ TEST_CASE("shared math: slot_loss (one lane and 32 emulated lanes) equals loss.h
         for (auto kind : {bld::divergence::forward_kl, bld::divergence::reverse_kl, bld::divergence::jsd, bld::divergence::tvd}) {
             for (double tau : {1.0, 0.7}) {
                 for (auto w : {std::array<double, 2>{1.0, 0.0}, std::array<double, 2>{0.1, 1.0}, std::array<double, 2>{0.0, 1.0}}) {
-                    const bld::detail::slot_params ref{w[0], w[1], kind, 1.0 / tau, std::log(1e-12)};
                     const math::slot_params prm{w[0], w[1], kind, 1.0 / tau, std::log(1e-12)};
                     const double* pp = w[0] != 0 ? p.data() : nullptr;
                     const int yy = w[1] != 0 ? y : -1;
-                    std::vector<double> gw(A), g1(A), g32(A);
-                    const auto want = bld::detail::slot_loss_scalar<double, double>(z.data(), pp, yy, ref, 0.5, gw.data());
-                    const auto one = math::slot_loss(math::host_lanes{}, z.data(), pp, yy, prm, 0.5, g1.data());
+                    std::vector<double> gw(A), g32(A);
+                    const auto want = math::slot_loss(math::host_lanes{}, z.data(), pp, yy, prm, 0.5, gw.data());
                     INFO(bld::to_string(kind) << " tau " << tau << " w " << w[0] << "," << w[1]);
-                    REQUIRE(one.status == math::slot_ok);
-                    CHECK(one.value == want.value);  // one lane: the scalar kernel's order, bit for bit
-                    for (int a = 0; a < A; ++a) CHECK(g1[static_cast<std::size_t>(a)] == gw[static_cast<std::size_t>(a)]);
+                    REQUIRE(want.status == math::slot_status::ok);
                     if (trial < 4) {  // 32 threads per call: a few trials suffice
                         const auto r32 = run_warp([&](const warp_emulation& lanes) {
                             return math::slot_loss(lanes, z.data(), pp, yy, prm, 0.5, g32.data());
                         });
-                        REQUIRE(r32.status == math::slot_ok);
+                        REQUIRE(r32.status == math::slot_status::ok);
                         CHECK(close_rel(r32.value, want.value, 1e-13, 1e-300));
                         // The butterfly sums in another order. A gradient entry q_a (c_a − Σ q c)
                         // cancels where c_a ≈ Σ q c (a saturated JSD / TVD, a one-hot teacher), so
@@ -558,14 +556,15 @@ TEST_CASE("shared math: slot_loss (one lane and 32 emulated lanes) equals loss.h
                 }
             }
         }
-        // float logits and targets: the same math on widened inputs, float gradients.
-        std::vector<float> zf(z.begin(), z.end()), pf(p.begin(), p.end()), gf(A), gfw(A);
-        const bld::detail::slot_params ref{0.1, 1.0, bld::divergence::forward_kl, 1.0, std::log(1e-12)};
+        // float logits and targets: the same math on the widened inputs, gradients rounded once.
+        std::vector<float> zf(z.begin(), z.end()), pf(p.begin(), p.end()), gf(A);
+        const std::vector<double> zw(zf.begin(), zf.end()), pw(pf.begin(), pf.end());
+        std::vector<double> gfw(A);
         const math::slot_params prm{0.1, 1.0, bld::divergence::forward_kl, 1.0, std::log(1e-12)};
-        const auto want = bld::detail::slot_loss_scalar<float, float>(zf.data(), pf.data(), y, ref, 1.0, gfw.data());
+        const auto want = math::slot_loss(math::host_lanes{}, zw.data(), pw.data(), y, prm, 1.0, gfw.data());
         const auto got = math::slot_loss(math::host_lanes{}, zf.data(), pf.data(), y, prm, 1.0, gf.data());
-        CHECK(close_rel(got.value, want.value, 1e-14, 0));
-        for (int a = 0; a < A; ++a) CHECK(close_rel(gf[static_cast<std::size_t>(a)], gfw[static_cast<std::size_t>(a)], 1e-6, 1e-12));
+        CHECK(got.value == want.value);
+        for (int a = 0; a < A; ++a) CHECK(gf[static_cast<std::size_t>(a)] == static_cast<float>(gfw[static_cast<std::size_t>(a)]));
     }
     CHECK(compared == 40 * 4 * 2 * 3);
 
@@ -576,18 +575,18 @@ TEST_CASE("shared math: slot_loss (one lane and 32 emulated lanes) equals loss.h
     p[3] = -0.1;
     const math::slot_params prm{1.0, 1.0, bld::divergence::forward_kl, 1.0, 0.0};
     const auto r1 = math::slot_loss(math::host_lanes{}, z.data(), p.data(), 4, prm, 1.0, grad.data());
-    CHECK(r1.status == math::slot_nonfinite_logit);
+    CHECK(r1.status == math::slot_status::nonfinite_logit);
     CHECK(r1.index == 77);
     const auto r32 = run_warp([&](const warp_emulation& lanes) {
         return math::slot_loss(lanes, z.data(), p.data(), 4, prm, 1.0, grad.data());
     });
-    CHECK(r32.status == math::slot_nonfinite_logit);
+    CHECK(r32.status == math::slot_status::nonfinite_logit);
     CHECK(r32.index == 77);
     z[77] = z[200] = 0.0;
     const auto r2 = run_warp([&](const warp_emulation& lanes) {
         return math::slot_loss(lanes, z.data(), p.data(), 4, prm, 1.0, grad.data());
     });
-    CHECK(r2.status == math::slot_bad_target);
+    CHECK(r2.status == math::slot_status::bad_target);
     CHECK(r2.index == 3);
 }
 
@@ -623,8 +622,8 @@ bld::byte_distributions replay_canonical(const bld::byte_trie& trie, const std::
         }
         const math::node_sums_ref ns{p.kind == math::position_kind::root ? 0.0 : end[p.request],
                                      child.data() + static_cast<std::size_t>(p.request) * 256};
-        const int st = run_position(p.kind, ns, sums[p.next_row].root.data(), carry, out.at(i).data(), &out.dropped[i]);
-        REQUIRE(st == math::position_ok);
+        const math::position_status st = run_position(p.kind, ns, sums[p.next_row].root.data(), carry, out.at(i).data(), &out.dropped[i]);
+        REQUIRE(st == math::position_status::ok);
     }
     out.positions = L;
     out.probs.resize(L * bld::alphabet_size);
@@ -680,6 +679,6 @@ TEST_CASE("canonical plan: positions replayed with the shared body equal canonic
     std::array<double, 260> out{};
     double dropped = 0;
     CHECK(math::canonical_position_body(math::host_lanes{}, math::position_kind::check, ns, nullptr, 0.0, out.data(),
-                                        &dropped) == math::position_zero_prefix);
+                                        &dropped) == math::position_status::zero_prefix);
     CHECK_THROWS_AS((void)bld::canonical_plan::build(trie, std::vector<std::int64_t>{100000}), bld::value_error);
 }

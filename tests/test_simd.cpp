@@ -382,13 +382,12 @@ TEST_CASE("simd loss slot kernel agrees with the reference kernel on every targe
             }
             for (auto& v : p) v = static_cast<float>(v / sum);
             const int y = byte(rng);
-            bld::detail::slot_params prm{t % 4 == 3 ? 0.0 : 0.1, t % 4 == 2 ? 0.0 : 1.0, bld::divergence::forward_kl,
-                                         t % 2 ? 1.0 : 1.0 / 1.7, std::log(1e-12)};
+            const bld::math::slot_params prm{t % 4 == 3 ? 0.0 : 0.1, t % 4 == 2 ? 0.0 : 1.0, bld::divergence::forward_kl,
+                                             t % 2 ? 1.0 : 1.0 / 1.7, std::log(1e-12)};
             const double scale = 0.25;
-            const auto ref = bld::detail::slot_loss_scalar<float, float>(z.data(), p.data(), prm.w_ce != 0 ? y : -1, prm,
-                                                                         scale, gr.data());
-            const bld::simd::detail::loss_slot_params sp{prm.w_div, prm.w_ce, prm.inv_temperature, scale};
-            const auto got = fast(z.data(), prm.w_div != 0 ? p.data() : nullptr, prm.w_ce != 0 ? y : -1, sp, gs.data());
+            const auto ref = bld::math::slot_loss(bld::math::host_lanes{}, z.data(), prm.w_div != 0 ? p.data() : nullptr,
+                                                  prm.w_ce != 0 ? y : -1, prm, scale, gr.data());
+            const auto got = fast(z.data(), prm.w_div != 0 ? p.data() : nullptr, prm.w_ce != 0 ? y : -1, prm, scale, gs.data());
             REQUIRE(got.ok);
             CHECK(std::abs(got.value - ref.value) <= 1e-12 * std::abs(ref.value) + 1e-14);
             double worst = 0; // float outputs: at most one float rounding apart
@@ -399,12 +398,12 @@ TEST_CASE("simd loss slot kernel agrees with the reference kernel on every targe
         }
         // Bad inputs are refused (the driver then asks the reference for the error).
         z[7] = std::numeric_limits<float>::quiet_NaN();
-        CHECK(!fast(z.data(), p.data(), 3, {0.1, 1.0, 1.0, 1.0}, gs.data()).ok);
+        CHECK(!fast(z.data(), p.data(), 3, {0.1, 1.0, bld::divergence::forward_kl, 1.0, 0.0}, 1.0, gs.data()).ok);
         z[7] = -std::numeric_limits<float>::infinity();
-        CHECK(!fast(z.data(), p.data(), 3, {0.1, 1.0, 1.0, 1.0}, gs.data()).ok);
+        CHECK(!fast(z.data(), p.data(), 3, {0.1, 1.0, bld::divergence::forward_kl, 1.0, 0.0}, 1.0, gs.data()).ok);
         z[7] = 0.0f;
         p[9] = -1e-3f;
-        CHECK(!fast(z.data(), p.data(), 3, {0.1, 1.0, 1.0, 1.0}, gs.data()).ok);
+        CHECK(!fast(z.data(), p.data(), 3, {0.1, 1.0, bld::divergence::forward_kl, 1.0, 0.0}, 1.0, gs.data()).ok);
         p[9] = 0.0f;
     }
     CHECK(cases > 0);

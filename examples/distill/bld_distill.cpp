@@ -24,6 +24,7 @@
 //                    [--threads N] [--lambda-byte X] [--lambda-kl X] [--heads K]
 //                    [--teacher-epochs X] [--student-epochs X] [--student-pool N] [--students abc]
 #include <bld/bld.hpp>
+#include <bld/cpu.hpp>
 #include <bld/adapters/torch.hpp>
 #include <bld/io/json.hpp>
 #include <bld/torch/byte_head.hpp>

@@ -1,10 +1,14 @@
 // bld/bld.hpp — everything in bld that needs no optional dependency.
 //
+// No intrinsics header enters through here: the CPU SIMD backend is <bld/cpu.hpp> (bld.hpp plus
+// the SIMD row pass, the fast canonical path and the loss's SIMD slot kernel). Without it every
+// algorithm runs the reference path (same results within each fast path's stated tolerance).
+//
 // Optional parts have their own headers and CMake targets and never enter through here:
 //   <bld/io/json.hpp>         tokenizer.json / encoder.json loaders   (bld::json)
 //   <bld/adapters/eigen.hpp>  Eigen tensors                          (bld::eigen)
 //   <bld/adapters/torch.hpp>  torch::Tensor                          (bld::torch)
-//   <bld/cuda/*.cuh>          CUDA kernels                           (bld::cuda)
+//   <bld/cuda.cuh>            CUDA kernels                           (bld::cuda)
 #pragma once
 
 #include "bld/core/error.hpp"

@@ -4,7 +4,7 @@
 // the CPU reference and compares. Nothing here mentions CUDA types.
 #pragma once
 
-#include <bld/projection/kernel_plan.hpp>
+#include <bld/projection/canonical_plan.hpp>
 #include <bld/loss/byte_loss.hpp>
 #include <bld/projection/canonical_path.hpp>
 #include <bld/projection/covering.hpp>

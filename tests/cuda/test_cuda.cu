@@ -207,6 +207,8 @@ bld::byte_distributions canonical_path(const bld::byte_trie& trie, std::span<con
 
 // ---- losses ------------------------------------------------------------------------------------------
 
+constexpr auto A = static_cast<std::int64_t>(bld::alphabet_size);  // the last extent of byte-head tensors
+
 template <class L>
 loss_results bld_loss(std::span<const L> logits, std::span<const L> targets, std::span<const std::int64_t> true_bytes,
                       std::span<const std::uint8_t> mask, std::int64_t T, std::int64_t K,
@@ -216,12 +218,12 @@ loss_results bld_loss(std::span<const L> logits, std::span<const L> targets, std
     const auto p = to_device(targets, sg.s);
     const auto y = to_device(true_bytes, sg.s);
     const auto m = to_device(mask, sg.s);
-    bld::cuda::device_buffer<L> grad(static_cast<std::size_t>(T * K * 260), sg.s), per(static_cast<std::size_t>(T * K), sg.s);
+    bld::cuda::device_buffer<L> grad(static_cast<std::size_t>(T * K) * bld::alphabet_size, sg.s), per(static_cast<std::size_t>(T * K), sg.s);
     const auto pending = bld::cuda::bld_loss<L, L, std::int64_t>(
-        bld::tensor_view<const L, 3>(z.data(), {T, K, 260}, bld::device_kind::cuda),
-        bld::tensor_view<const L, 3>(p.data(), {T, K, 260}, bld::device_kind::cuda),
+        bld::tensor_view<const L, 3>(z.data(), {T, K, A}, bld::device_kind::cuda),
+        bld::tensor_view<const L, 3>(p.data(), {T, K, A}, bld::device_kind::cuda),
         bld::tensor_view<const std::int64_t, 2>(y.data(), {T, K}, bld::device_kind::cuda), mask_view(m, T, K), options,
-        bld::tensor_view<L, 3>(grad.data(), {T, K, 260}, bld::device_kind::cuda),
+        bld::tensor_view<L, 3>(grad.data(), {T, K, A}, bld::device_kind::cuda),
         bld::tensor_view<L, 2>(per.data(), {T, K}, bld::device_kind::cuda), sg.s);
     loss_results r;
     r.result = pending.get();
@@ -243,11 +245,11 @@ loss_results byte_loss(std::span<const double> logits, std::span<const double> t
     const auto z = to_device(logits, sg.s);
     const auto p = to_device(targets, sg.s);
     const auto m = to_device(mask, sg.s);
-    bld::cuda::device_buffer<double> grad(static_cast<std::size_t>(T * K * 260), sg.s);
+    bld::cuda::device_buffer<double> grad(static_cast<std::size_t>(T * K) * bld::alphabet_size, sg.s);
     const auto pending = bld::cuda::byte_loss<double, double>(
-        bld::tensor_view<const double, 3>(z.data(), {T, K, 260}, bld::device_kind::cuda),
-        bld::tensor_view<const double, 3>(p.data(), {T, K, 260}, bld::device_kind::cuda), mask_view(m, T, K), options,
-        bld::tensor_view<double, 3>(grad.data(), {T, K, 260}, bld::device_kind::cuda), {}, sg.s);
+        bld::tensor_view<const double, 3>(z.data(), {T, K, A}, bld::device_kind::cuda),
+        bld::tensor_view<const double, 3>(p.data(), {T, K, A}, bld::device_kind::cuda), mask_view(m, T, K), options,
+        bld::tensor_view<double, 3>(grad.data(), {T, K, A}, bld::device_kind::cuda), {}, sg.s);
     loss_results r;
     r.result = pending.get();
     r.grad = to_host(grad.data(), grad.size(), sg.s);
@@ -263,7 +265,7 @@ loss_results byte_cross_entropy(std::span<const double> logits, std::span<const 
     const auto m = to_device(mask, sg.s);
     bld::cuda::device_buffer<double> per(static_cast<std::size_t>(T * K), sg.s);
     const auto pending = bld::cuda::byte_cross_entropy<double, std::int32_t>(
-        bld::tensor_view<const double, 3>(z.data(), {T, K, 260}, bld::device_kind::cuda),
+        bld::tensor_view<const double, 3>(z.data(), {T, K, A}, bld::device_kind::cuda),
         bld::tensor_view<const std::int32_t, 2>(y.data(), {T, K}, bld::device_kind::cuda), mask_view(m, T, K), options,
         {}, bld::tensor_view<double, 2>(per.data(), {T, K}, bld::device_kind::cuda), sg.s);
     loss_results r;

@@ -40,7 +40,7 @@
 namespace {
 
 constexpr double inf = std::numeric_limits<double>::infinity();
-constexpr std::int64_t A = 260;
+constexpr auto A = static_cast<std::int64_t>(bld::alphabet_size);
 
 std::string data_path() {
     const char* env = std::getenv("BLD_DATA_DIR");

@@ -2,11 +2,11 @@
 //
 // design.md §1: 256 bytes, the STOP symbol (the mass of special / end-of-text tokens, which
 // have no text bytes) and three reserved slots that bld keeps at zero: 260 entries, the width
-// of the paper's byte head.
+// of the paper's byte head. These are the only spellings of these sizes in bld; where a signed
+// or int type is needed, cast at the use site.
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
 
 namespace bld {
 
@@ -14,7 +14,7 @@ namespace bld {
 inline constexpr std::size_t alphabet_size = 260;
 /// Index of the STOP symbol.
 inline constexpr std::size_t stop_symbol = 256;
-/// alphabet_size as the signed extent type of tensors (byte-head logits are [T, K, 260]).
-inline constexpr std::int64_t byte_alphabet_size = static_cast<std::int64_t>(alphabet_size);
+/// Bins of a row's root split: the 256 first bytes and STOP (stop_symbol + 1).
+inline constexpr std::size_t root_bin_count = stop_symbol + 1;
 
 } // namespace bld

@@ -12,6 +12,7 @@
 // device) and throws `bld::shape_error` naming the argument, what was expected and what came.
 #pragma once
 
+#include "bld/core/bf16.hpp"
 #include "bld/core/error.hpp"
 
 #include <array>
@@ -28,44 +29,6 @@
 #include <vector>
 
 namespace bld {
-
-// ------------------------------------------------------------------------------------------
-// bf16
-
-/// bfloat16 storage: the upper 16 bits of an IEEE-754 binary32. Arithmetic happens in float;
-/// this type only stores. Conversion from float rounds to nearest, ties to even; NaN stays NaN
-/// (quiet, sign kept); values beyond the largest finite bf16 round to ±infinity.
-struct bf16 {
-    std::uint16_t bits = 0;
-
-    constexpr bf16() noexcept = default;
-    constexpr explicit bf16(float value) noexcept : bits(round_from(value)) {}
-
-    /// The bf16 whose storage is exactly `b`.
-    [[nodiscard]] static constexpr bf16 from_bits(std::uint16_t b) noexcept {
-        bf16 r;
-        r.bits = b;
-        return r;
-    }
-    /// Widening is exact, so it is implicit.
-    [[nodiscard]] constexpr operator float() const noexcept {
-        return std::bit_cast<float>(static_cast<std::uint32_t>(bits) << 16);
-    }
-    friend constexpr bool operator==(bf16, bf16) noexcept = default;  // bitwise
-
-private:
-    static constexpr std::uint16_t round_from(float value) noexcept {
-        const auto u = std::bit_cast<std::uint32_t>(value);
-        if ((u & 0x7fffffffu) > 0x7f800000u) {  // NaN: keep sign and top payload bits, force quiet
-            return static_cast<std::uint16_t>((u >> 16) | 0x0040u);
-        }
-        // Round to nearest even: add 0x7fff plus the lowest kept bit, then truncate. A carry
-        // out of the mantissa correctly bumps the exponent (and reaches infinity at the top).
-        const std::uint32_t lsb = (u >> 16) & 1u;
-        return static_cast<std::uint16_t>((u + 0x7fffu + lsb) >> 16);
-    }
-};
-static_assert(sizeof(bf16) == 2, "bf16 must be two bytes: views reinterpret foreign storage");
 
 // ------------------------------------------------------------------------------------------
 // dtype and device
@@ -115,6 +78,13 @@ concept tensor_element = requires { dtype_traits<std::remove_cv_t<T>>::value; };
 /// The dtype of element type T, e.g. `dtype_of<const float> == dtype::f32`.
 template <tensor_element T>
 inline constexpr dtype dtype_of = dtype_traits<std::remove_cv_t<T>>::value;
+
+/// Element types of teacher logit rows (cv-qualifiers ignored): float, bf16 or double. Every
+/// row pass accepts them all; a backend without a kernel for one (double on the SIMD and CUDA
+/// paths) routes it to the reference or says so at compile time.
+template <class T>
+concept logit_type = std::same_as<std::remove_cv_t<T>, float> || std::same_as<std::remove_cv_t<T>, bf16> ||
+                     std::same_as<std::remove_cv_t<T>, double>;
 
 /// Where a tensor's memory lives. bld's CPU algorithms accept `cpu` only.
 enum class device_kind : std::uint8_t { cpu, cuda };

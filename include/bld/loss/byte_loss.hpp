@@ -43,18 +43,27 @@
 // * Value and gradient w.r.t. the logits come from one fused pass per slot: the log-softmax is
 //   computed once (twice when τ ≠ 1 and both CE and a divergence are asked for: one per
 //   temperature), accumulated in double whatever the input type. Results are deterministic:
-//   one thread, a fixed order. Float logits with float targets (or none) and the forward KL
-//   take the SIMD slot kernel (bld/simd, AVX2 / AVX-512): the same fp64 arithmetic in double
-//   vectors (polynomial exp and log to ~2e-13), within 1e-12 relative of the scalar kernel.
+//   one thread, a fixed order.
+// * Kernels. Each slot's value and gradient is bld::math::slot_loss (bld/math/slot_loss.hpp),
+//   the one implementation of the formula, run here with one lane (entries in order).
+//   A program that includes only <bld/bld.hpp> gets exactly that for every slot. Including
+//   <bld/cpu.hpp> (or <bld/backends/simd/loss_kernel.hpp>) in any translation unit of the
+//   program registers the SIMD slot kernel: float logits with float targets (or none) and the
+//   forward KL then take a vectorised evaluation of the same formula (fp64 in double vectors,
+//   polynomial exp and log to ~2e-13; AVX2 / AVX-512, chosen once per call by
+//   bld::simd::default_level()), within 1e-12 relative of the reference. Every other case, and
+//   every slot with a bad input (whose error the reference names), takes the reference.
 #pragma once
 
 #include "bld/core/alphabet.hpp"
 #include "bld/core/error.hpp"
-#include "bld/backends/simd/kernels.hpp"
 #include "bld/core/tensor.hpp"
+#include "bld/math/divergence.hpp"
+#include "bld/math/slot_loss.hpp"
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -66,23 +75,10 @@
 namespace bld {
 
 /// The most byte heads a student may have (one per alphabet entry).
-inline constexpr std::int64_t max_byte_heads = 260;
-
-/// The divergence between the teacher's byte distribution p and the student's q.
-enum class divergence : std::uint8_t { forward_kl, reverse_kl, jsd, tvd };
+inline constexpr std::int64_t max_byte_heads = static_cast<std::int64_t>(alphabet_size);
 
 /// How per-slot values become the loss (see the file comment for the exact definitions).
 enum class loss_reduction : std::uint8_t { eq5, slot_mean, none };
-
-[[nodiscard]] constexpr std::string_view to_string(divergence d) noexcept {
-    switch (d) {
-        case divergence::forward_kl: return "forward_kl";
-        case divergence::reverse_kl: return "reverse_kl";
-        case divergence::jsd: return "jsd";
-        case divergence::tvd: return "tvd";
-    }
-    return "unknown";
-}
 
 [[nodiscard]] constexpr std::string_view to_string(loss_reduction r) noexcept {
     switch (r) {
@@ -91,17 +87,6 @@ enum class loss_reduction : std::uint8_t { eq5, slot_mean, none };
         case loss_reduction::none: return "none";
     }
     return "unknown";
-}
-
-/// "kl" / "forward_kl", "reverse_kl", "jsd", "tvd" → divergence.
-/// @throws value_error for any other name.
-[[nodiscard]] inline divergence parse_divergence(std::string_view name) {
-    if (name == "kl" || name == "forward_kl") return divergence::forward_kl;
-    if (name == "reverse_kl") return divergence::reverse_kl;
-    if (name == "jsd") return divergence::jsd;
-    if (name == "tvd") return divergence::tvd;
-    throw value_error("bld::parse_divergence", "\"" + std::string(name) + "\"",
-                      "unknown divergence (expected kl, forward_kl, reverse_kl, jsd or tvd)");
 }
 
 /// "eq5", "slot_mean", "none" → loss_reduction.
@@ -169,7 +154,7 @@ template <tensor_source Src>
     if (ext.size() != 3) {
         bad("expected [T, K, 260] byte-head logits, got " + detail::describe_tensor(logits));
     }
-    if (ext[2] != byte_alphabet_size) {
+    if (ext[2] != static_cast<std::int64_t>(alphabet_size)) {
         bad("expected [T, K, 260] byte-head logits, got " + detail::describe_tensor(logits) +
             " (the last dimension must be the 260-entry byte alphabet)");
     }
@@ -181,155 +166,6 @@ template <tensor_source Src>
 }
 
 namespace detail {
-
-/// Everything the per-slot kernel needs besides the slot's data.
-struct slot_params {
-    double w_div = 0.0;            ///< weight of the divergence term (0: no targets read)
-    double w_ce = 0.0;             ///< weight of the byte CE term (0: no true byte read)
-    divergence kind = divergence::forward_kl;
-    double inv_temperature = 1.0;
-    double log_floor = 0.0;        ///< log ε for reverse KL
-};
-
-enum class slot_status : std::uint8_t { ok, nonfinite_logit, bad_target };
-
-struct slot_outcome {
-    double value = 0.0;
-    slot_status status = slot_status::ok;
-    int index = 0;                 ///< the offending alphabet entry when status != ok
-};
-
-/// The scalar reference kernel for one slot: value and (optionally) gradient in one pass.
-///
-/// @param z      260 logits of the slot
-/// @param p      260 teacher probabilities, or null when `prm.w_div == 0`
-/// @param y      the true byte (0..259), or −1 when `prm.w_ce == 0`
-/// @param grad   260 outputs receiving grad_scale · ∂v/∂z, or null
-/// @returns v = w_div · D(p ‖ softmax(z/τ)) + w_ce · (−log softmax(z)_y), or a status naming
-///          the first bad input (nothing written to grad then).
-///
-/// This is the specification a SIMD kernel must match; it is a separate function so the
-/// driver can swap it.
-template <class L, class P>
-slot_outcome slot_loss_scalar(const L* z, const P* p, int y, const slot_params& prm,
-                              double grad_scale, L* grad) noexcept {
-    constexpr int n = static_cast<int>(byte_alphabet_size);
-    double zmax = -std::numeric_limits<double>::infinity();
-    for (int a = 0; a < n; ++a) {
-        const double v = static_cast<double>(z[a]);
-        if (!std::isfinite(v)) return {0.0, slot_status::nonfinite_logit, a};
-        zmax = std::max(zmax, v);
-    }
-    if (p != nullptr) {
-        for (int a = 0; a < n; ++a) {
-            const double v = static_cast<double>(p[a]);
-            if (!(v >= 0.0) || !std::isfinite(v)) return {0.0, slot_status::bad_target, a};
-        }
-    }
-
-    const bool want_div = prm.w_div != 0.0;
-    const bool want_ce = prm.w_ce != 0.0;
-    const bool shared = prm.inv_temperature == 1.0;  // one log-softmax serves both terms
-
-    // log q at temperature τ (divergence) and at τ = 1 (CE), max-shifted.
-    std::array<double, n> lq{};
-    std::array<double, n> lq1{};
-    double s = 0.0, s1 = 0.0;
-    for (int a = 0; a < n; ++a) {
-        const double d = static_cast<double>(z[a]) - zmax;
-        lq[a] = d * prm.inv_temperature;
-        s += std::exp(lq[a]);
-        if (want_ce && !shared) {
-            lq1[a] = d;
-            s1 += std::exp(d);
-        }
-    }
-    // q = exp(log q), kept: every divergence and gradient below reads it.
-    std::array<double, n> q{};
-    const double lse = std::log(s);
-    for (int a = 0; a < n; ++a) {
-        lq[a] -= lse;
-        q[a] = std::exp(lq[a]);
-    }
-    const std::array<double, n>& lq_ce = shared ? lq : lq1;
-    if (want_ce && !shared) {
-        const double lse1 = std::log(s1);
-        for (int a = 0; a < n; ++a) lq1[a] -= lse1;
-    }
-
-    // The divergence: value and ∂D/∂u with u = z/τ.
-    std::array<double, n> gu{};
-    double div = 0.0;
-    if (want_div) {
-        switch (prm.kind) {
-            case divergence::forward_kl: {
-                // KL(p‖q) = Σ p (log p − log q);  ∂/∂u_a = (Σp) q_a − p_a.
-                double mass = 0.0;
-                for (int a = 0; a < n; ++a) {
-                    const double pa = static_cast<double>(p[a]);
-                    mass += pa;
-                    if (pa > 0.0) div += pa * (std::log(pa) - lq[a]);
-                }
-                for (int a = 0; a < n; ++a) gu[a] = mass * q[a] - static_cast<double>(p[a]);
-                break;
-            }
-            case divergence::reverse_kl: {
-                // KL(q‖p) = Σ q r,  r_a = log q_a − log max(p_a, ε);  ∂/∂u_a = q_a (r_a − KL).
-                std::array<double, n> r{};
-                for (int a = 0; a < n; ++a) {
-                    const double pa = static_cast<double>(p[a]);
-                    const double lp = pa > 0.0 ? std::max(std::log(pa), prm.log_floor) : prm.log_floor;
-                    r[a] = lq[a] - lp;
-                    div += q[a] * r[a];
-                }
-                for (int a = 0; a < n; ++a) gu[a] = q[a] * (r[a] - div);
-                break;
-            }
-            case divergence::jsd:
-            case divergence::tvd: {
-                // D = f(q) for fixed p; with c_a = ∂D/∂q_a, ∂/∂u_a = q_a (c_a − Σ_b q_b c_b).
-                //   JSD: c_a = ½ log(q_a / m_a)   (the p-part's derivative cancels the +1's)
-                //   TVD: c_a = ½ sign(q_a − p_a)
-                std::array<double, n> c{};
-                double qc = 0.0;
-                for (int a = 0; a < n; ++a) {
-                    const double pa = static_cast<double>(p[a]);
-                    const double qa = q[a];
-                    if (prm.kind == divergence::jsd) {
-                        const double ma = 0.5 * (pa + qa);
-                        if (ma > 0.0) {
-                            const double lm = std::log(ma);
-                            if (pa > 0.0) div += 0.5 * pa * (std::log(pa) - lm);
-                            if (qa > 0.0) div += 0.5 * qa * (lq[a] - lm);
-                            c[a] = 0.5 * (lq[a] - lm);
-                        }
-                    } else {
-                        div += 0.5 * std::abs(pa - qa);
-                        c[a] = qa > pa ? 0.5 : (qa < pa ? -0.5 : 0.0);
-                    }
-                    qc += qa * c[a];
-                }
-                for (int a = 0; a < n; ++a) gu[a] = q[a] * (c[a] - qc);
-                break;
-            }
-        }
-    }
-
-    const double ce = want_ce ? -lq_ce[y] : 0.0;
-    const double value = prm.w_div * div + prm.w_ce * ce;
-
-    if (grad != nullptr) {
-        // ∂v/∂z_a = (w_div/τ) ∂D/∂u_a + w_ce (softmax(z)_a − [a = y]).
-        const double gd = grad_scale * prm.w_div * prm.inv_temperature;
-        const double gc = grad_scale * prm.w_ce;
-        for (int a = 0; a < n; ++a) {
-            double g = want_div ? gd * gu[a] : 0.0;
-            if (want_ce) g += gc * ((shared ? q[a] : std::exp(lq1[a])) - (a == y ? 1.0 : 0.0));
-            grad[a] = static_cast<L>(g);
-        }
-    }
-    return {value, slot_status::ok, 0};
-}
 
 /// The true bytes, read as int64 whatever their storage (int32 or int64).
 struct true_bytes_ref {
@@ -345,47 +181,59 @@ inline std::string slot_name(std::int64_t t, std::int64_t k) {
     return "token " + std::to_string(t) + ", head " + std::to_string(k);
 }
 
-/// The SIMD slot kernel (bld/backends/simd/kernels.inc, loss_slot_fkl) for this call, or null: it
-/// serves float logits with float targets (or none) and the forward KL, on AVX2 / AVX-512
-/// (simd::default_level(): the CPU's best, lowered by BLD_SIMD). Everything else takes
-/// slot_loss_scalar, the reference.
+/// A vectorised evaluation of math::slot_loss for float logits and float targets (or none) and
+/// the forward KL: returns true and the slot's value in *value, or false, writing nothing, for a
+/// bad input (the reference then names it).
+using float_slot_kernel = bool (*)(const float* z, const float* p, int y, const math::slot_params& prm,
+                                   double grad_scale, float* grad, double* value);
+/// Returns the kernel of the instruction set to use now, or null for the reference.
+using float_slot_kernel_resolver = float_slot_kernel (*)() noexcept;
+
+/// Where a CPU backend registers its slot kernel (one inline variable: every translation unit
+/// of a program reads the same one). Null: the reference for every slot.
+struct loss_kernel_registry {
+    static inline std::atomic<float_slot_kernel_resolver> forward_kl_float{nullptr};
+};
+
+/// The registered slot kernel for a call with these element types and parameters, or null.
 template <class L, class P>
-[[nodiscard]] simd::detail::loss_slot_fn fast_slot_kernel(const slot_params& prm, bool have_targets) noexcept {
+[[nodiscard]] float_slot_kernel registered_slot_kernel(const math::slot_params& prm, bool have_targets) noexcept {
     if constexpr (std::is_same_v<L, float>) {
         const bool types = std::is_same_v<P, float> || !have_targets || prm.w_div == 0.0;
-        const auto lvl = simd::default_level();
-        if (types && (prm.kind == divergence::forward_kl || prm.w_div == 0.0) && lvl != simd::level::scalar)
-            return simd::detail::loss_kernel_for(lvl);
+        if (types && (prm.kind == divergence::forward_kl || prm.w_div == 0.0)) {
+            const float_slot_kernel_resolver resolve = loss_kernel_registry::forward_kl_float.load(std::memory_order_acquire);
+            if (resolve != nullptr) return resolve();
+        }
     }
     return nullptr;
 }
 
-/// One slot: the SIMD kernel when it applies (fp64, within 1e-12 of the reference), else — and
-/// for a slot with a bad input, whose error the reference names — slot_loss_scalar.
+/// One slot: the registered kernel when there is one, else — and for a slot with a bad input,
+/// whose error the reference names — math::slot_loss with one lane.
 template <class L, class P>
-slot_outcome slot_loss(simd::detail::loss_slot_fn fast, const L* z, const P* p, int y, const slot_params& prm,
-                       double grad_scale, L* grad) noexcept {
+math::slot_result slot_loss(float_slot_kernel fast, const L* z, const P* p, int y, const math::slot_params& prm,
+                            double grad_scale, L* grad) noexcept {
     if constexpr (std::is_same_v<L, float>) {
         if (fast != nullptr) {
             const float* pf = nullptr;
             if constexpr (std::is_same_v<P, float>) pf = p;
-            const simd::detail::loss_slot_params sp{pf != nullptr ? prm.w_div : 0.0, prm.w_ce, prm.inv_temperature,
-                                                    grad_scale};
-            const auto r = fast(z, pf, y, sp, grad);
-            if (r.ok) return {r.value, slot_status::ok, 0};
+            math::slot_params fp = prm;
+            if (pf == nullptr) fp.w_div = 0.0;
+            double value = 0.0;
+            if (fast(z, pf, y, fp, grad_scale, grad, &value)) return {value, math::slot_status::ok, 0};
         }
     }
-    return slot_loss_scalar<L, P>(z, p, y, prm, grad_scale, grad);
+    return math::slot_loss(math::host_lanes{}, z, p, y, prm, grad_scale, grad);
 }
 
 /// The driver: counts the active slots, runs the kernel on each, reduces. Views only.
 template <class L, class P>
 byte_loss_result run_byte_loss(std::string_view op, tensor_view<const L, 3> logits,
                                const P* targets, const std::uint8_t* mask, true_bytes_ref ybytes,
-                               const slot_params& prm, loss_reduction reduction,
+                               const math::slot_params& prm, loss_reduction reduction,
                                L* grad, L* per_slot) {
     const std::int64_t T = logits.extent(0), K = logits.extent(1);
-    constexpr std::int64_t A = byte_alphabet_size;
+    constexpr auto A = static_cast<std::int64_t>(alphabet_size);
 
     byte_loss_result res;
     for (std::int64_t t = 0; t < T; ++t) {
@@ -401,7 +249,7 @@ byte_loss_result run_byte_loss(std::string_view op, tensor_view<const L, 3> logi
         scale = res.active_slots > 0 ? 1.0 / static_cast<double>(res.active_slots) : 0.0;
     }
 
-    const simd::detail::loss_slot_fn fast = fast_slot_kernel<L, P>(prm, targets != nullptr);
+    const float_slot_kernel fast = registered_slot_kernel<L, P>(prm, targets != nullptr);
     double total = 0.0;
     for (std::int64_t t = 0; t < T; ++t) {
         for (std::int64_t k = 0; k < K; ++k) {
@@ -421,15 +269,15 @@ byte_loss_result run_byte_loss(std::string_view op, tensor_view<const L, 3> logi
                 }
                 y = static_cast<int>(yb);
             }
-            const slot_outcome r = slot_loss<L, P>(
+            const math::slot_result r = detail::slot_loss<L, P>(
                 fast, logits.data() + slot * A, targets != nullptr ? targets + slot * A : nullptr, y,
                 prm, scale, g);
-            if (r.status == slot_status::nonfinite_logit) {
+            if (r.status == math::slot_status::nonfinite_logit) {
                 const double v = static_cast<double>(logits.data()[slot * A + r.index]);
                 throw value_error(std::string(op), slot_name(t, k) + ", byte " + std::to_string(r.index),
                                   std::string("logit is ") + (std::isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf"));
             }
-            if (r.status == slot_status::bad_target) {
+            if (r.status == math::slot_status::bad_target) {
                 const double v = static_cast<double>(targets[slot * A + r.index]);
                 throw value_error(std::string(op), slot_name(t, k) + ", byte " + std::to_string(r.index),
                                   "teacher probability " + std::to_string(v) +
@@ -529,10 +377,10 @@ L* output_pointer(Src&& out, std::string_view name, const std::array<std::int64_
 template <class Logits, class Targets, class TrueBytes, class Mask, class Grad, class PerSlot>
 byte_loss_result byte_loss_entry(std::string_view op, const Logits& logits, const Targets& targets,
                                  const TrueBytes& true_bytes, const Mask& mask,
-                                 const slot_params& prm, loss_reduction reduction, Grad&& grad,
+                                 const math::slot_params& prm, loss_reduction reduction, Grad&& grad,
                                  PerSlot&& per_slot) {
     const auto tk = bld::byte_head_shape(logits, op);
-    const std::array<std::int64_t, 3> tka{tk[0], tk[1], byte_alphabet_size};
+    const std::array<std::int64_t, 3> tka{tk[0], tk[1], static_cast<std::int64_t>(alphabet_size)};
     const std::uint8_t* m = detail::mask_pointer(op, mask, tk);
     true_bytes_ref y;
     if constexpr (!std::same_as<TrueBytes, no_tensor_t>) y = detail::true_bytes_pointer(op, true_bytes, tk);
@@ -577,7 +425,7 @@ inline constexpr struct byte_loss_fn {
         constexpr std::string_view op = "bld::byte_loss";
         detail::check_temperature(op, options.temperature);
         detail::check_floor(op, options.target_floor);
-        const detail::slot_params prm{1.0, 0.0, options.kind, 1.0 / options.temperature,
+        const math::slot_params prm{1.0, 0.0, options.kind, 1.0 / options.temperature,
                                       std::log(options.target_floor)};
         return detail::byte_loss_entry(op, logits, targets, no_tensor, mask, prm, options.reduction,
                                        grad, per_slot);
@@ -597,7 +445,7 @@ inline constexpr struct byte_cross_entropy_fn {
                                 const byte_cross_entropy_options& options = {},
                                 Grad&& grad = no_tensor, PerSlot&& per_slot = no_tensor) const {
         constexpr std::string_view op = "bld::byte_cross_entropy";
-        const detail::slot_params prm{0.0, 1.0, divergence::forward_kl, 1.0, 0.0};
+        const math::slot_params prm{0.0, 1.0, divergence::forward_kl, 1.0, 0.0};
         return detail::byte_loss_entry(op, logits, no_tensor, true_bytes, mask, prm,
                                        options.reduction, grad, per_slot);
     }
@@ -623,7 +471,7 @@ inline constexpr struct bld_loss_fn {
         detail::check_weight(op, "lambda_kl", options.lambda_kl);
         detail::check_temperature(op, options.temperature);
         detail::check_floor(op, options.target_floor);
-        const detail::slot_params prm{options.lambda_kl, options.lambda_byte, options.kind,
+        const math::slot_params prm{options.lambda_kl, options.lambda_byte, options.kind,
                                       1.0 / options.temperature, std::log(options.target_floor)};
         return detail::byte_loss_entry(op, logits, targets, true_bytes, mask, prm,
                                        options.reduction, grad, per_slot);

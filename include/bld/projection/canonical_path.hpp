@@ -2,9 +2,12 @@
 // source, and the reference row sources (dense fp64 rows, top-k rows).
 #pragma once
 
+#include "bld/projection/canonical_plan.hpp"
 #include "bld/projection/distributions.hpp"
 
+#include "bld/core/alphabet.hpp"
 #include "bld/core/error.hpp"
+#include "bld/math/canonical_position.hpp"
 #include "bld/backends/reference/row_pass.hpp"
 #include "bld/core/tensor.hpp"
 #include "bld/vocab/trie.hpp"
@@ -159,94 +162,104 @@ private:
     std::vector<row_t> rows_;
 };
 
-/// Canonical-path projection over any row source (dense_rows or topk_rows).
+namespace detail {
+
+/// Position i of the canonical path into `out` (math::canonical_position_body, one lane).
+/// @pre the node's mass is > 0 (the caller checked it, with its top-k fallback).
+inline void run_position(math::position_kind kind, const node_sums& ns, const double* row_root, double carry,
+                         byte_distributions& out, std::size_t i, const char* op) {
+    if (math::canonical_position_body(math::host_lanes{}, kind, math::node_sums_ref{ns.end, ns.child.data()}, row_root,
+                                      carry, out.at(i).data(), &out.dropped[i]) != math::position_status::ok)
+        throw_no_mass(op, i);
+}
+
+} // namespace detail
+
+/// Canonical-path projection over any row source (dense_rows, topk_rows, the fast path's rows).
 ///
 /// Row j (0-based) is the teacher's distribution of token j of the text given the tokens before
-/// it. For byte i inside token j at depth d ≥ 1 with s = the first d bytes of t_j:
+/// it. The text is planned once (canonical_plan: one node-sum request per token byte, one
+/// position per text byte) and every position is math::canonical_position_body with one lane —
+/// the formula the CUDA kernel runs: for byte i inside token j at depth d ≥ 1 with s = the first
+/// d bytes of t_j
 ///     P(a) ∝ M_j(s·a)                         (tokens ending exactly at i are dropped: E_j(s)/M_j(s))
 /// at a boundary i = o_{j+1}:
 ///     P(a) ∝ M_j(b(t_j)·a) + E_j(b(t_j)) · root_{j+1}(a)     (STOP only through root_{j+1})
 /// and at byte 0 P = root_0. After a boundary the path follows t_{j+1}: the share h of the
 /// long-token hypothesis for the observed byte is dropped at the next position, which reports
 /// 1 − (1 − h)(1 − E/M).
+///
+/// The row source gives row summaries (validating a row when first asked), node sums with the
+/// factor that turns them into probabilities, and each row's residual (top-k rows). Only this
+/// CPU path knows residuals: it keeps the total-variation `bound` of each position
+/// (r / (listed M + r), plus the next row's residual at a boundary), and where a top-k row lists
+/// none of a token's prefix (M = 0 with a residual) it falls back — uniform bytes inside the
+/// token, the next row's root at a boundary — with bound 1.
 /// @returns [text bytes, 260] distributions; `dropped` as above; `bound` (top-k) the TV bound.
+/// @throws value_error / alignment_error for bad ids or text, shape_error for too few rows, the
+///         row source's error for a bad row (when first read), value_error for a prefix of
+///         probability 0 or a position without mass.
 template <class Rows>
 [[nodiscard]] byte_distributions canonical_path_from(const byte_trie& trie, const Rows& rows,
                                                      std::span<const std::int64_t> ids,
                                                      std::optional<std::string_view> text = std::nullopt) {
     const char* op = "canonical-path projection";
-    const std::string bytes = detail::check_ids(trie, ids, text, op);
-    const std::size_t m = ids.size(), L = bytes.size();
+    const canonical_plan plan = canonical_plan::build(trie, ids, text);
+    const std::size_t m = ids.size(), L = plan.bytes.size();
     if (rows.count() < m)
         throw shape_error(op, "rows", "one teacher row per token is needed: " + std::to_string(m) + " tokens, " +
                                           std::to_string(rows.count()) + " rows");
-    const auto& v = trie.vocab();
     byte_distributions out;
     out.resize(L);
-    std::array<double, 257> num{};
-    node_sums ns;
-    row_summary cur = rows.summary(0);
-    double carry_h = 0.0; // share of the long-token hypothesis at the previous boundary
-    std::size_t o = 0;
-    for (std::size_t j = 0; j < m; ++j) {
-        const auto tb = v.unchecked_bytes(static_cast<std::size_t>(ids[j]));
+    node_sums ns, boundary_ns; // this position's node sums; the previous boundary's (for its carry)
+    row_summary cur = rows.summary(0); // the summary of the row the current position reads
+    for (std::size_t i = 0; i < plan.positions.size(); ++i) {
+        const canonical_position& p = plan.positions[i];
+        const bool last = p.kind == math::position_kind::check; // the last token's node: its M > 0 check only
+        if (p.kind == math::position_kind::root) {
+            detail::run_position(p.kind, ns, cur.root.data(), 0.0, out, i, op);
+            out.bound[i] = rows.residual(0);
+            continue;
+        }
+        const double carry =
+            p.prev_request >= 0 ? math::boundary_carry({boundary_ns.end, boundary_ns.child.data()}, cur.root.data(), p.prev_byte)
+                                : 0.0;
+        const std::size_t j = plan.requests[p.request].row;
+        const double to_p = rows.node(j, cur, plan.requests[p.request].node, ns);
         const double res = rows.residual(j);
-        if (j == 0) {
-            std::copy(cur.root.begin(), cur.root.end(), num.begin());
-            detail::normalise_into(out, 0, num.data(), op);
-            out.bound[0] = res;
-        }
-        auto n = byte_trie::root;
-        for (std::size_t d = 1; d <= tb.size(); ++d) {
-            n = trie.child(n, static_cast<std::uint8_t>(tb[d - 1]));
-            const double to_p = rows.node(j, cur, n, ns);
-            const std::size_t i = o + d;
-            const double M = ns.total();
-            if (!(M > 0) && res > 0) {
-                // Top-k row that lists none of this token's prefix: the conditional is unknown.
-                // Fall back (next row's root at a boundary, uniform bytes inside) with bound 1.
-                const std::size_t i2 = o + d;
-                if (d < tb.size()) {
-                    for (std::size_t a = 0; a < 256; ++a) out.at(i2)[a] = 1.0 / 256.0;
-                    out.bound[i2] = 1.0;
-                    out.dropped[i2] = carry_h;
-                    carry_h = 0.0;
-                } else if (j + 1 < m) {
-                    cur = rows.summary(j + 1);
-                    for (std::size_t a = 0; a < 257; ++a) out.at(i2)[a] = cur.root[a];
-                    out.bound[i2] = 1.0;
-                    out.dropped[i2] = carry_h;
-                    carry_h = 0.0;
-                }
-                continue;
+        const double M = ns.total();
+        if (!(M > 0) && res > 0) {
+            // Top-k row that lists none of this token's prefix: the conditional is unknown.
+            // Fall back (next row's root at a boundary, uniform bytes inside) with bound 1.
+            if (p.kind == math::position_kind::inside) {
+                for (std::size_t a = 0; a < 256; ++a) out.at(i)[a] = 1.0 / 256.0;
+            } else if (p.kind == math::position_kind::boundary) {
+                cur = rows.summary(p.next_row);
+                for (std::size_t a = 0; a < root_bin_count; ++a) out.at(i)[a] = cur.root[a];
             }
-            if (!(M > 0))
-                throw value_error(op, "token position " + std::to_string(j) + " (id " + std::to_string(ids[j]) + ", row " +
-                                          std::to_string(j) + ")",
-                                  "the teacher row gives this token's prefix probability 0");
-            const double listed_M = M * to_p;
-            if (d < tb.size()) {
-                // Inside the token: continue with the tokens that run on past byte i.
-                for (std::size_t a = 0; a < 256; ++a) num[a] = ns.child[a];
-                num[stop_symbol] = 0;
-                detail::normalise_into(out, i, num.data(), op);
-                out.dropped[i] = 1.0 - (1.0 - carry_h) * (1.0 - ns.end / M);
-                out.bound[i] = res / (listed_M + res);
-                carry_h = 0.0;
-            } else if (j + 1 < m) {
-                // Boundary: tokens of row j running on, plus t_j (and duplicates) then row j+1.
-                const row_summary next = rows.summary(j + 1);
-                for (std::size_t a = 0; a < 257; ++a) num[a] = (a < 256 ? ns.child[a] : 0.0) + ns.end * next.root[a];
-                detail::normalise_into(out, i, num.data(), op);
-                out.dropped[i] = carry_h;
-                out.bound[i] = res / (listed_M + res) + rows.residual(j + 1);
-                const auto x = static_cast<std::uint8_t>(bytes[i]);
-                const double keep = ns.end * next.root[x], other = ns.child[x];
-                carry_h = (keep + other) > 0 ? other / (keep + other) : 0.0;
-                cur = next;
+            if (!last) {
+                out.bound[i] = 1.0;
+                out.dropped[i] = carry;
             }
+            boundary_ns = ns; // all zero: the next position's carry is 0
+            continue;
         }
-        o += tb.size();
+        if (!(M > 0))
+            throw value_error(op, "token position " + std::to_string(j) + " (id " + std::to_string(ids[j]) + ", row " +
+                                      std::to_string(j) + ")",
+                              "the teacher row gives this token's prefix probability 0");
+        if (last) break;
+        const double listed = res / (M * to_p + res);
+        if (p.kind == math::position_kind::boundary) {
+            const row_summary next = rows.summary(p.next_row);
+            detail::run_position(p.kind, ns, next.root.data(), carry, out, i, op);
+            out.bound[i] = listed + rows.residual(p.next_row);
+            cur = next;
+            boundary_ns = ns;
+        } else {
+            detail::run_position(p.kind, ns, nullptr, carry, out, i, op);
+            out.bound[i] = listed;
+        }
     }
     return out;
 }

@@ -15,7 +15,9 @@
 // token) / P(x[0..i)). All encodings count, not only canonical ones.
 #pragma once
 
+#include "bld/core/alphabet.hpp"
 #include "bld/core/error.hpp"
+#include "bld/math/canonical_position.hpp"
 #include "bld/backends/reference/row_pass.hpp"
 #include "bld/core/tensor.hpp"
 #include "bld/vocab/trie.hpp"
@@ -60,16 +62,20 @@ struct byte_distributions {
 
 namespace detail {
 
-/// Normalises a 257-slot numerator into row i of `out`; throws if it has no mass.
+/// The error of a byte position whose numerator has no mass.
+[[noreturn]] inline void throw_no_mass(const char* op, std::size_t i) {
+    throw value_error(op, "byte offset " + std::to_string(i),
+                      "the teacher gives the text up to here no probability mass (all covering paths have "
+                      "probability 0 or underflow)");
+}
+
+/// Normalises a 257-slot numerator into row i of `out` (the canonical path's root-position
+/// formula, P = num / Σ num); throws if it has no mass. Leaves out.dropped alone.
 inline void normalise_into(byte_distributions& out, std::size_t i, const double* num, const char* op) {
-    double z = 0;
-    for (std::size_t a = 0; a < 257; ++a) z += num[a];
-    if (!(z > 0) || !std::isfinite(z))
-        throw value_error(op, "byte offset " + std::to_string(i),
-                          "the teacher gives the text up to here no probability mass (all covering paths have "
-                          "probability 0 or underflow)");
-    auto row = out.at(i);
-    for (std::size_t a = 0; a < 257; ++a) row[a] = num[a] / z;
+    double unused = 0.0;
+    if (math::canonical_position_body(math::host_lanes{}, math::position_kind::root, math::node_sums_ref{}, num, 0.0,
+                                      out.at(i).data(), &unused) != math::position_status::ok)
+        throw_no_mass(op, i);
 }
 
 /// Checks that the ids are text tokens whose bytes concatenate to `text` (if given); returns the

@@ -82,9 +82,9 @@ private:
         using E = std::remove_cv_t<T>;
         const auto k = simd::detail::kernels_for<E>(level_);
         const auto bounds = plan_->root_bounds();
-        std::array<double, 257> sums{};
+        std::array<double, root_bin_count> sums{};
         for (std::size_t r = 0; r < out.size(); ++r) {
-            const auto q = k.segment_sums(sub.data() + r * static_cast<std::size_t>(sub.extent(1)), bounds.data(), 257, sums.data());
+            const auto q = k.segment_sums(sub.data() + r * static_cast<std::size_t>(sub.extent(1)), bounds.data(), root_bin_count, sums.data());
             bad[r] = detail::usable(q) ? 0 : 1;
             if (!bad[r]) detail::finish_summary(sums.data(), q.max, q.shift, out[r]);
         }
@@ -122,8 +122,16 @@ template <class T>
                                                      std::optional<std::string_view> text = std::nullopt,
                                                      bool trie_ordered = false,
                                                      simd::level lvl = simd::level::automatic) {
-    static_assert(simd_logit_type<T>, "rows are float or bf16 (double rows: canonical_path)");
-    return canonical_path_from(plan.trie(), simd_dense_rows<T>(plan, rows, trie_ordered, lvl), ids, text);
+    static_assert(logit_type<T>, "rows are float, bf16 or double");
+    if constexpr (std::same_as<std::remove_cv_t<T>, double>) {
+        // No fp32 kernel reads double rows: the reference is the fast path for them.
+        if (trie_ordered)
+            throw value_error("canonical-path projection", "rows", "trie-ordered rows are float or bf16");
+        (void)simd::resolve(lvl, "canonical-path projection");
+        return canonical_path(plan.trie(), rows, ids, text);
+    } else {
+        return canonical_path_from(plan.trie(), simd_dense_rows<T>(plan, rows, trie_ordered, lvl), ids, text);
+    }
 }
 
 /// One text of a batch: its teacher rows and its ids (and, optionally, its bytes to check).

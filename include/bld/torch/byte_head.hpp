@@ -13,7 +13,9 @@
 
 #if __has_include(<torch/nn/module.h>)
 
+#include "bld/core/alphabet.hpp"
 #include "bld/core/error.hpp"
+#include "bld/loss/byte_loss.hpp"
 
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
@@ -28,6 +30,8 @@ namespace bld {
 
 /// The byte head's implementation (use it through the `byte_head` holder).
 class byte_head_impl : public torch::nn::Module {
+    static constexpr auto A = static_cast<std::int64_t>(alphabet_size);  ///< outputs per head
+
 public:
     /// @pre hidden_size ≥ 1, 1 ≤ k ≤ 260.
     /// @throws bld::value_error otherwise.
@@ -37,11 +41,11 @@ public:
             throw value_error("bld::byte_head", "hidden_size",
                               "must be >= 1, got " + std::to_string(hidden_size));
         }
-        if (k < 1 || k > 260) {
+        if (k < 1 || k > max_byte_heads) {
             throw value_error("bld::byte_head", "k", "must be in 1..260, got " + std::to_string(k));
         }
-        weight = register_parameter("weight", torch::empty({k, 260, hidden_size}));
-        bias = register_parameter("bias", torch::empty({k, 260}));
+        weight = register_parameter("weight", torch::empty({k, A, hidden_size}));
+        bias = register_parameter("bias", torch::empty({k, A}));
         reset_parameters();
     }
 
@@ -61,10 +65,10 @@ public:
                               "expected [..., " + std::to_string(hidden_size_) + "], got " +
                                   (hidden.defined() ? shape_string(hidden) : std::string("undefined")));
         }
-        auto flat = torch::linear(hidden, weight.reshape({k_ * 260, hidden_size_}), bias.reshape({k_ * 260}));
+        auto flat = torch::linear(hidden, weight.reshape({k_ * A, hidden_size_}), bias.reshape({k_ * A}));
         std::vector<std::int64_t> shape(hidden.sizes().begin(), hidden.sizes().end() - 1);
         shape.push_back(k_);
-        shape.push_back(260);
+        shape.push_back(A);
         return flat.reshape(shape);
     }
 

@@ -31,6 +31,7 @@
 
 #include "bld/adapters/torch.hpp"
 #include "bld/core/error.hpp"
+#include "bld/cpu.hpp"
 #include "bld/loss/byte_loss.hpp"
 
 #include <torch/csrc/autograd/custom_function.h>
@@ -89,7 +90,7 @@ struct loss_function : torch::autograd::Function<loss_function> {
         const auto tk = bld::byte_head_shape(logits, name(mode)); // bld's shape error first
         const bool per_slot = options.reduction == loss_reduction::none;
         const auto opts = logits.options();
-        torch::Tensor grad = need_grad ? torch::empty({tk[0], tk[1], byte_alphabet_size}, opts) : torch::Tensor();
+        torch::Tensor grad = need_grad ? torch::empty({tk[0], tk[1], static_cast<std::int64_t>(alphabet_size)}, opts) : torch::Tensor();
         torch::Tensor slots = per_slot ? torch::empty({tk[0], tk[1]}, opts) : torch::Tensor();
         const byte_loss_result r = run_loss(mode, logits, targets ? *targets : torch::Tensor(),
                                             true_bytes ? *true_bytes : torch::Tensor(), mask ? *mask : torch::Tensor(),

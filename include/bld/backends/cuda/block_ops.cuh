@@ -3,6 +3,7 @@
 // keyed accumulation (segmented sums without atomics, deterministic).
 #pragma once
 
+#include "bld/backends/cuda/kernel_plan.hpp"
 #include "bld/math/shared_math.hpp"
 
 #include <cub/block/block_reduce.cuh>
@@ -64,7 +65,7 @@ __device__ __forceinline__ float load_logit(const bf16* p) {
 struct plain_flush {
     double* acc;
     BLD_HOST_DEVICE void operator()(std::uint32_t key, double s) const noexcept {
-        if (key != math::ignored_key) acc[key] += s;
+        if (key != detail::ignored_key) acc[key] += s;
     }
 };
 
@@ -74,13 +75,13 @@ struct lazy_bin_flush {
     float* bin_max;
     float row_max;
     BLD_HOST_DEVICE void operator()(std::uint32_t key, double s) const noexcept {
-        if (key != math::ignored_key) math::add_to_bin(acc[key], bin_max[key], s, row_max);
+        if (key != detail::ignored_key) math::add_to_bin(acc[key], bin_max[key], s, row_max);
     }
 };
 
 /// The block scan of keyed runs (warp scans: two levels, one barrier).
 template <int Threads>
-using keyed_scan = cub::BlockScan<math::keyed_sum, Threads, cub::BLOCK_SCAN_WARP_SCANS>;
+using keyed_scan = cub::BlockScan<detail::keyed_sum, Threads, cub::BLOCK_SCAN_WARP_SCANS>;
 
 /// The block's keyed accumulation of one tile (shared_math.hpp, "Keyed runs"): every thread
 /// passes its items (non-decreasing keys across the block) and the key of the next thread's
@@ -92,10 +93,10 @@ __device__ __forceinline__ void block_keyed_accumulate(const std::uint32_t (&key
                                                        std::uint32_t next_key,
                                                        typename keyed_scan<Threads>::TempStorage& scan,
                                                        const Flush& flush) {
-    const math::thread_run_state st = math::thread_runs<Items>(key, x, flush);
-    math::keyed_sum carry;
-    keyed_scan<Threads>(scan).ExclusiveScan(st.last, carry, math::keyed_sum{}, math::keyed_sum_op{});
-    math::finish_runs(st, carry, next_key, flush);
+    const detail::thread_run_state st = detail::thread_runs<Items>(key, x, flush);
+    detail::keyed_sum carry;
+    keyed_scan<Threads>(scan).ExclusiveScan(st.last, carry, detail::keyed_sum{}, detail::keyed_sum_op{});
+    detail::finish_runs(st, carry, next_key, flush);
 }
 
 }  // namespace detail

@@ -14,9 +14,8 @@
 #include "bld/backends/cuda/block_ops.cuh"
 #include "bld/backends/cuda/error.cuh"
 #include "bld/backends/cuda/row_pass.cuh"
-#include "bld/projection/kernel_plan.hpp"
-#include "bld/projection/canonical_path.hpp"
-#include "bld/projection/covering.hpp"
+#include "bld/projection/canonical_plan.hpp"
+#include "bld/projection/distributions.hpp"
 #include "bld/math/shared_math.hpp"
 
 #include <cuda_runtime.h>
@@ -34,26 +33,26 @@ namespace detail {
 
 /// One warp per position (grid-stride over warps).
 __global__ void __launch_bounds__(256)
-canonical_assemble_kernel(const math::canonical_position* __restrict__ positions, std::uint32_t count,
+canonical_assemble_kernel(const canonical_position* __restrict__ positions, std::uint32_t count,
                           const double* __restrict__ row_root, const double* __restrict__ end,
                           const double* __restrict__ child, double* __restrict__ probs, double* __restrict__ dropped,
                           std::int32_t* __restrict__ status) {
     const warp_lanes lanes;
     const std::uint32_t warps = gridDim.x * (blockDim.x / 32);
     for (std::uint32_t i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; i < count; i += warps) {
-        const math::canonical_position p = positions[i];
+        const canonical_position p = positions[i];
         double carry = 0.0;
         if (p.prev_request >= 0) {
             const auto pr = static_cast<std::size_t>(p.prev_request);
-            carry = math::boundary_carry({end[pr], child + pr * 256}, row_root + static_cast<std::size_t>(p.prev_next_row) * math::root_bins,
+            carry = math::boundary_carry({end[pr], child + pr * 256}, row_root + static_cast<std::size_t>(p.prev_next_row) * static_cast<int>(root_bin_count),
                                          p.prev_byte);
         }
         const math::node_sums_ref ns{p.kind == math::position_kind::root ? 0.0 : end[p.request],
                                      child + static_cast<std::size_t>(p.request) * 256};
-        const double* rr = row_root + static_cast<std::size_t>(p.next_row) * math::root_bins;
-        const int st = math::canonical_position_body(lanes, p.kind, ns, rr, carry,
-                                                     probs + static_cast<std::size_t>(i) * math::alphabet, dropped + i);
-        if (lanes.lane() == 0) status[i] = st;
+        const double* rr = row_root + static_cast<std::size_t>(p.next_row) * static_cast<int>(root_bin_count);
+        const math::position_status st = math::canonical_position_body(lanes, p.kind, ns, rr, carry,
+                                                     probs + static_cast<std::size_t>(i) * static_cast<int>(alphabet_size), dropped + i);
+        if (lanes.lane() == 0) status[i] = static_cast<std::int32_t>(st);
     }
 }
 
@@ -89,17 +88,14 @@ public:
         bad_row(0);
         for (std::size_t i = 0; i < ps.size(); ++i) {
             const auto& p = plan_.positions[i];
-            if (ps[i] == math::position_zero_prefix) {
+            if (ps[i] == static_cast<std::int32_t>(math::position_status::zero_prefix)) {
                 const std::uint32_t j = plan_.request_token[p.request];
                 throw value_error(op, "token position " + std::to_string(j) + " (id " + std::to_string(ids_[j]) + ", row " +
                                           std::to_string(j) + ")",
                                   "the teacher row gives this token's prefix probability 0");
             }
             if (p.kind == math::position_kind::boundary) bad_row(p.next_row);
-            if (ps[i] == math::position_no_mass)
-                throw value_error(op, "byte offset " + std::to_string(i),
-                                  "the teacher gives the text up to here no probability mass (all covering paths have "
-                                  "probability 0 or underflow)");
+            if (ps[i] == static_cast<std::int32_t>(math::position_status::no_mass)) bld::detail::throw_no_mass(op, i);
         }
     }
 
@@ -115,7 +111,8 @@ public:
     }
 
 private:
-    template <device_logit_type T>
+    template <logit_type T>
+        requires device_kernel_reads<T>
     friend device_byte_distributions canonical_path(const device_trie&, tensor_view<const T, 2>,
                                                     std::span<const std::int64_t>, std::optional<std::string_view>,
                                                     cudaStream_t);
@@ -132,7 +129,7 @@ private:
     cudaStream_t stream_ = nullptr;
     device_row_summaries rows_;
     device_buffer<node_request> requests_;
-    device_buffer<math::canonical_position> positions_;
+    device_buffer<canonical_position> positions_;
     device_buffer<double> shift_, end_, child_;
     device_buffer<double> probs_, dropped_;
     device_buffer<std::int32_t> pos_status_;
@@ -157,7 +154,8 @@ private:
 ///          to_host() to see errors).
 /// @throws now: value_error / alignment_error for bad ids or text (as canonical_path),
 ///         shape_error for too few or too short rows or a view not on the GPU, cuda_error.
-template <device_logit_type T>
+template <logit_type T>
+    requires device_kernel_reads<T>
 [[nodiscard]] device_byte_distributions canonical_path(const device_trie& dt, tensor_view<const T, 2> rows,
                                                        std::span<const std::int64_t> ids,
                                                        std::optional<std::string_view> text, cudaStream_t stream) {
@@ -183,7 +181,7 @@ template <device_logit_type T>
     const std::size_t Q = out.plan_.requests.size(), P = out.plan_.positions.size(), L = out.plan_.bytes.size();
     out.requests_ = device_buffer<node_request>(Q, stream, op);
     out.requests_.upload(out.plan_.requests.data(), Q, op);
-    out.positions_ = device_buffer<math::canonical_position>(P, stream, op);
+    out.positions_ = device_buffer<canonical_position>(P, stream, op);
     out.positions_.upload(out.plan_.positions.data(), P, op);
     out.shift_ = device_buffer<double>(Q, stream, op);
     out.end_ = device_buffer<double>(Q, stream, op);
@@ -192,7 +190,7 @@ template <device_logit_type T>
               stream);
 
     // One extra row of output space: the final `check` position writes nothing but its status.
-    out.probs_ = device_buffer<double>((L + 1) * math::alphabet, stream, op);
+    out.probs_ = device_buffer<double>((L + 1) * static_cast<int>(alphabet_size), stream, op);
     out.dropped_ = device_buffer<double>(L + 1, stream, op);
     out.pos_status_ = device_buffer<std::int32_t>(P, stream, op);
     const unsigned blocks = detail::grid_for((P + 7) / 8, 4096u);

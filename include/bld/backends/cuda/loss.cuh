@@ -18,7 +18,7 @@
 #include "bld/backends/cuda/block_ops.cuh"
 #include "bld/backends/cuda/error.cuh"
 #include "bld/loss/byte_loss.hpp"
-#include "bld/math/shared_math.hpp"
+#include "bld/math/slot_loss.hpp"
 #include "bld/core/tensor.hpp"
 
 #include <cub/block/block_reduce.cuh>
@@ -52,7 +52,7 @@ namespace detail {
 
 inline constexpr int loss_threads = 256;
 
-BLD_HOST_DEVICE inline unsigned long long slot_error_key(std::int64_t slot, int code, int entry) {
+BLD_HOST_DEVICE inline unsigned long long slot_error_key(std::int64_t slot, math::slot_status code, int entry) {
     return (static_cast<unsigned long long>(slot) << 12) | (static_cast<unsigned long long>(code) << 9) |
            static_cast<unsigned long long>(entry);
 }
@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(loss_threads)
 slot_loss_kernel(const L* __restrict__ logits, const P* __restrict__ targets, const Y* __restrict__ ybytes,
                  const std::uint8_t* __restrict__ mask, std::int64_t slots, math::slot_params prm,
                  loss_reduction reduction, loss_state* st, L* grad, L* per_slot, double* __restrict__ values) {
-    constexpr int A = math::alphabet;
+    constexpr int A = static_cast<int>(alphabet_size);
     const warp_lanes lanes;
     const int lane = lanes.lane();
     const double scale = reduction_scale(reduction, st->active_slots, st->active_tokens);
@@ -119,7 +119,7 @@ slot_loss_kernel(const L* __restrict__ logits, const P* __restrict__ targets, co
             const auto yb = static_cast<std::int64_t>(ybytes[s]);
             if (yb < 0 || yb >= A) {
                 if (lane == 0) {
-                    atomicMin(&st->error, slot_error_key(s, math::slot_bad_true_byte, 0));
+                    atomicMin(&st->error, slot_error_key(s, math::slot_status::bad_true_byte, 0));
                     values[s] = 0.0;
                 }
                 continue;
@@ -129,7 +129,7 @@ slot_loss_kernel(const L* __restrict__ logits, const P* __restrict__ targets, co
         const math::slot_result r =
             math::slot_loss(lanes, logits + s * A, targets != nullptr ? targets + s * A : nullptr, y, prm, scale, g);
         if (lane == 0) {
-            if (r.status != math::slot_ok) {
+            if (r.status != math::slot_status::ok) {
                 atomicMin(&st->error, slot_error_key(s, r.status, r.index));
                 values[s] = 0.0;
             } else {
@@ -216,15 +216,15 @@ private:
 
     [[noreturn]] void throw_slot_error(unsigned long long key) const {
         const auto slot = static_cast<std::int64_t>(key >> 12);
-        const int code = static_cast<int>((key >> 9) & 7u);
+        const auto code = static_cast<math::slot_status>((key >> 9) & 7u);
         const int entry = static_cast<int>(key & 511u);
         const std::string where = bld::detail::slot_name(slot / K_, slot % K_);
-        if (code == math::slot_bad_true_byte) {
+        if (code == math::slot_status::bad_true_byte) {
             const double y = y64_ ? read_one<std::int64_t>(y_, slot) : read_one<std::int32_t>(y_, slot);
             throw value_error(op_, where, "true byte " + std::to_string(static_cast<std::int64_t>(y)) + " is outside 0..259");
         }
-        const std::int64_t at = slot * math::alphabet + entry;
-        if (code == math::slot_nonfinite_logit) {
+        const std::int64_t at = slot * static_cast<int>(alphabet_size) + entry;
+        if (code == math::slot_status::nonfinite_logit) {
             const double v = l64_ ? read_one<double>(logits_, at) : read_one<float>(logits_, at);
             throw value_error(op_, where + ", byte " + std::to_string(entry),
                               std::string("logit is ") + (std::isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf"));
@@ -254,11 +254,11 @@ pending_loss launch_slot_loss(std::string_view op, tensor_view<const L, 3> logit
                               tensor_view<L, 2> per_slot, cudaStream_t stream) {
     detail::require_cuda_view(logits, op, "logits");
     const std::int64_t T = logits.extent(0), K = logits.extent(1);
-    if (logits.extent(2) != math::alphabet || K < 1 || K > max_byte_heads)
+    if (logits.extent(2) != static_cast<int>(alphabet_size) || K < 1 || K > max_byte_heads)
         throw shape_error(std::string(op), "argument `logits`",
                           "expected [T, K, 260] byte-head logits with 1 <= K <= 260, got [" +
                               std::to_string(T) + ", " + std::to_string(K) + ", " + std::to_string(logits.extent(2)) + "]");
-    const std::array<std::int64_t, 3> tka{T, K, math::alphabet};
+    const std::array<std::int64_t, 3> tka{T, K, static_cast<int>(alphabet_size)};
     const std::array<std::int64_t, 2> tk{T, K};
     if (prm.w_div != 0.0) detail::require_extents(targets, tka, op, "targets");
     if (prm.w_ce != 0.0) detail::require_extents(true_bytes, tk, op, "true_bytes");

@@ -27,7 +27,8 @@
 
 #include "bld/backends/cuda/block_ops.cuh"
 #include "bld/backends/cuda/error.cuh"
-#include "bld/projection/kernel_plan.hpp"
+#include "bld/backends/cuda/kernel_plan.hpp"
+#include "bld/projection/canonical_plan.hpp"
 #include "bld/backends/reference/row_pass.hpp"
 #include "bld/math/shared_math.hpp"
 #include "bld/core/tensor.hpp"
@@ -49,9 +50,9 @@ inline constexpr std::int32_t row_ok = -1;
 /// Row status: no finite logit among the vocabulary's ids.
 inline constexpr std::int32_t row_no_finite_logit = -2;
 
-/// Logit types the kernels read.
+/// The kernels read float and bf16 rows; double rows (a logit_type too) take the CPU reference.
 template <class T>
-concept device_logit_type = std::same_as<std::remove_cv_t<T>, float> || std::same_as<std::remove_cv_t<T>, bf16>;
+inline constexpr bool device_kernel_reads = logit_type<T> && !std::same_as<std::remove_cv_t<T>, double>;
 
 /// A byte trie in device memory: nodes, sorted order and the row-pass plan (row_pass_plan of
 /// root_bins(trie)). Keeps a pointer to the host trie, which plans the canonical path.
@@ -62,7 +63,7 @@ public:
         constexpr const char* op = "bld::cuda::device_trie";
         const auto nodes = trie.nodes();
         const auto order = trie.order();
-        const auto plan = row_pass_plan::build(root_bins(trie));
+        const auto plan = detail::row_pass_plan::build(root_bins(trie));
         nodes_ = device_buffer<trie_node>(nodes.size(), stream, op);
         nodes_.upload(nodes.data(), nodes.size(), op);
         order_ = device_buffer<std::uint32_t>(order.size(), stream, op);
@@ -106,7 +107,7 @@ struct device_row_summaries {
 
     device_row_summaries() = default;
     device_row_summaries(std::size_t r, cudaStream_t stream)
-        : max_logit(r, stream), log_normalizer(r, stream), root(r * math::root_bins, stream), status(r, stream),
+        : max_logit(r, stream), log_normalizer(r, stream), root(r * static_cast<int>(root_bin_count), stream), status(r, stream),
           rows(r) {}
     [[nodiscard]] row_summaries view() const noexcept {
         return {max_logit.data(), log_normalizer.data(), root.data(), status.data()};
@@ -122,9 +123,9 @@ struct node_sums_out {
 
 namespace detail {
 
-inline constexpr int row_threads = math::block_threads;
-inline constexpr int row_items = math::thread_items;
-inline constexpr int row_chunk = math::chunk_columns;
+inline constexpr int row_threads = detail::block_threads;
+inline constexpr int row_items = detail::thread_items;
+inline constexpr int row_chunk = detail::chunk_columns;
 
 /// Blocks per row of the row pass: enough blocks in all (≈ 1024) for small batches, at most one
 /// per chunk. A function of (R, chunks) only, so results do not depend on the GPU.
@@ -154,8 +155,8 @@ row_pass_kernel(const T* __restrict__ rows, std::int64_t stride, std::uint32_t V
     using fred_t = cub::BlockReduce<float, NT>;
     using ired_t = cub::BlockReduce<int, NT>;
     __shared__ float stage[C];
-    __shared__ double acc[math::root_bins];
-    __shared__ float bin_max[math::root_bins];
+    __shared__ double acc[static_cast<int>(root_bin_count)];
+    __shared__ float bin_max[static_cast<int>(root_bin_count)];
     __shared__ union {
         typename scan_t::TempStorage scan;
         typename fred_t::TempStorage fred;
@@ -173,7 +174,7 @@ row_pass_kernel(const T* __restrict__ rows, std::int64_t stride, std::uint32_t V
     const T* row = rows + static_cast<std::int64_t>(r) * stride;
     const float ninf = -math::infinity_f();
 
-    for (unsigned a = tid; a < static_cast<unsigned>(math::root_bins); a += NT) {
+    for (unsigned a = tid; a < static_cast<unsigned>(static_cast<int>(root_bin_count)); a += NT) {
         acc[a] = 0.0;
         bin_max[a] = ninf;
     }
@@ -217,9 +218,9 @@ row_pass_kernel(const T* __restrict__ rows, std::int64_t stride, std::uint32_t V
 #pragma unroll
         for (int i = 0; i < IT; ++i) {
             const std::uint32_t e = e4[i];
-            key[i] = math::entry_bin(e);
-            v[i] = stage[math::entry_column(e)];
-            if (key[i] != math::ignored_key) cm = math::max32(cm, v[i]);
+            key[i] = detail::entry_bin(e);
+            v[i] = stage[detail::entry_column(e)];
+            if (key[i] != detail::ignored_key) cm = math::max32(cm, v[i]);
         }
         const float chunk_max = fred_t(tmp.fred).Reduce(cm, ::cuda::maximum<>{});
         if (tid == 0) s_max = math::max32(m, chunk_max);
@@ -229,9 +230,9 @@ row_pass_kernel(const T* __restrict__ rows, std::int64_t stride, std::uint32_t V
         double x[IT];
 #pragma unroll
         for (int i = 0; i < IT; ++i)
-            x[i] = key[i] != math::ignored_key ? static_cast<double>(math::exp_diff(v[i], m)) : 0.0;
+            x[i] = key[i] != detail::ignored_key ? static_cast<double>(math::exp_diff(v[i], m)) : 0.0;
         const std::uint32_t next_key =
-            tid + 1 < static_cast<unsigned>(NT) ? math::entry_bin(__ldg(ce + IT)) : math::no_key;
+            tid + 1 < static_cast<unsigned>(NT) ? detail::entry_bin(__ldg(ce + IT)) : detail::no_key;
         block_keyed_accumulate<NT, IT>(key, x, next_key, tmp.scan, lazy_bin_flush{acc, bin_max, m});
         __syncthreads();  // stage, acc and tmp are reused by the next chunk
     }
@@ -239,15 +240,15 @@ row_pass_kernel(const T* __restrict__ rows, std::int64_t stride, std::uint32_t V
     bad = ired_t(tmp.ired).Reduce(bad, ::cuda::minimum<>{});
     if (tid == 0) s_bad = bad;
     __syncthreads();
-    for (unsigned a = tid; a < static_cast<unsigned>(math::root_bins); a += NT)
+    for (unsigned a = tid; a < static_cast<unsigned>(static_cast<int>(root_bin_count)); a += NT)
         acc[a] *= math::rescale_factor(bin_max[a], m);  // every bin in units of exp(m)
     __syncthreads();
     if (blocks_per_row == 1) {
         if (tid == 0) s_total = math::root_total(acc);
         __syncthreads();
         const double total = s_total;
-        for (unsigned a = tid; a < static_cast<unsigned>(math::root_bins); a += NT)
-            out.root[r * math::root_bins + a] = acc[a] / total;
+        for (unsigned a = tid; a < static_cast<unsigned>(static_cast<int>(root_bin_count)); a += NT)
+            out.root[r * static_cast<int>(root_bin_count) + a] = acc[a] / total;
         if (tid == 0) {
             out.max_logit[r] = m;
             out.log_normalizer[r] = math::log64(total);
@@ -255,8 +256,8 @@ row_pass_kernel(const T* __restrict__ rows, std::int64_t stride, std::uint32_t V
         }
     } else {
         const std::size_t p = static_cast<std::size_t>(r) * blocks_per_row + b;
-        for (unsigned a = tid; a < static_cast<unsigned>(math::root_bins); a += NT)
-            part_bins[p * math::root_bins + a] = acc[a];
+        for (unsigned a = tid; a < static_cast<unsigned>(static_cast<int>(root_bin_count)); a += NT)
+            part_bins[p * static_cast<int>(root_bin_count) + a] = acc[a];
         if (tid == 0) {
             part_max[p] = m;
             part_bad[p] = s_bad;
@@ -270,25 +271,25 @@ __global__ void __launch_bounds__(row_threads)
 row_combine_kernel(std::uint32_t parts, const double* __restrict__ part_max, const double* __restrict__ part_bins,
                    const std::int32_t* __restrict__ part_bad, row_summaries out) {
     constexpr int NT = row_threads;
-    __shared__ double acc[math::root_bins];
+    __shared__ double acc[static_cast<int>(root_bin_count)];
     __shared__ double s_total;
     const std::uint64_t r = blockIdx.x;
     const double* pm = part_max + r * parts;
-    const double* pb = part_bins + r * parts * math::root_bins;
+    const double* pb = part_bins + r * parts * static_cast<int>(root_bin_count);
     double m = -math::infinity();
     int bad = INT_MAX;
     for (std::uint32_t p = 0; p < parts; ++p) {
         m = math::max64(m, pm[p]);
         bad = math::min_int(bad, part_bad[r * parts + p]);
     }
-    for (unsigned a = threadIdx.x; a < static_cast<unsigned>(math::root_bins); a += NT)
+    for (unsigned a = threadIdx.x; a < static_cast<unsigned>(static_cast<int>(root_bin_count)); a += NT)
         acc[a] = math::combine_bin(pm, pb, static_cast<int>(parts), static_cast<int>(a), m);
     __syncthreads();
     if (threadIdx.x == 0) s_total = math::root_total(acc);
     __syncthreads();
     const double total = s_total;
-    for (unsigned a = threadIdx.x; a < static_cast<unsigned>(math::root_bins); a += NT)
-        out.root[r * math::root_bins + a] = acc[a] / total;
+    for (unsigned a = threadIdx.x; a < static_cast<unsigned>(static_cast<int>(root_bin_count)); a += NT)
+        out.root[r * static_cast<int>(root_bin_count) + a] = acc[a] / total;
     if (threadIdx.x == 0) {
         out.max_logit[r] = m;
         out.log_normalizer[r] = math::log64(total);
@@ -308,9 +309,9 @@ node_sums_kernel(const T* __restrict__ rows, std::int64_t stride, const trie_nod
     constexpr int NT = row_threads, IT = row_items, C = row_chunk;
     using scan_t = keyed_scan<NT>;
     using fred_t = cub::BlockReduce<float, NT>;
-    __shared__ std::uint32_t bounds[math::root_bins + 1];
+    __shared__ std::uint32_t bounds[static_cast<int>(root_bin_count) + 1];
     __shared__ std::int16_t child_of_byte[256];
-    __shared__ double acc[math::root_bins];
+    __shared__ double acc[static_cast<int>(root_bin_count)];
     __shared__ union {
         typename scan_t::TempStorage scan;
         typename fred_t::TempStorage fred;
@@ -324,7 +325,7 @@ node_sums_kernel(const T* __restrict__ rows, std::int64_t stride, const trie_nod
         const trie_node nd = nodes[rq.node];
         const std::uint32_t nc = nd.end_hi < nd.hi ? std::uint32_t{nd.child_count_m1} + 1u : 0u;
         for (unsigned a = tid; a < 256u; a += NT) child_of_byte[a] = -1;
-        for (unsigned a = tid; a < static_cast<unsigned>(math::root_bins); a += NT) acc[a] = 0.0;
+        for (unsigned a = tid; a < static_cast<unsigned>(static_cast<int>(root_bin_count)); a += NT) acc[a] = 0.0;
         __syncthreads();
         if (tid == 0) {
             bounds[0] = nd.lo;
@@ -350,7 +351,7 @@ node_sums_kernel(const T* __restrict__ rows, std::int64_t stride, const trie_nod
                 const std::uint32_t first = tile + tid * IT;
                 std::uint32_t key[IT];
                 const std::uint32_t next_key =
-                    math::node_thread_keys<IT>(bounds, nc, first, tid + 1 == static_cast<unsigned>(NT), key);
+                    detail::node_thread_keys<IT>(bounds, nc, first, tid + 1 == static_cast<unsigned>(NT), key);
                 double x[IT];
 #pragma unroll
                 for (int i = 0; i < IT; ++i) {
@@ -393,7 +394,8 @@ void check_rows_view(const device_trie& dt, const tensor_view<const T, 2>& rows,
 /// @throws shape_error for a view not on the GPU or rows shorter than V; cuda_error for a
 ///         failed allocation or launch. Bad logits are reported in out.status, not thrown
 ///         (see throw_if_bad_rows).
-template <device_logit_type T>
+template <logit_type T>
+    requires device_kernel_reads<T>
 void row_pass(const device_trie& dt, tensor_view<const T, 2> rows, row_summaries out, cudaStream_t stream) {
     constexpr const char* op = "bld::cuda::row_pass";
     detail::check_rows_view(dt, rows, op);
@@ -410,7 +412,7 @@ void row_pass(const device_trie& dt, tensor_view<const T, 2> rows, row_summaries
         check_launch(op, "row_pass_kernel");
         return;
     }
-    device_buffer<double> pmax(R * B, stream, op), pbins(R * B * math::root_bins, stream, op);
+    device_buffer<double> pmax(R * B, stream, op), pbins(R * B * static_cast<int>(root_bin_count), stream, op);
     device_buffer<std::int32_t> pbad(R * B, stream, op);
     detail::row_pass_kernel<T><<<static_cast<unsigned>(R * B), detail::row_threads, 0, stream>>>(
         rows.data(), rows.extent(1), dt.vocab_size(), dt.plan_entries(), dt.chunks(), cpb, B, out, pmax.data(),
@@ -425,7 +427,8 @@ void row_pass(const device_trie& dt, tensor_view<const T, 2> rows, row_summaries
 /// @pre every request's row < R and node < node count (not checked on the device: the
 ///      requests come from canonical_plan or the caller); rows validated by row_pass.
 /// @throws shape_error / cuda_error as row_pass.
-template <device_logit_type T>
+template <logit_type T>
+    requires device_kernel_reads<T>
 void node_sums(const device_trie& dt, tensor_view<const T, 2> rows, const node_request* requests, std::size_t count,
                node_sums_out out, cudaStream_t stream) {
     constexpr const char* op = "bld::cuda::node_sums";
@@ -442,7 +445,8 @@ void node_sums(const device_trie& dt, tensor_view<const T, 2> rows, const node_r
 /// Synchronises `stream`, and throws the error summarize_row would have thrown for the first
 /// bad row among the R statuses (device array), naming row `first_row + r`.
 /// @throws value_error (NaN / +inf logit with its row and column; no finite logit), cuda_error.
-template <device_logit_type T>
+template <logit_type T>
+    requires device_kernel_reads<T>
 void throw_if_bad_rows(const std::int32_t* status, tensor_view<const T, 2> rows, cudaStream_t stream,
                        std::size_t first_row = 0) {
     constexpr const char* op = "bld::cuda::throw_if_bad_rows";

@@ -5,7 +5,7 @@
 // ranges of the permuted row. The root's children are the first bytes; STOP is the mass of the
 // special tokens.
 //
-// Conventions (documented in docs/02_method.md):
+// Conventions:
 //  * A row may be longer than the vocabulary (padded embedding rows): columns ≥ vocab size are
 //    ignored. Ids the tokenizer never assigns (gaps) are ignored likewise. The softmax is taken
 //    over the text and special ids, max-shifted.
@@ -20,6 +20,7 @@
 #include "bld/core/alphabet.hpp"
 #include "bld/core/error.hpp"
 #include "bld/core/tensor.hpp"
+#include "bld/math/root_bins.hpp"
 #include "bld/vocab/trie.hpp"
 
 #include <array>
@@ -31,12 +32,6 @@
 #include <vector>
 
 namespace bld {
-
-
-/// Logit element types a row may have.
-template <class T>
-concept logit_type = std::same_as<std::remove_cv_t<T>, float> || std::same_as<std::remove_cv_t<T>, bf16> ||
-                     std::same_as<std::remove_cv_t<T>, double>;
 
 /// Bin of every id in the root split: the first byte (0..255) for text tokens, stop_symbol for
 /// special tokens, `ignored_bin` for absent ids. [vocab size]
@@ -57,7 +52,7 @@ struct row_summary {
     double max_logit = 0;      ///< m = max over text + special ids
     double log_normalizer = 0; ///< log Σ exp(z − m) over text + special ids
     /// root[a] = M(a) for bytes a, root[256] = STOP mass; probabilities summing to 1.
-    std::array<double, 257> root{};
+    std::array<double, root_bin_count> root{};
 };
 
 /// Node sums of one row at one trie node, in units of exp(shift) (unnormalised).
@@ -112,16 +107,15 @@ template <class T>
         throw value_error(op, "row " + std::to_string(row_index), "no finite logit among the vocabulary's ids");
     row_summary s;
     s.max_logit = m;
-    std::array<double, 257> acc{};
+    std::array<double, root_bin_count> acc{};
     for (std::size_t i = 0; i < V; ++i) {
         const auto b = bins[i];
         if (b == ignored_bin) continue;
         acc[b] += std::exp(detail::logit_at(row.data(), i) - m);
     }
-    double z = 0;
-    for (double a : acc) z += a;
+    const double z = math::root_total(acc.data());
     s.log_normalizer = std::log(z);
-    for (std::size_t a = 0; a < 257; ++a) s.root[a] = acc[a] / z;
+    for (std::size_t a = 0; a < root_bin_count; ++a) s.root[a] = acc[a] / z;
     return s;
 }
 

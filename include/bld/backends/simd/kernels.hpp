@@ -12,6 +12,7 @@
 #include "bld/backends/simd/arch.hpp"
 #include "bld/backends/simd/ops.hpp"
 #include "bld/core/tensor.hpp"
+#include "bld/math/slot_loss.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -85,13 +86,8 @@ struct segment_result {
     bool valid = false;
 };
 
-/// The byte-loss slot kernel's parameters (bld/loss/byte_loss.hpp's slot_params, forward KL).
-struct loss_slot_params {
-    double w_div = 0.0;          ///< weight of KL(p ‖ softmax(z/τ)); 0: targets not read
-    double w_ce = 0.0;           ///< weight of −log softmax(z)_y; 0: y not read
-    double inv_temperature = 1.0;
-    double grad_scale = 1.0;     ///< the reduction's factor, applied to the gradient
-};
+/// What the byte-loss slot kernel returns (its parameters are math::slot_params, forward KL,
+/// and the reduction's gradient factor).
 struct loss_slot_result {
     double value = 0.0;
     bool ok = false;             ///< false: a bad logit or target; nothing written
@@ -166,7 +162,7 @@ template <class T>
 
 namespace bld::simd::detail {
 
-using loss_slot_fn = loss_slot_result (*)(const float*, const float*, int, const loss_slot_params&, float*);
+using loss_slot_fn = loss_slot_result (*)(const float*, const float*, int, const math::slot_params&, double, float*);
 
 /// The float byte-loss slot kernel of a target.
 [[nodiscard]] inline loss_slot_fn loss_kernel_for(level l) noexcept {

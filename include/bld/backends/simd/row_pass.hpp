@@ -48,9 +48,10 @@
 
 namespace bld {
 
-/// Logit types the SIMD kernels read (double rows take the scalar reference path).
+/// The SIMD kernels read float and bf16 rows; double rows (a logit_type too) take the
+/// reference path.
 template <class T>
-concept simd_logit_type = std::same_as<std::remove_cv_t<T>, float> || std::same_as<std::remove_cv_t<T>, bf16>;
+inline constexpr bool simd_kernel_reads = logit_type<T> && !std::same_as<std::remove_cv_t<T>, double>;
 
 /// What the fast row pass precomputes from a trie, once per vocabulary (O(vocab) time and
 /// about 12 bytes per id): the root bin of every id (and its accumulator copy), the
@@ -221,7 +222,7 @@ void summarize_rows_flagged(const simd_row_plan& plan, tensor_view<const T, 2> r
     const auto R = static_cast<std::size_t>(rows.extent(0));
     const auto n = static_cast<std::size_t>(rows.extent(1));
     const auto row_ptr = [&](std::size_t r) { return rows.data() + r * n; };
-    if constexpr (!simd_logit_type<T>) {
+    if constexpr (!simd_kernel_reads<T>) {
         parallel_for(R, par, [&](std::size_t b, std::size_t e, std::size_t) {
             for (std::size_t r = b; r < e; ++r) {
                 try {
@@ -304,7 +305,7 @@ template <class T>
 template <class T>
 void summarize_permuted_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
                              const parallel_options& par = {}, simd::level lvl = simd::level::automatic) {
-    static_assert(simd_logit_type<T>, "trie-ordered rows are float or bf16");
+    static_assert(simd_kernel_reads<T>, "trie-ordered rows are float or bf16");
     using E = std::remove_cv_t<T>;
     const char* op = "teacher row pass (trie-ordered rows)";
     const auto R = static_cast<std::size_t>(rows.extent(0));
@@ -376,7 +377,7 @@ template <class T>
 template <class T>
 double node_sums_simd(const simd_row_plan& plan, std::span<const T> row, byte_trie::node_index n, node_sums& out,
                       std::vector<float>& scratch, bool trie_ordered = false, simd::level lvl = simd::level::automatic) {
-    static_assert(simd_logit_type<T>, "rows are float or bf16");
+    static_assert(simd_kernel_reads<T>, "rows are float or bf16");
     using E = std::remove_cv_t<T>;
     const auto& trie = plan.trie();
     const auto& nd = trie.node(n);

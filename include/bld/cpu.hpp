@@ -1,0 +1,14 @@
+// bld/cpu.hpp — <bld/bld.hpp> plus the CPU SIMD backend (x86 AVX2 / AVX-512 with runtime
+// dispatch; the intrinsics headers enter here, never through bld.hpp):
+//   * the row plan and the SIMD row pass (bld/backends/simd/row_pass.hpp);
+//   * the canonical path on the SIMD row pass, and over many texts (bld/projection/fast_rows.hpp);
+//   * the byte loss's SIMD slot kernel, registered with the loss on inclusion
+//     (bld/backends/simd/loss_kernel.hpp): bld::byte_loss / bld_loss / byte_cross_entropy on
+//     float logits take it for the forward KL and the byte CE.
+#pragma once
+
+#include "bld/bld.hpp"
+
+#include "bld/backends/simd/loss_kernel.hpp"
+#include "bld/backends/simd/row_pass.hpp"
+#include "bld/projection/fast_rows.hpp"
