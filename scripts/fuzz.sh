@@ -12,10 +12,10 @@ CXX=clang++ CC=clang cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWit
   -DBLD_BUILD_TESTS=OFF -DBLD_BUILD_EXAMPLES=OFF -DBLD_BUILD_BENCHMARKS=OFF >/dev/null
 cmake --build build/fuzz -j "${BLD_JOBS:-2}"
 seeds=build/fuzz/seeds
-[ -d "$seeds/tokenizer_json" ] || /usr/bin/python3 scripts/make_fuzz_seeds.py "$data" "$seeds"
+[ -d "$seeds/npy" ] || /usr/bin/python3 scripts/make_fuzz_seeds.py "$data" "$seeds"
 summary=build/fuzz/summary.txt
 : > "$summary"
-for h in tokenizer_json gpt2 tiktoken projection loss; do
+for h in tokenizer_json gpt2 tiktoken projection loss npy; do
   corpus=build/fuzz/corpus/$h
   mkdir -p "$corpus"
   log=build/fuzz/$h.log

@@ -6,7 +6,8 @@
 Each real tokenizer.json becomes a small valid one (its decoder, normaliser, pre-tokeniser and
 first added tokens, the first 64 vocabulary entries and 16 merges), so the fuzzer starts from
 the real formats; GPT-2 and tiktoken files are cut likewise; projection and loss harnesses get
-a few fixed byte strings.
+a few fixed byte strings; the .npy harness gets small arrays laid out as NumPy writes them
+(format versions 1 and 2, each supported dtype, scalar to 3-D shapes).
 """
 import json
 import os
@@ -14,7 +15,7 @@ import random
 import sys
 
 data, out = sys.argv[1], sys.argv[2]
-for h in ("tokenizer_json", "gpt2", "tiktoken", "projection", "loss"):
+for h in ("tokenizer_json", "gpt2", "tiktoken", "projection", "loss", "npy"):
     os.makedirs(os.path.join(out, h), exist_ok=True)
 
 for name in ("llama2", "llama3", "gemma3", "qwen3"):
@@ -43,4 +44,24 @@ for h in ("projection", "loss"):
     for k in range(8):
         with open(os.path.join(out, h, f"seed{k}"), "wb") as f:
             f.write(bytes(rng.randrange(256) for _ in range(64 + 64 * k)))
+
+
+def npy(descr, shape, data, version=1):
+    """The bytes of a .npy file: magic, version, header length, the padded header dict, data."""
+    dims = "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, dims)
+    prefix = 10 if version == 1 else 12
+    header += " " * ((-(prefix + len(header) + 1)) % 64) + "\n"
+    length = len(header).to_bytes(2 if version == 1 else 4, "little")
+    return b"\x93NUMPY" + bytes([version, 0]) + length + header.encode("latin-1") + data
+
+
+for k, (descr, size, shape, version) in enumerate([("<f4", 4, (3,), 1), ("<f8", 8, (2, 3), 1), ("<i4", 4, (), 1),
+                                                    ("<i8", 8, (2, 1, 2), 2), ("<f4", 4, (0, 7), 1),
+                                                    ("<f8", 8, (1, 1), 3)]):
+    count = 1
+    for d in shape:
+        count *= d
+    with open(os.path.join(out, "npy", f"seed{k}.npy"), "wb") as f:
+        f.write(npy(descr, shape, bytes(rng.randrange(256) for _ in range(count * size)), version))
 print("seeds written to", out)

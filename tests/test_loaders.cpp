@@ -1,11 +1,14 @@
 // Loaders on small hand-written files: what each format means, and every class of bad input.
 #include <bld/bld.hpp>
 #include <bld/io/json.hpp>
+#include <bld/io/npy.hpp>
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <cstdint>
 #include <fstream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -261,5 +264,111 @@ TEST_CASE("bad input: every class is a load_error naming file, token and reason"
         const auto m = load_error_of([&] { (void)bld::io::load_vocabulary(s.dir.string()); });
         CHECK(has(m, "vocab.bpe:3"));
         CHECK(has(m, "expected a merge"));
+    }
+}
+
+namespace {
+
+/// A .npy file with the given header dictionary and data, padded as NumPy pads it (version 1:
+/// 2-byte header length; version 2: 4-byte). The header length can be overridden to lie.
+std::string npy_bytes(const std::string& dict, const std::string& data, int version = 1, long long header_len = -1) {
+    const std::size_t prefix = version == 1 ? 10 : 12;
+    std::string h = dict;
+    while ((prefix + h.size() + 1) % 64 != 0) h += ' ';
+    h += '\n';
+    const auto len = static_cast<unsigned long long>(header_len >= 0 ? header_len : static_cast<long long>(h.size()));
+    std::string f("\x93NUMPY", 6);
+    f += static_cast<char>(version);
+    f += '\0';
+    for (std::size_t k = 0; k < (version == 1 ? 2u : 4u); ++k) f += static_cast<char>((len >> (8 * k)) & 0xFF);
+    return f + h + data;
+}
+
+std::string npy_dict(const std::string& descr, const std::string& shape) {
+    return "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+}
+
+}  // namespace
+
+TEST_CASE("npy: round trip, and every crafted header is a load_error naming file, field and reason") {
+    scratch s;
+    SUBCASE("round trip through write_npy, versions 1 and 2, int32") {
+        const std::vector<double> x{1.5, -2.0, 3.25, 0.0, 1e300, -1e-300};
+        const auto p = (s.dir / "x.npy").string();
+        bld::io::write_npy(p, x.data(), {2, 3});
+        const auto a = bld::io::read_npy(p);
+        CHECK(a.descr == "<f8");
+        CHECK(a.shape == std::vector<std::int64_t>{2, 3});
+        CHECK(a.as<double>() == x);
+        const std::int32_t ints[3] = {7, -1, 40000};
+        const auto p2 = s.write("v2.npy", npy_bytes(npy_dict("<i4", "(3,)"), std::string(reinterpret_cast<const char*>(ints), 12), 2));
+        CHECK(bld::io::read_npy(p2).as<std::int64_t>() == std::vector<std::int64_t>{7, -1, 40000});
+        const auto p3 = s.write("empty.npy", npy_bytes(npy_dict("<f4", "(0, 5)"), ""));
+        CHECK(bld::io::read_npy(p3).as<float>().empty());
+    }
+    SUBCASE("a dimension beyond 2^63 - 1 (the shape accumulator)") {
+        const auto p = s.write("huge.npy", npy_bytes(npy_dict("<f4", "(99999999999999999999,)"), ""));
+        const auto m = load_error_of([&] { (void)bld::io::read_npy(p); });
+        CHECK(has(m, "huge.npy, header field 'shape'"));
+        CHECK(has(m, "dimension 0 (99999999999999999999) exceeds 2^63 - 1"));
+        const auto p2 = s.write("huge2.npy", npy_bytes(npy_dict("<f4", "(2, 9223372036854775808)"), ""));
+        CHECK(has(load_error_of([&] { (void)bld::io::read_npy(p2); }), "dimension 1 (9223372036854775808) exceeds"));
+    }
+    SUBCASE("a product of dimensions that overflows (would wrap to a size the data matches)") {
+        // 2^32 · 2^32 = 2^64 wraps to 0 in 64 bits: an empty data section would "match".
+        const auto p = s.write("prod.npy", npy_bytes(npy_dict("<f4", "(4294967296, 4294967296)"), ""));
+        const auto m = load_error_of([&] { (void)bld::io::read_npy(p); });
+        CHECK(has(m, "prod.npy, header field 'shape'"));
+        CHECK(has(m, "element count of shape (4294967296, 4294967296) exceeds 2^63 - 1"));
+        // 2^61 elements fit in int64, but 2^61 · 8 bytes = 2^64 wraps to 0 as well.
+        const auto p2 = s.write("bytes.npy", npy_bytes(npy_dict("<f8", "(2305843009213693952,)"), ""));
+        const auto m2 = load_error_of([&] { (void)bld::io::read_npy(p2); });
+        CHECK(has(m2, "bytes.npy, header field 'shape'"));
+        CHECK(has(m2, "needs more bytes than fit in memory"));
+        // A large product that does not overflow still has to match the data.
+        const auto p3 = s.write("big.npy", npy_bytes(npy_dict("<i8", "(65536, 65536)"), std::string(8, '\0')));
+        CHECK(has(load_error_of([&] { (void)bld::io::read_npy(p3); }), "data has 8 bytes, the header's shape needs 34359738368"));
+    }
+    SUBCASE("negative and non-numeric dimensions") {
+        const auto p = s.write("neg.npy", npy_bytes(npy_dict("<f4", "(3, -2)"), ""));
+        const auto m = load_error_of([&] { (void)bld::io::read_npy(p); });
+        CHECK(has(m, "neg.npy, header field 'shape'"));
+        CHECK(has(m, "dimension 1 is not a non-negative integer: '-2'"));
+        const auto p2 = s.write("nan.npy", npy_bytes(npy_dict("<f4", "(x,)"), ""));
+        CHECK(has(load_error_of([&] { (void)bld::io::read_npy(p2); }), "dimension 0 is not a non-negative integer: 'x'"));
+        const auto p3 = s.write("gap.npy", npy_bytes(npy_dict("<f4", "(2,,3)"), std::string(24, '\0')));
+        CHECK(has(load_error_of([&] { (void)bld::io::read_npy(p3); }), "dimension 1 is not a non-negative integer: ''"));
+        const auto p4 = s.write("open.npy", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3", ""));
+        CHECK(has(load_error_of([&] { (void)bld::io::read_npy(p4); }), "unterminated tuple"));
+    }
+    SUBCASE("a header length beyond the end of the file") {
+        const auto p = s.write("trunc1.npy", npy_bytes(npy_dict("<f4", "(1,)"), "", 1, 0xFFFF));
+        const auto m = load_error_of([&] { (void)bld::io::read_npy(p); });
+        CHECK(has(m, "trunc1.npy"));
+        CHECK(has(m, "truncated header"));
+        const auto p2 = s.write("trunc2.npy", npy_bytes(npy_dict("<f4", "(1,)"), "", 2, 0xFFFFFFFFLL));
+        CHECK(has(load_error_of([&] { (void)bld::io::read_npy(p2); }), "truncated header"));
+        const auto p3 = s.write("short.npy", std::string("\x93NUMPY\x02\x00\x10\x00", 10));
+        CHECK(has(load_error_of([&] { (void)bld::io::read_npy(p3); }), "truncated header"));
+    }
+    SUBCASE("dtypes: only the four the reader converts; uint8 and bool masks are refused") {
+        for (const char* d : {"|u1", "|b1", ">f4", "<f2", "<u4"}) {
+            const auto p = s.write("d.npy", npy_bytes(npy_dict(d, "(4,)"), std::string(16, '\0')));
+            const auto m = load_error_of([&] { (void)bld::io::read_npy(p); });
+            CHECK_MESSAGE(has(m, "d.npy, header field 'descr'"), std::string(d));
+            CHECK_MESSAGE(has(m, std::string("unsupported dtype ") + d), std::string(d));
+        }
+        const auto p = s.write("q.npy", npy_bytes("{'descr': \"<f4, 'fortran_order': False, 'shape': (1,), }", ""));
+        CHECK(has(load_error_of([&] { (void)bld::io::read_npy(p); }), "unterminated dtype string"));
+    }
+    SUBCASE("as<T>() refuses data that does not match a hand-built array's shape") {
+        bld::io::npy_array a;
+        a.descr = "<f8";
+        a.shape = {4};
+        a.data = std::string(8, '\0');
+        CHECK_THROWS_AS((void)a.as<double>(), bld::value_error);
+        a.shape = {1};
+        a.descr = "|u1";
+        CHECK_THROWS_AS((void)a.as<double>(), bld::value_error);
     }
 }
