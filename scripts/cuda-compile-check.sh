@@ -2,7 +2,8 @@
 # CI compile check of the CUDA kernels (issue 6): configures bld with -DBLD_ENABLE_CUDA=ON and
 # builds every CUDA target for sm_80 and sm_90 — bld_cuda_compile_all (every .cuh, every
 # kernel instantiated) and bld_cuda_tests (the GPU tests, which ctest reports SKIPPED without a
-# GPU) — then runs bld_cuda_tests once to show it skips cleanly (or passes, on a GPU machine).
+# GPU) — then runs bld_cuda_tests once to show it skips cleanly (or passes, on a GPU machine);
+# links two CUDA translation units that both include <bld/cuda.cuh> (tests/cuda/two_tu_*.cu).
 # No GPU is needed. Without nvcc it says so and exits 0.
 #
 #   bash scripts/cuda-compile-check.sh
@@ -46,6 +47,28 @@ elif [[ $rc -ne 0 ]]; then
   echo "cuda-compile-check: bld_cuda_tests FAILED (exit $rc)"
   exit "$rc"
 fi
+
+# Two CUDA translation units that include <bld/cuda.cuh> link into one executable, for every
+# architecture, with separate compilation off (whole-program) and on (-rdc=true, device link):
+# a kernel or host function defined non-inline in a header would be a duplicate symbol. The
+# executable is never run (no GPU needed).
+start=$(date +%s)
+two_tu="$build/two_tu"
+mkdir -p "$two_tu"
+gencode=()
+for arch in ${archs//;/ }; do gencode+=(-gencode "arch=compute_$arch,code=sm_$arch"); done
+for rdc in false true; do
+  pids=()
+  for part in a b; do
+    "$nvcc" -std=c++20 -O1 --expt-relaxed-constexpr "${gencode[@]}" -rdc="$rdc" -Iinclude \
+      -c "tests/cuda/two_tu_$part.cu" -o "$two_tu/two_tu_$part.rdc_$rdc.o" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+  "$nvcc" "${gencode[@]}" -rdc="$rdc" "$two_tu/two_tu_a.rdc_$rdc.o" "$two_tu/two_tu_b.rdc_$rdc.o" \
+    -o "$two_tu/bld_two_tu_cuda.rdc_$rdc"
+done
+echo "cuda-compile-check: two CUDA translation units including bld/cuda.cuh link (sm_${archs//;/, sm_}; -rdc=false and true) in $(( $(date +%s) - start )) s"
 
 # bld_torch's CUDA dispatch (issue 6, item 5): python/bld_torch_cuda.cu with nvcc for the same
 # architectures, and python/bld_torch.cpp with BLD_TORCH_WITH_CUDA (syntax only) against

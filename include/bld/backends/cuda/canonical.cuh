@@ -31,7 +31,9 @@ namespace bld::cuda {
 
 namespace detail {
 
-/// One warp per position (grid-stride over warps).
+/// One warp per position (grid-stride over warps). A template so that every translation unit
+/// including this header may define it (see loss.cuh's loss_init_kernel).
+template <class = void>
 __global__ void __launch_bounds__(256)
 canonical_assemble_kernel(const canonical_position* __restrict__ positions, std::uint32_t count,
                           const double* __restrict__ row_root, const double* __restrict__ end,

@@ -63,6 +63,11 @@ BLD_HOST_DEVICE inline double reduction_scale(loss_reduction r, unsigned long lo
     return 1.0;
 }
 
+/// A template (with nothing to deduce) so that every translation unit including this header may
+/// define it: template kernels are weak symbols, host stub and device code alike, with and
+/// without -rdc, where a plain `__global__` definition in a header is a duplicate symbol at
+/// link time (tests/cuda/two_tu_a.cu).
+template <class = void>
 __global__ void loss_init_kernel(loss_state* st) {
     st->value = 0.0;
     st->active_slots = 0;
@@ -71,6 +76,8 @@ __global__ void loss_init_kernel(loss_state* st) {
 }
 
 /// Active slots and tokens (integer atomics: exact, so deterministic).
+/// A template so that it may be defined in every translation unit (see loss_init_kernel).
+template <class = void>
 __global__ void __launch_bounds__(loss_threads)
 loss_count_kernel(const std::uint8_t* __restrict__ mask, std::int64_t T, std::int64_t K, loss_state* st) {
     unsigned long long slots = 0, tokens = 0;
@@ -141,6 +148,8 @@ slot_loss_kernel(const L* __restrict__ logits, const P* __restrict__ targets, co
 }
 
 /// Σ values in a fixed order (strided per thread, then the block tree), scaled.
+/// A template so that it may be defined in every translation unit (see loss_init_kernel).
+template <class = void>
 __global__ void __launch_bounds__(1024)
 loss_reduce_kernel(const double* __restrict__ values, std::int64_t slots, loss_reduction reduction, loss_state* st) {
     using red_t = cub::BlockReduce<double, 1024>;

@@ -266,7 +266,9 @@ row_pass_kernel(const T* __restrict__ rows, std::int64_t stride, std::uint32_t V
 }
 
 /// Combines a row's partials (one per block) in block order: the log-sum-exp combine of
-/// (max, bins) pairs, then the root normalisation.
+/// (max, bins) pairs, then the root normalisation. A template so that every translation unit
+/// including this header may define it (see loss.cuh's loss_init_kernel).
+template <class = void>
 __global__ void __launch_bounds__(row_threads)
 row_combine_kernel(std::uint32_t parts, const double* __restrict__ part_max, const double* __restrict__ part_bins,
                    const std::int32_t* __restrict__ part_bad, row_summaries out) {

@@ -1,0 +1,15 @@
+// Second translation unit of the two-TU link check (see two_tu_a.cu).
+#include <bld/cuda.cuh>
+
+#include <cstdint>
+
+double bld_two_tu_cuda_b(const bld::cuda::device_trie& dt, bld::tensor_view<const float, 2> rows) {
+    bld::cuda::device_row_summaries sums(static_cast<std::size_t>(rows.extent(0)), nullptr);
+    bld::cuda::row_pass<float>(dt, rows, sums.view(), nullptr);
+    const std::int64_t ids[1] = {0};
+    auto dist = bld::cuda::canonical_path<float>(dt, rows, ids, std::nullopt, nullptr);
+    const std::int32_t* bytes = nullptr;
+    auto loss = bld::cuda::byte_cross_entropy<float, std::int32_t>(
+        {}, bld::tensor_view<const std::int32_t, 2>(bytes, {0, 0}), {}, {}, {}, {}, nullptr);
+    return loss.get().value + static_cast<double>(dist.positions());
+}
