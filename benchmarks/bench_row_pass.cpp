@@ -433,11 +433,13 @@ void beam(benchmark::State& state) {
 void register_all() {
     using bld::bf16;
     using L = bld::simd::level;
-    const std::pair<L, const char*> targets[] = {{L::avx512, "simd_avx512"}, {L::avx2, "simd_avx2"}, {L::scalar, "simd_scalar"}};
+    const std::pair<L, const char*> targets[] = {{L::avx512, "simd_avx512"}, {L::avx2, "simd_avx2"},   {L::sse2, "simd_sse2"},
+                                                 {L::neon, "simd_neon"},     {L::scalar, "simd_scalar"}};
     for (const auto& c : vocab_cases) {
         const std::string n = c.name;
         for (const auto& [lvl, tname] : targets) {
-            if (static_cast<int>(lvl) > static_cast<int>(bld::simd::detected_level())) continue; // not on this CPU
+            if (!bld::simd::compiled(lvl) || static_cast<int>(lvl) > static_cast<int>(bld::simd::detected_level()))
+                continue; // not in this build, or not on this CPU
             if (lvl == L::scalar && n != "llama3") continue; // the portable fallback: one size
             benchmark::RegisterBenchmark(("row_pass/" + n + "/f32/" + tname).c_str(), row_pass_simd<float>, n, lvl, std::size_t{1})->UseRealTime()->Unit(benchmark::kMicrosecond);
             benchmark::RegisterBenchmark(("row_pass/" + n + "/bf16/" + tname).c_str(), row_pass_simd<bf16>, n, lvl, std::size_t{1})->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -17,6 +17,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -32,11 +33,22 @@ constexpr float ninf = -std::numeric_limits<float>::infinity();
 
 using bld::simd::level;
 
+/// The levels of this build's CPU architecture: x86-64 scalar, sse2, avx2, avx512; AArch64
+/// scalar, neon.
+std::vector<level> architecture_levels() {
+#if defined(__aarch64__)
+    return {level::scalar, level::neon};
+#else
+    return {level::scalar, level::sse2, level::avx2, level::avx512};
+#endif
+}
+
 /// Every target compiled into this build that this CPU runs. On the project's AVX-512 machine
-/// that is all three; elsewhere the missing ones are reported, not silently skipped.
+/// that is scalar, sse2, avx2 and avx512; under AArch64, scalar and neon. Missing ones are
+/// reported, not silently skipped.
 std::vector<level> targets() {
     std::vector<level> out;
-    for (level l : {level::scalar, level::avx2, level::avx512}) {
+    for (level l : architecture_levels()) {
         if (bld::simd::compiled(l) && static_cast<int>(l) <= static_cast<int>(bld::simd::detected_level()))
             out.push_back(l);
         else
@@ -155,13 +167,29 @@ std::string message_of(auto&& f) {
 
 } // namespace
 
-TEST_CASE("simd: targets — this machine runs and tests all three") {
+TEST_CASE("simd: targets — this machine runs and tests every level of its architecture") {
     const auto t = targets();
     CHECK(!t.empty());
-    MESSAGE("detected SIMD level: " << bld::simd::to_string(bld::simd::detected_level()));
+    MESSAGE("detected SIMD level: " << bld::simd::to_string(bld::simd::detected_level())
+                                    << "; default level: " << bld::simd::to_string(bld::simd::default_level()));
     CHECK(bld::simd::resolve(level::scalar, "test") == level::scalar);
     if (bld::simd::detected_level() != level::avx512)
         CHECK_THROWS_AS((void)bld::simd::resolve(level::avx512, "test"), bld::value_error);
+    // The other architecture's baseline level is never compiled, and resolving it is an error.
+#if defined(__aarch64__)
+    const level foreign = level::sse2;
+#else
+    const level foreign = level::neon;
+#endif
+    CHECK(!bld::simd::compiled(foreign));
+    CHECK_THROWS_AS((void)bld::simd::resolve(foreign, "test"), bld::value_error);
+#if defined(BLD_SIMD_HAVE_XSIMD) && (defined(__x86_64__) || defined(__aarch64__))
+    // With xsimd, the architecture's baseline level is compiled and runs on every CPU of it.
+    const level baseline = BLD_SIMD_NEON ? level::neon : level::sse2;
+    CHECK(bld::simd::compiled(baseline));
+    CHECK(std::find(t.begin(), t.end(), baseline) != t.end());
+    CHECK(bld::simd::resolve(baseline, "test") == baseline);
+#endif
 }
 
 TEST_CASE("simd row pass: every target agrees with the reference (float and bf16, id and trie order)") {

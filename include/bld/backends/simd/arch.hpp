@@ -1,25 +1,36 @@
 // bld/backends/simd/arch.hpp — instruction-set levels, runtime detection, and the per-target compile
 // regions of bld's SIMD backend.
 //
-// style.md habit 6: SIMD kernels are written once and compiled once per instruction set, and
-// everything compiled under special ISA flags carries the instruction set in its name. bld is
-// header-only and never asks for -mavx2 / -mavx512f (an inline function compiled under such a
-// flag in one translation unit and without it in another is an ODR violation that crashes
-// older CPUs). Instead, each target's code sits in a compile region
+// The kernels (bld/backends/simd/kernels.inc) are written once against an `ops<Arch>` interface
+// and compiled once per level; everything compiled under special ISA flags carries the
+// instruction set in its name. bld is header-only and never asks for -mavx2 / -mavx512f (an
+// inline function compiled under such a flag in one translation unit and without it in another
+// is an ODR violation that crashes older CPUs). The five levels come in two kinds:
 //
-//     BLD_SIMD_BEGIN_TARGET("avx2,fma")  ...  BLD_SIMD_END_TARGET()
+//  * The translation unit's baseline, needing no flag: `scalar` (portable C++) and the 4-lane
+//    xsimd level of the architecture — `sse2` on x86-64 (SSE2 is part of x86-64) and `neon` on
+//    AArch64 (NEON is part of AArch64) — whose ops are xsimd::batch<float, xsimd::sse2 /
+//    xsimd::neon64> (bld/backends/simd/ops_xsimd.hpp). Compiled when <xsimd/xsimd.hpp> is found.
+//  * The x86 levels chosen at run time, `avx2` and `avx512`: each target's code sits in a compile
+//    region
 //
-// (`#pragma GCC target` / `#pragma clang attribute`) inside a namespace of its own
-// (bld::simd::detail::avx2_ns, ::avx512_ns), so the AVX2 build of a kernel and the AVX-512
-// build are different functions, and the choice between them is made at run time, once per
-// call, from the CPU (and OS state) — see `detected_level()`.
+//        BLD_SIMD_BEGIN_TARGET("avx2,fma")  ...  BLD_SIMD_END_TARGET()
 //
-// Why not xsimd::batch: xsimd 8.1 (Debian 12) declares batch<float, avx512bw> only when the
-// whole translation unit is compiled with -mavx512f (its register types sit behind
-// XSIMD_WITH_AVX512F, which reads __AVX512F__, which target pragmas do not define), so its
-// batches cannot be dispatched at run time from a header without the ODR hazard above; its CPU
-// detection also skips the XGETBV check for OS support of the AVX-512 state. bld's ops layer
-// (bld/simd/ops_*.hpp) is the handful of operations the kernels need, per target.
+//    (`#pragma GCC target` / `#pragma clang attribute`) inside a namespace of its own
+//    (bld::simd::detail::avx2_ns, ::avx512_ns), so the AVX2 build of a kernel and the AVX-512
+//    build are different functions, and the choice between them is made at run time, once per
+//    call, from the CPU (and OS state) — see `detected_level()`.
+//
+// Why the AVX2 / AVX-512 ops are intrinsics and not xsimd::batch: xsimd 8.1 (Debian 12) declares
+// batch<float, avx2> / batch<float, avx512bw> only when the whole translation unit is compiled
+// with -mavx2 / -mavx512f (its register types sit behind XSIMD_WITH_AVX2 / XSIMD_WITH_AVX512F,
+// which read __AVX2__ / __AVX512F__, which target regions do not define). Defining those macros
+// by hand does not help: xsimd's kernels are then defined outside the region and cannot inline
+// the region's intrinsics ("target specific option mismatch"), and including xsimd inside a
+// region would compile every xsimd function, the SSE ones too, for that target — the ODR hazard
+// above. So a header-only library cannot dispatch xsimd batches at run time; xsimd serves the
+// baseline level only, and the wider levels keep their own ops (bld/backends/simd/ops.hpp). Its
+// CPU detection also skips the XGETBV check for OS support of the AVX-512 state.
 #pragma once
 
 #include "bld/core/error.hpp"
@@ -30,19 +41,42 @@
 #include <string>
 #include <string_view>
 
+// The xsimd level of this build: BLD_SIMD_SSE2 on x86-64, BLD_SIMD_NEON on AArch64 (1 or 0).
+#if defined(__has_include)
+#if __has_include(<xsimd/xsimd.hpp>)
+#define BLD_SIMD_HAVE_XSIMD 1
+#endif
+#endif
+#if defined(BLD_SIMD_HAVE_XSIMD) && defined(__x86_64__)
+#define BLD_SIMD_SSE2 1
+#else
+#define BLD_SIMD_SSE2 0
+#endif
+#if defined(BLD_SIMD_HAVE_XSIMD) && defined(__aarch64__)
+#define BLD_SIMD_NEON 1
+#else
+#define BLD_SIMD_NEON 0
+#endif
+
 namespace bld::simd {
 
-/// The instruction sets bld's kernels are compiled for, lowest first.
+/// The instruction sets bld's kernels are compiled for, lowest first among those of one CPU
+/// architecture (x86-64: scalar < sse2 < avx2 < avx512; AArch64: scalar < neon). No build
+/// holds levels of two architectures.
 enum class level : std::uint8_t {
-    scalar = 0,    ///< portable C++ (one lane), the baseline every x86-64 / ARM CPU runs
-    avx2 = 1,      ///< AVX2 + FMA + F16C (Haswell, Zen 1 and later)
-    avx512 = 2,    ///< AVX-512 F/BW/DQ/VL (Skylake-SP, Ice Lake, Zen 4 and later)
+    scalar = 0,    ///< portable C++ (one lane), the baseline every CPU runs
+    sse2 = 1,      ///< x86-64's baseline, 4 lanes, through xsimd (every x86-64 CPU)
+    neon = 2,      ///< AArch64's baseline, 4 lanes, through xsimd (every AArch64 CPU)
+    avx2 = 3,      ///< AVX2 + FMA + F16C (Haswell, Zen 1 and later)
+    avx512 = 4,    ///< AVX-512 F/BW/DQ/VL (Skylake-SP, Ice Lake, Zen 4 and later)
     automatic = 255 ///< the best level this CPU runs (or the BLD_SIMD environment variable's)
 };
 
 [[nodiscard]] constexpr std::string_view to_string(level l) noexcept {
     switch (l) {
         case level::scalar: return "scalar";
+        case level::sse2: return "sse2";
+        case level::neon: return "neon";
         case level::avx2: return "avx2";
         case level::avx512: return "avx512";
         case level::automatic: return "automatic";
@@ -54,6 +88,14 @@ enum class level : std::uint8_t {
 struct scalar_arch {
     static constexpr level id = level::scalar;
     static constexpr const char* name = "scalar";
+};
+struct sse2_arch {
+    static constexpr level id = level::sse2;
+    static constexpr const char* name = "sse2";
+};
+struct neon_arch {
+    static constexpr level id = level::neon;
+    static constexpr const char* name = "neon";
 };
 struct avx2_arch {
     static constexpr level id = level::avx2;
@@ -72,35 +114,42 @@ struct avx512_arch {
         const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
         const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                 __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-        return has_avx512 ? level::avx512 : has_avx2 ? level::avx2 : level::scalar;
+        return has_avx512 ? level::avx512 : has_avx2 ? level::avx2 : BLD_SIMD_SSE2 ? level::sse2 : level::scalar;
     }();
     return detected;
 #else
-    return level::scalar;
+    // The baseline levels need no detection: every x86-64 CPU runs SSE2, every AArch64 CPU NEON.
+    return BLD_SIMD_SSE2 ? level::sse2 : BLD_SIMD_NEON ? level::neon : level::scalar;
 #endif
 }
 
-/// Whether this build of bld contains kernels for `l` (x86-64 with GCC or Clang: all three).
+/// Whether this build of bld contains kernels for `l`: scalar always; sse2 (x86-64) or neon
+/// (AArch64) where xsimd is found; avx2 and avx512 on x86-64 with GCC or Clang.
 [[nodiscard]] constexpr bool compiled(level l) noexcept {
+    switch (l) {
+        case level::scalar: return true;
+        case level::sse2: return BLD_SIMD_SSE2 != 0;
+        case level::neon: return BLD_SIMD_NEON != 0;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    return l == level::scalar || l == level::avx2 || l == level::avx512;
-#else
-    return l == level::scalar;
+        case level::avx2:
+        case level::avx512: return true;
 #endif
+        default: return false;
+    }
 }
 
 /// The level `automatic` means: the detected one, lowered by the environment variable
-/// BLD_SIMD=scalar|avx2|avx512 if set (read once; useful to compare paths on one machine).
+/// BLD_SIMD=scalar|sse2|neon|avx2|avx512 if set to a level this build has (read once; useful
+/// to compare paths on one machine).
 [[nodiscard]] inline level default_level() noexcept {
     static const level chosen = [] {
         level l = detected_level();
         if (const char* env = std::getenv("BLD_SIMD")) {
             const std::string_view v(env);
             level want = l;
-            if (v == "scalar") want = level::scalar;
-            else if (v == "avx2") want = level::avx2;
-            else if (v == "avx512") want = level::avx512;
-            if (static_cast<int>(want) < static_cast<int>(l)) l = want;
+            for (level k : {level::scalar, level::sse2, level::neon, level::avx2, level::avx512})
+                if (v == to_string(k)) want = k;
+            if (compiled(want) && static_cast<int>(want) < static_cast<int>(l)) l = want;
         }
         return l;
     }();

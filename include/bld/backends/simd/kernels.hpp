@@ -1,16 +1,19 @@
 // bld/backends/simd/kernels.hpp — bld's SIMD kernels compiled once per target, and their dispatch.
 //
-// The kernels are written once (bld/backends/simd/kernels.inc) and included here three times: in
-// bld::simd::detail::scalar_ns (baseline flags), and in avx2_ns / avx512_ns inside those
-// targets' compile regions (bld/backends/simd/arch.hpp). Each copy is a distinct set of functions whose
-// names carry the target, so a program that includes bld in many translation units gets one
-// definition of each and never an AVX-512 build of a function an older CPU might run.
+// The kernels are written once (bld/backends/simd/kernels.inc) for all five levels and included
+// here once per level this build has: in bld::simd::detail::scalar_ns and sse2_ns (x86-64) or
+// neon_ns (AArch64) with the translation unit's baseline flags — those levels are the
+// architecture's baseline — and in avx2_ns / avx512_ns inside those targets' compile regions
+// (bld/backends/simd/arch.hpp). Each copy is a distinct set of functions whose names carry the
+// target, so a program that includes bld in many translation units gets one definition of each
+// and never an AVX-512 build of a function an older CPU might run.
 // `kernels_for(level)` returns the table of the requested target; the caller chooses the level
 // once per call (simd::resolve). `stream_read` is the memory-streaming baseline.
 #pragma once
 
 #include "bld/backends/simd/arch.hpp"
 #include "bld/backends/simd/ops.hpp"
+#include "bld/backends/simd/ops_xsimd.hpp"
 #include "bld/core/tensor.hpp"
 #include "bld/math/slot_loss.hpp"
 
@@ -114,6 +117,20 @@ using arch = scalar_arch;
 #include "bld/backends/simd/kernels.inc"
 } // namespace bld::simd::detail::scalar_ns
 
+#if BLD_SIMD_SSE2
+namespace bld::simd::detail::sse2_ns {
+using arch = sse2_arch;
+#include "bld/backends/simd/kernels.inc"
+} // namespace bld::simd::detail::sse2_ns
+#endif
+
+#if BLD_SIMD_NEON
+namespace bld::simd::detail::neon_ns {
+using arch = neon_arch;
+#include "bld/backends/simd/kernels.inc"
+} // namespace bld::simd::detail::neon_ns
+#endif
+
 #if BLD_SIMD_X86
 BLD_SIMD_BEGIN_TARGET(BLD_SIMD_AVX2_TARGETS)
 namespace bld::simd::detail::avx2_ns {
@@ -153,6 +170,14 @@ template <class T>
         case level::avx2:
             return {avx2_ns::W, &avx2_ns::tile_row_pass<T>, &avx2_ns::segment_sums<T>};
 #endif
+#if BLD_SIMD_SSE2
+        case level::sse2:
+            return {sse2_ns::W, &sse2_ns::tile_row_pass<T>, &sse2_ns::segment_sums<T>};
+#endif
+#if BLD_SIMD_NEON
+        case level::neon:
+            return {neon_ns::W, &neon_ns::tile_row_pass<T>, &neon_ns::segment_sums<T>};
+#endif
         default:
             return {scalar_ns::W, &scalar_ns::tile_row_pass<T>, &scalar_ns::segment_sums<T>};
     }
@@ -171,6 +196,12 @@ using loss_slot_fn = loss_slot_result (*)(const float*, const float*, int, const
         case level::avx512: return &avx512_ns::loss_slot_fkl;
         case level::avx2: return &avx2_ns::loss_slot_fkl;
 #endif
+#if BLD_SIMD_SSE2
+        case level::sse2: return &sse2_ns::loss_slot_fkl;
+#endif
+#if BLD_SIMD_NEON
+        case level::neon: return &neon_ns::loss_slot_fkl;
+#endif
         default: return &scalar_ns::loss_slot_fkl;
     }
 }
@@ -188,6 +219,12 @@ namespace bld::simd {
 #if BLD_SIMD_X86
         case level::avx512: return detail::avx512_ns::stream_read(p, bytes / 4);
         case level::avx2: return detail::avx2_ns::stream_read(p, bytes / 4);
+#endif
+#if BLD_SIMD_SSE2
+        case level::sse2: return detail::sse2_ns::stream_read(p, bytes / 4);
+#endif
+#if BLD_SIMD_NEON
+        case level::neon: return detail::neon_ns::stream_read(p, bytes / 4);
 #endif
         default: return detail::scalar_ns::stream_read(p, bytes / 4);
     }

@@ -1,10 +1,12 @@
 // bld/backends/simd/ops.hpp — the operations bld's kernels need, once per instruction set.
 //
 // `ops<Arch>` is specialized for scalar_arch (one lane, portable C++), avx2_arch (8 float lanes)
-// and avx512_arch (16 lanes); the two x86 specializations are defined inside their target
-// compile regions (bld/backends/simd/arch.hpp), so their member functions are compiled for exactly that
-// instruction set and can only be called from code compiled for it too (the kernels in
-// bld/backends/simd/kernels.hpp). The interface, for W = ops<A>::width lanes:
+// and avx512_arch (16 lanes) here, and for sse2_arch / neon_arch (4 lanes, one implementation
+// over xsimd::batch) in bld/backends/simd/ops_xsimd.hpp. The two x86 specializations here are
+// defined inside their target compile regions (bld/backends/simd/arch.hpp), so their member
+// functions are compiled for exactly that instruction set and can only be called from code
+// compiled for it too (the kernels in bld/backends/simd/kernels.hpp). The interface, for
+// W = ops<A>::width lanes:
 //
 //   vf                      W floats;   vd: W doubles (an accumulator)
 //   load(const float*) / load(const bf16*)      W consecutive values (bf16 widened exactly)
