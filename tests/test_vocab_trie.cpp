@@ -130,3 +130,31 @@ TEST_CASE("vocabulary: bad entries are load_errors naming the token and the reas
     CHECK(msg({{std::int64_t{1} << 40, "a", bld::token_kind::text, "big"}}).find("exceeds the limit") != std::string::npos);
     CHECK(msg({{0, std::string(70000, 'a'), bld::token_kind::text, "long"}}).find("more than the limit") != std::string::npos);
 }
+
+TEST_CASE("trie: a default-constructed trie is the valid trie of the empty vocabulary") {
+    const bld::byte_trie trie;
+    CHECK(trie.vocab().size() == 0);
+    CHECK(trie.vocab().text_tokens() == 0);
+    REQUIRE(trie.node_count() == 1);  // the root, with an empty range and no children
+    CHECK(trie.node(bld::byte_trie::root).lo == 0);
+    CHECK(trie.node(bld::byte_trie::root).hi == 0);
+    CHECK(!trie.node(bld::byte_trie::root).has_children());
+    CHECK(trie.children(bld::byte_trie::root).empty());
+    CHECK(trie.order().empty());
+    CHECK(trie.position().empty());
+    CHECK(trie.find("") == bld::byte_trie::root);
+    CHECK(trie.find("a") == bld::byte_trie::npos);
+    CHECK(trie.find(std::string_view("\0", 1)) == bld::byte_trie::npos);
+    CHECK(trie.child(bld::byte_trie::root, 'a') == bld::byte_trie::npos);
+}
+
+TEST_CASE("trie: a moved-from trie answers its noexcept accessors without a dangling access") {
+    bld::byte_trie source(bld::vocabulary::from_entries({{0, "ab", bld::token_kind::text, "t0"}}, "moved"));
+    const bld::byte_trie target(std::move(source));
+    CHECK(target.find("ab") != bld::byte_trie::npos);
+    // The moved-from trie is valid but unspecified: whatever it holds, these must not crash.
+    (void)source.vocab().size();                      // NOLINT(bugprone-use-after-move)
+    CHECK(source.find("zz") == bld::byte_trie::npos);  // "zz" was never in it
+    CHECK(source.child(bld::byte_trie::npos, 'a') == bld::byte_trie::npos);
+    CHECK(source.find("a", bld::byte_trie::npos) == bld::byte_trie::npos);
+}

@@ -50,7 +50,9 @@ public:
     static constexpr node_index npos = UINT32_MAX;
     static constexpr std::uint32_t no_position = UINT32_MAX;
 
-    byte_trie() = default;
+    /// The trie of the empty vocabulary: a root with no tokens and no children, so vocab() is
+    /// empty, find() of any non-empty prefix is npos, and every consumer sees a valid trie.
+    byte_trie() : byte_trie(vocabulary{}) {}
 
     /// Sorts the text tokens of `vocab` by bytes (ties by id) and builds the nodes. The trie
     /// keeps (shares) the vocabulary, so it can never outlive it.
@@ -64,6 +66,7 @@ public:
     /// Number of nodes, the root included.
     [[nodiscard]] std::size_t node_count() const noexcept { return nodes_.size(); }
     [[nodiscard]] std::span<const trie_node> nodes() const noexcept { return nodes_; }
+    /// @pre n < node_count()
     [[nodiscard]] const trie_node& node(node_index n) const noexcept { return nodes_[n]; }
 
     /// Sorted position → token id, for the text tokens only. [text_tokens]
@@ -71,14 +74,16 @@ public:
     /// Token id → sorted position, or no_position for special and absent ids. [vocab size]
     [[nodiscard]] std::span<const std::uint32_t> position() const noexcept { return position_; }
 
-    /// The children of n, in byte order.
+    /// The children of n, in byte order. @pre n < node_count()
     [[nodiscard]] std::span<const trie_node> children(node_index n) const noexcept {
         const auto& nd = nodes_[n];
         return {nodes_.data() + nd.first_child, nd.child_count()};
     }
 
-    /// The child of n along `byte`, or npos.
+    /// The child of n along `byte`, or npos (also for n = npos, and for a moved-from trie,
+    /// which has no nodes).
     [[nodiscard]] node_index child(node_index n, std::uint8_t byte) const noexcept {
+        if (n >= nodes_.size()) return npos;
         const auto& nd = nodes_[n];
         const unsigned c = nd.child_count();
         if (c == 0) return npos;
@@ -90,8 +95,10 @@ public:
         return nd.first_child + static_cast<node_index>(it - first);
     }
 
-    /// The node of a byte prefix (root for the empty prefix), or npos if no token starts with it.
+    /// The node of a byte prefix (root for the empty prefix), or npos if no token starts with it
+    /// (or `from` is not a node).
     [[nodiscard]] node_index find(std::string_view prefix, node_index from = root) const noexcept {
+        if (from >= nodes_.size()) return npos;
         node_index n = from;
         for (unsigned char b : prefix) {
             n = child(n, b);
@@ -104,7 +111,8 @@ public:
     [[nodiscard]] std::string_view bytes_at(std::uint32_t pos) const noexcept {
         return vocab_->unchecked_bytes(order_[pos]);
     }
-    [[nodiscard]] const vocabulary& vocab() const noexcept { return *vocab_; }
+    /// The vocabulary (empty for a moved-from trie).
+    [[nodiscard]] const vocabulary& vocab() const noexcept { return vocab_ ? *vocab_ : empty_vocabulary(); }
 
     /// Memory held by the trie's arrays, in bytes.
     [[nodiscard]] std::size_t memory_bytes() const noexcept {
@@ -112,6 +120,11 @@ public:
     }
 
 private:
+    static const vocabulary& empty_vocabulary() noexcept {
+        static const vocabulary empty;  // empty containers only: nothing allocates
+        return empty;
+    }
+
     void build(const vocabulary& vocab) {
         // Sort by (first 8 bytes as a big-endian integer, then the full bytes, then id): most
         // comparisons are one integer compare, without touching the byte blob.
