@@ -159,17 +159,17 @@ loss(const torch::Tensor& logits, const std::optional<torch::Tensor>& targets,
     torch::Tensor grad = need_grad ? torch::empty({tk[0], tk[1], static_cast<std::int64_t>(bld::alphabet_size)}, opts) : torch::Tensor();
     torch::Tensor per_slot = reduction == bld::loss_reduction::none ? torch::empty({tk[0], tk[1]}, opts) : torch::Tensor();
 
-    using bld::autograd::detail::loss_mode;
-    loss_mode lm = loss_mode::combined;
+    using bld::autograd::loss_terms;
+    loss_terms lm = loss_terms::combined;
     if (mode == "ce") {
         if (!true_bytes) throw bld::value_error("bld_torch", "kind=\"ce\"", "needs true_bytes");
-        lm = loss_mode::cross_entropy;
+        lm = loss_terms::cross_entropy;
     } else {
         if (!targets) throw bld::value_error("bld_torch", "teacher_targets", "required for kind \"" + kind + "\"");
         if (mode == "bld") {
             if (!true_bytes) throw bld::value_error("bld_torch", "bld_loss", "needs true_bytes");
         } else if (mode == "divergence") {
-            lm = loss_mode::divergence;
+            lm = loss_terms::divergence;
         } else {
             throw bld::value_error("bld_torch", "mode", "unknown mode " + mode);
         }
@@ -181,7 +181,7 @@ loss(const torch::Tensor& logits, const std::optional<torch::Tensor>& targets,
     bld::byte_loss_result r;
     {
         py::gil_scoped_release no_gil;
-        r = bld::autograd::detail::run_loss(lm, logits, given(targets), given(true_bytes), given(mask), options, grad,
+        r = bld::autograd::loss_forward(lm, logits, given(targets), given(true_bytes), given(mask), options, grad,
                                             per_slot);
     }
 

@@ -42,28 +42,27 @@
 
 namespace bld::autograd {
 
-namespace detail {
-
 /// Which of the three losses a call computes (all go through one autograd Function).
-enum class loss_mode : std::int64_t { divergence = 0, cross_entropy = 1, combined = 2 };
+enum class loss_terms : std::int64_t { divergence = 0, cross_entropy = 1, combined = 2 };
 
-/// One of the three losses on libtorch tensors, with the mask and both outputs optional
-/// (undefined: absent) — the dispatch this header's autograd node and the Python module
-/// (python/bld_torch.cpp) share. A defined grad / per_slot must be [T, K, 260] / [T, K] of the
-/// logits' dtype; targets (true_bytes) are only read by modes that use them.
-inline byte_loss_result run_loss(loss_mode mode, const torch::Tensor& logits, const torch::Tensor& targets,
+/// The forward pass of one of the three losses on libtorch tensors, outside autograd: an
+/// undefined tensor is an absent argument (mask: every slot active; grad / per_slot: not
+/// written). A defined grad / per_slot must be [T, K, 260] / [T, K] of the logits' dtype;
+/// targets (true_bytes) are only read by the terms that use them. The autograd operations below
+/// and the Python module call it.
+inline byte_loss_result loss_forward(loss_terms mode, const torch::Tensor& logits, const torch::Tensor& targets,
                                  const torch::Tensor& true_bytes, const torch::Tensor& mask,
                                  const bld_loss_options& options, torch::Tensor grad, torch::Tensor per_slot) {
     const auto run = [&](const auto& m, auto&& g, auto&& s) -> byte_loss_result {
         switch (mode) {
-            case loss_mode::divergence:
+            case loss_terms::divergence:
                 return bld::byte_loss(logits, targets, m,
                                       {.kind = options.kind, .temperature = options.temperature,
                                        .reduction = options.reduction, .target_floor = options.target_floor},
                                       g, s);
-            case loss_mode::cross_entropy:
+            case loss_terms::cross_entropy:
                 return bld::byte_cross_entropy(logits, true_bytes, m, {.reduction = options.reduction}, g, s);
-            case loss_mode::combined:
+            case loss_terms::combined:
                 break;
         }
         return bld::bld_loss(logits, targets, true_bytes, m, options, g, s);
@@ -77,6 +76,8 @@ inline byte_loss_result run_loss(loss_mode mode, const torch::Tensor& logits, co
     return mask.defined() ? with_outputs(mask) : with_outputs(no_tensor);
 }
 
+namespace detail {
+
 /// The autograd node: forward runs the bld loss, writing ∂value/∂logits when autograd will
 /// need it (need_grad); backward scales that saved gradient by the incoming one (slot by slot for
 /// per-slot values, whose Jacobian is block-diagonal).
@@ -85,14 +86,14 @@ struct loss_function : torch::autograd::Function<loss_function> {
     static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,
                                  const c10::optional<torch::Tensor>& targets,
                                  const c10::optional<torch::Tensor>& true_bytes,
-                                 const c10::optional<torch::Tensor>& mask, loss_mode mode,
+                                 const c10::optional<torch::Tensor>& mask, loss_terms mode,
                                  const bld_loss_options& options, bool need_grad) {
         const auto tk = bld::byte_head_shape(logits, name(mode)); // bld's shape error first
         const bool per_slot = options.reduction == loss_reduction::none;
         const auto opts = logits.options();
         torch::Tensor grad = need_grad ? torch::empty({tk[0], tk[1], static_cast<std::int64_t>(alphabet_size)}, opts) : torch::Tensor();
         torch::Tensor slots = per_slot ? torch::empty({tk[0], tk[1]}, opts) : torch::Tensor();
-        const byte_loss_result r = run_loss(mode, logits, targets ? *targets : torch::Tensor(),
+        const byte_loss_result r = loss_forward(mode, logits, targets ? *targets : torch::Tensor(),
                                             true_bytes ? *true_bytes : torch::Tensor(), mask ? *mask : torch::Tensor(),
                                             options, grad, slots);
         ctx->saved_data["per_slot"] = per_slot;
@@ -111,11 +112,11 @@ struct loss_function : torch::autograd::Function<loss_function> {
                 torch::Tensor()};
     }
 
-    static const char* name(loss_mode mode) noexcept {
+    static const char* name(loss_terms mode) noexcept {
         switch (mode) {
-            case loss_mode::divergence: return "bld::autograd::byte_loss";
-            case loss_mode::cross_entropy: return "bld::autograd::byte_cross_entropy";
-            case loss_mode::combined: break;
+            case loss_terms::divergence: return "bld::autograd::byte_loss";
+            case loss_terms::cross_entropy: return "bld::autograd::byte_cross_entropy";
+            case loss_terms::combined: break;
         }
         return "bld::autograd::bld_loss";
     }
@@ -157,10 +158,10 @@ inline c10::optional<torch::Tensor> present(const torch::Tensor& t) {
 [[nodiscard]] inline torch::Tensor bld_loss(const torch::Tensor& logits, const torch::Tensor& targets,
                                             const torch::Tensor& true_bytes, const torch::Tensor& mask = {},
                                             const bld_loss_options& options = {}) {
-    const char* op = detail::loss_function::name(detail::loss_mode::combined);
+    const char* op = detail::loss_function::name(loss_terms::combined);
     return detail::loss_function::apply(detail::logits_of(logits, op), detail::given(targets, op, "targets"),
                                         detail::given(true_bytes, op, "true_bytes"), detail::present(mask),
-                                        detail::loss_mode::combined, options, detail::wants_grad(logits));
+                                        loss_terms::combined, options, detail::wants_grad(logits));
 }
 
 /// D(targets ‖ softmax(logits/τ)) per active slot, reduced — bld::byte_loss, differentiable
@@ -169,12 +170,12 @@ inline c10::optional<torch::Tensor> present(const torch::Tensor& t) {
 ///         requires grad
 [[nodiscard]] inline torch::Tensor byte_loss(const torch::Tensor& logits, const torch::Tensor& targets,
                                              const torch::Tensor& mask = {}, const byte_loss_options& options = {}) {
-    const char* op = detail::loss_function::name(detail::loss_mode::divergence);
+    const char* op = detail::loss_function::name(loss_terms::divergence);
     const bld_loss_options o{.lambda_byte = 0.0, .lambda_kl = 1.0, .kind = options.kind,
                              .temperature = options.temperature, .reduction = options.reduction,
                              .target_floor = options.target_floor};
     return detail::loss_function::apply(detail::logits_of(logits, op), detail::given(targets, op, "targets"), c10::optional<torch::Tensor>(),
-                                        detail::present(mask), detail::loss_mode::divergence, o, detail::wants_grad(logits));
+                                        detail::present(mask), loss_terms::divergence, o, detail::wants_grad(logits));
 }
 
 /// −log softmax(logits)_y on the true bytes per active slot, reduced — bld::byte_cross_entropy,
@@ -183,10 +184,10 @@ inline c10::optional<torch::Tensor> present(const torch::Tensor& t) {
 [[nodiscard]] inline torch::Tensor byte_cross_entropy(const torch::Tensor& logits, const torch::Tensor& true_bytes,
                                                       const torch::Tensor& mask = {},
                                                       const byte_cross_entropy_options& options = {}) {
-    const char* op = detail::loss_function::name(detail::loss_mode::cross_entropy);
+    const char* op = detail::loss_function::name(loss_terms::cross_entropy);
     const bld_loss_options o{.lambda_byte = 1.0, .lambda_kl = 0.0, .reduction = options.reduction};
     return detail::loss_function::apply(detail::logits_of(logits, op), c10::optional<torch::Tensor>(), detail::given(true_bytes, op, "true_bytes"),
-                                        detail::present(mask), detail::loss_mode::cross_entropy, o, detail::wants_grad(logits));
+                                        detail::present(mask), loss_terms::cross_entropy, o, detail::wants_grad(logits));
 }
 
 } // namespace bld::autograd
