@@ -51,3 +51,41 @@ TEST_CASE("concurrent projections over a shared trie are race-free and bit-ident
     for (auto& th : pool) th.join();
     for (int k = 0; k < threads; ++k) CHECK(ok[static_cast<std::size_t>(k)] == 1);
 }
+
+TEST_CASE("one bigram_teacher shared by threads: its const logits() is race-free") {
+    std::vector<bld::token_entry> e{{0, {}, bld::token_kind::special, "<eos>"}};
+    const char* toks[] = {"a", "b", "ab", "ba", " ", " a"};
+    std::int64_t id = 1;
+    for (const char* t : toks) e.push_back({id++, t, bld::token_kind::text, ""});
+    const bld::byte_trie trie(bld::vocabulary::from_entries(std::move(e), "shared teacher"));
+    const std::int64_t V = id, n = V;
+    std::mt19937 rng(11);
+    std::normal_distribution<float> g(0.f, 2.f);
+    std::vector<float> table(static_cast<std::size_t>((V + 1) * n));
+    for (auto& x : table) x = g(rng);
+    const bld::testing::bigram_teacher shared(bld::tensor_view<const float, 2>(table.data(), {V + 1, n}),
+                                              static_cast<std::size_t>(V));
+    const std::string text = "ab ba a";
+    // The covering methods take the teacher by reference; a const teacher is one they may share.
+    auto one = shared;
+    const auto beam = bld::covering_beam(trie, one, text, {4, 0.0});
+    const auto exact = bld::exact_covering(trie, one, text);
+    const std::size_t served_before = shared.rows_served();
+
+    constexpr int threads = 4, reps = 5;
+    std::vector<int> ok(threads, 0);
+    std::vector<std::thread> pool;
+    for (int k = 0; k < threads; ++k)
+        pool.emplace_back([&, k] {
+            bool same = true;
+            for (int rep = 0; rep < reps; ++rep) {
+                same = same && bld::covering_beam(trie, shared, text, {4, 0.0}).probs == beam.probs;
+                same = same && bld::exact_covering(trie, shared, text).probs == exact.probs;
+            }
+            ok[static_cast<std::size_t>(k)] = same;
+        });
+    for (auto& th : pool) th.join();
+    for (int k = 0; k < threads; ++k) CHECK(ok[static_cast<std::size_t>(k)] == 1);
+    // Every row each thread asked for was counted once: threads × reps × what one pass takes.
+    CHECK(shared.rows_served() - served_before == static_cast<std::size_t>(threads * reps) * one.rows_served());
+}
