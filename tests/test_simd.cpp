@@ -17,10 +17,15 @@
 
 #include <doctest/doctest.h>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -243,6 +248,57 @@ TEST_CASE("simd row pass: bit-identical for every thread count and batch composi
         const bld::tensor_view<const float, 2> tail(x.data() + 5 * n, {static_cast<std::int64_t>(R - 5), static_cast<std::int64_t>(n)});
         CHECK(same_bits(bld::summarize_rows(plan, tail, {2}, l), std::vector<bld::row_summary>(one.begin() + 5, one.end())));
     }
+}
+
+TEST_CASE("simd tile kernel: rows at a negative stride low in the address space agree with the reference") {
+#if defined(__linux__) && defined(MAP_FIXED_NOREPLACE)
+    // Row r of a tile sits at address (W − r)·D: the tile's rows are at one stride (−D bytes), the
+    // kernel's fast addressing. Any pointer the kernel formed past its rows (row W, W + 4, …)
+    // would lie at or below address 0, so pointer arithmetic wraps around, which UBSan's
+    // pointer-overflow check reports; without a sanitizer the results must still be the
+    // reference's wherever the rows are.
+    std::mt19937 rng(23);
+    bld::byte_trie trie(synth_vocab(rng, 1500, true));
+    const bld::simd_row_plan plan(trie);
+    const std::size_t V = plan.vocab_size();
+    const std::size_t bytes = (V * sizeof(float) + 4095) / 4096 * 4096;
+    const auto x = make_rows(rng, 16, V, V);
+    constexpr std::uintptr_t D = std::uintptr_t{1} << 26;
+    for (level l : targets()) {
+        INFO(bld::simd::to_string(l));
+        const auto k = bld::simd::detail::kernels_for<float>(l);
+        const std::size_t W = k.width;
+        std::vector<const float*> rows;
+        for (std::size_t r = 0; r < W; ++r) {
+            void* want = reinterpret_cast<void*>((W - r) * D);
+            void* got = mmap(want, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+            if (got != want) {
+                if (got != MAP_FAILED) munmap(got, bytes);
+                break;
+            }
+            std::memcpy(got, x.data() + r * V, V * sizeof(float));
+            rows.push_back(static_cast<const float*>(got));
+        }
+        if (rows.size() == W) {
+            auto ws = std::make_unique<bld::simd::detail::tile_workspace>();
+            std::vector<bld::simd::detail::tile_result> res(W);
+            k.tile_row_pass(plan.tile(), rows.data(), *ws, res.data());
+            for (std::size_t r = 0; r < W; ++r) {
+                const auto ref = bld::summarize_row(trie, plan.bins(), std::span<const float>(x.data() + r * V, V), r);
+                REQUIRE(res[r].valid);
+                bld::row_summary got;
+                bld::detail::finish_summary(res[r].sums, res[r].max, res[r].shift, got);
+                check_summary(got, ref, "row " + std::to_string(r));
+            }
+        } else {
+            MESSAGE("addresses below " << (W * D >> 20) << " MiB are taken: rows at a negative stride not tested for "
+                                       << bld::simd::to_string(l));
+        }
+        for (const float* r : rows) munmap(const_cast<float*>(r), bytes);
+    }
+#else
+    MESSAGE("needs Linux mmap(MAP_FIXED_NOREPLACE): not tested here");
+#endif
 }
 
 TEST_CASE("simd row pass: errors are the reference's (first bad row, any thread count)") {
