@@ -6,7 +6,9 @@
 #   2. the C++ suite again under AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. concurrent projections under ThreadSanitizer;
 #   4. each libFuzzer harness briefly (scripts/fuzz.sh; longer runs: bash scripts/fuzz.sh 600);
-#   5. the CUDA kernels compiled for sm_80 and sm_90 with nvcc (their GPU tests skip without a GPU).
+#   5. the CUDA kernels compiled for sm_80 and sm_90 with nvcc (their GPU tests skip without a GPU);
+#   6. the SIMD, projection and loss tests cross-built for AArch64 and run under qemu-user
+#      (scripts/test-aarch64.sh: the NEON level against the reference).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -35,6 +37,9 @@ bash scripts/fuzz.sh "${BLD_FUZZ_SECONDS:-10}"
 
 echo "== CUDA headers with nvcc (sm_80, sm_90)"
 bash scripts/cuda-compile-check.sh
+
+echo "== aarch64: the header-only tests cross-built, NEON level, under qemu-user"
+bash scripts/test-aarch64.sh
 
 echo "== full suite (ctest)"
 ctest --test-dir build/test --output-on-failure -j "$jobs"

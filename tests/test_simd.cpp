@@ -13,7 +13,9 @@
 #include <bld/backends/reference/row_pass.hpp>
 #include <bld/backends/simd/row_pass.hpp>
 
+#if !defined(BLD_TEST_NO_REAL_DATA) // (cross builds: no JSON loader, no data)
 #include "real_data.hpp"
+#endif
 
 #include <doctest/doctest.h>
 
@@ -209,6 +211,7 @@ TEST_CASE("simd row pass: every target agrees with the reference (float and bf16
     }
 }
 
+#if !defined(BLD_TEST_NO_REAL_DATA)
 TEST_CASE("simd row pass: real vocabularies (Llama-2 32k, Llama-3 128k), float and bf16") {
     const std::string dir = bld_test::data_dir();
     std::mt19937 rng(11);
@@ -221,6 +224,7 @@ TEST_CASE("simd row pass: real vocabularies (Llama-2 32k, Llama-3 128k), float a
         check_batch<bld::bf16>(plan, x, R, n, std::string(name) + " bf16");
     }
 }
+#endif
 
 TEST_CASE("simd row pass: bit-identical for every thread count and batch composition") {
     std::mt19937 rng(7);
