@@ -118,7 +118,7 @@ template <teacher_model Teacher>
     std::vector<std::vector<state>> at(L + 1);
     std::vector<std::unordered_map<std::uint64_t, std::size_t>> index(L + 1);
     at[0].push_back({{}, 1.0});
-    std::vector<double> num((L + 1) * 257, 0.0);
+    std::vector<double> num((L + 1) * root_bin_count, 0.0);
     detail::row_store store;
     store.bins = root_bins(trie);
     std::size_t total_states = 1;
@@ -136,13 +136,13 @@ template <teacher_model Teacher>
             const auto& st = states[si];
             const auto h = handles[si];
             const auto& sum = store.sums[h];
-            for (std::size_t a = 0; a < 257; ++a) num[o * 257 + a] += st.w * sum.root[a];
+            for (std::size_t a = 0; a < root_bin_count; ++a) num[o * root_bin_count + a] += st.w * sum.root[a];
             auto n = byte_trie::root;
             for (std::size_t i = o + 1; i <= L; ++i) {
                 n = trie.child(n, static_cast<std::uint8_t>(text[i - 1]));
                 if (n == byte_trie::npos) break;
                 detail::stored_node(trie, store, h, n, ns);
-                for (std::size_t a = 0; a < 256; ++a) num[i * 257 + a] += st.w * ns.child[a];
+                for (std::size_t a = 0; a < 256; ++a) num[i * root_bin_count + a] += st.w * ns.child[a];
                 // Tokens ending exactly at i start new states there.
                 const auto& nd = trie.node(n);
                 for (auto k = nd.lo; k < nd.end_hi; ++k) {
@@ -174,7 +174,7 @@ template <teacher_model Teacher>
     }
     byte_distributions out;
     out.resize(L + 1);
-    for (std::size_t i = 0; i <= L; ++i) detail::normalise_into(out, i, num.data() + i * 257, op);
+    for (std::size_t i = 0; i <= L; ++i) detail::normalise_into(out, i, num.data() + i * root_bin_count, op);
     return out;
 }
 
@@ -339,11 +339,11 @@ private:
     /// Step 3: the distribution of byte i, Σ over hypotheses of w × (root masses of the path's
     /// next row, or the child masses at its node).
     void read_distribution(std::size_t i) {
-        std::array<double, 257> num{};
+        std::array<double, root_bin_count> num{};
         for (std::size_t h = 0; h < beam_.size(); ++h) {
             const auto& hy = beam_[h];
             if (hy.node == byte_trie::root) {
-                for (std::size_t a = 0; a < 257; ++a) num[a] += hy.w * store_.sums[hy.row].root[a];
+                for (std::size_t a = 0; a < root_bin_count; ++a) num[a] += hy.w * store_.sums[hy.row].root[a];
             } else {
                 for (std::size_t a = 0; a < 256; ++a) num[a] += hy.w * next_sums_[h].child[a];
             }
