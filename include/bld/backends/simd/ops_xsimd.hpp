@@ -9,10 +9,11 @@
 // horizontal maximum, float → double widening of half a register) a small helper below gives
 // it, per architecture where it must.
 //
-// Numerics: exp_keep_nan is xsimd::exp (Cephes' expf range reduction and polynomial, within
-// about 1 ulp), with the row pass's contract added: 0 below exp_constants::lowest (as every
-// level), NaN for a NaN or +Inf argument. pd_exp / pd_log are xsimd::exp / xsimd::log on
-// batch<double> (within about 1 ulp: the loss kernel's 1e-12 budget holds with room to spare).
+// Numerics: exp_keep_nan is xsimd::exp (range reduction and polynomial, within a few ulp: far
+// inside the row pass's 5e-7 for e^x, tests/test_simd.cpp), with the row pass's contract
+// added: 0 below exp_constants::lowest (as every level), NaN for a NaN or +Inf argument.
+// pd_exp / pd_log are xsimd::exp / xsimd::log on batch<double> (within about 1 ulp: the loss
+// kernel's 1e-12 budget holds with room to spare).
 // xsimd::max follows the instruction set on NaN (SSE: the second operand; NEON: NaN); the
 // kernels never rely on either (a NaN is reported by the validation masks or by the sums).
 #pragma once

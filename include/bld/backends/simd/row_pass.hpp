@@ -4,9 +4,10 @@
 // the tolerance below, for float and bf16 rows (double rows take the reference path):
 //
 //  * summarize_rows — rows in id order, a batch at a time. design.md §2's idea (a): W rows
-//    (16 with AVX-512, 8 with AVX2) go through the kernel together, so one id's bin update is a
-//    single SIMD add across the rows after a W × W transpose; the 128k-wide scalar scatter is
-//    gone. One pass over memory: a lazy max shift replaces the separate max pass.
+//    (16 with AVX-512, 8 with AVX2, 4 with SSE2 / NEON) go through the kernel together, so one
+//    id's bin update is a single SIMD add across the rows after a W × W transpose; the
+//    128k-wide scalar scatter is gone. One pass over memory: a lazy max shift replaces the
+//    separate max pass.
 //  * summarize_permuted_rows — trie-ordered rows, idea (b): a trainer that permutes its
 //    unembedding rows once by simd_row_plan::permutation() gets logits in which every trie
 //    node is a contiguous range, and the root masses are 257 contiguous segment sums.
@@ -24,7 +25,7 @@
 // Determinism: a row's result depends on that row alone — not on the batch it came in, the
 // tile it shared, or the thread count — for a given SIMD level. Different levels may differ
 // within the tolerance. The level is chosen once per call (simd::level::automatic: the best the
-// CPU runs, lowered by BLD_SIMD=scalar|avx2|avx512).
+// CPU runs, lowered by BLD_SIMD=scalar|sse2|neon|avx2|avx512).
 #pragma once
 
 #include "bld/core/error.hpp"
