@@ -302,6 +302,305 @@ inline void read_text_side(simdjson::dom::element e, text_transformations& t, bo
 
 } // namespace detail
 
+namespace detail {
+
+// The steps of parse_hf_tokenizer_json: one On-Demand pass over the file collects the model
+// type, the vocabulary entries and the raw JSON of the small parts (read_hf_sections); the
+// model type is settled (hf_model_type); the decoder chain becomes the per-token byte mapping
+// (hf_token_decoder); the normaliser and pre-tokeniser become text transformations
+// (hf_text_transformations); the added tokens are read and indexed by id (read_hf_added_tokens,
+// index_hf_added_tokens); and every token is decoded into the vocabulary (build_hf_vocabulary).
+
+/// The file being parsed: its text (to locate a syntax error), its path and the operation name.
+struct hf_source {
+    std::string_view text;
+    const std::string& path;
+    std::string op = "load tokenizer.json";
+
+    /// Any simdjson failure: first look for a JSON syntax error to point at; otherwise the
+    /// document is valid JSON with an unexpected shape, and `what` says which part.
+    [[nodiscard]] load_error fail(simdjson::error_code err, const std::string& what) const {
+        const std::string where = json_error_location(text);
+        if (!where.empty())
+            return load_error(op, path + ": " + where, std::string("not valid JSON (") + simdjson::error_message(err) + ")");
+        return load_error(op, path + ": " + what, std::string("unexpected JSON structure (") + simdjson::error_message(err) + ")");
+    }
+};
+
+/// A model.vocab entry as the file spells it, before decoding.
+struct hf_raw_token {
+    std::string_view piece;  ///< points into the On-Demand parser's buffers: valid while it lives
+    std::int64_t id;
+};
+
+/// What the single On-Demand pass over a tokenizer.json collects.
+struct hf_sections {
+    std::vector<hf_raw_token> vocab;  ///< model.vocab entries, in file order
+    std::string model_type;           ///< model.type, empty when absent
+    bool model_byte_fallback = false;
+    bool saw_model = false, saw_vocab = false, vocab_is_array = false;
+    /// Raw JSON of the small parts, parsed later into a DOM; empty when absent or null.
+    std::string decoder_json, normalizer_json, pre_tokenizer_json, added_tokens_json;
+};
+
+/// The raw JSON text of an object or array value into `out`; nothing for null.
+inline void read_raw_json_or_null(const hf_source& src, simdjson::ondemand::value& v, std::string& out, const char* what) {
+    namespace od = simdjson::ondemand;
+    od::json_type t;
+    if (auto err = v.type().get(t)) throw src.fail(err, what);
+    if (t == od::json_type::null) return;
+    std::string_view r;
+    if (t == od::json_type::object) {
+        od::object o;
+        if (auto err = v.get_object().get(o)) throw src.fail(err, what);
+        if (auto err = o.raw_json().get(r)) throw src.fail(err, what);
+    } else if (t == od::json_type::array) {
+        od::array a;
+        if (auto err = v.get_array().get(a)) throw src.fail(err, what);
+        if (auto err = a.raw_json().get(r)) throw src.fail(err, what);
+    } else {
+        throw load_error(src.op, src.path + ": " + what, "expected an object, an array or null");
+    }
+    out.assign(r);
+}
+
+/// A BPE vocabulary: an object of piece → id.
+inline void read_hf_vocab_object(const hf_source& src, simdjson::ondemand::value& v, std::vector<hf_raw_token>& out) {
+    namespace od = simdjson::ondemand;
+    od::object vocab;
+    if (auto err = v.get_object().get(vocab)) throw src.fail(err, "model.vocab");
+    for (auto tf_r : vocab) {
+        od::field tf;
+        if (auto err = std::move(tf_r).get(tf)) throw src.fail(err, "model.vocab");
+        std::string_view piece;
+        if (auto err = tf.unescaped_key().get(piece)) throw src.fail(err, "model.vocab key");
+        std::int64_t id = 0;
+        if (auto err = tf.value().get_int64().get(id)) {
+            if (!json_error_location(src.text).empty()) throw src.fail(err, "model.vocab");
+            throw load_error(src.op, src.path + ": token " + shown(piece),
+                             "the id is not an integer (" + std::string(simdjson::error_message(err)) + ")");
+        }
+        out.push_back({piece, id});
+    }
+}
+
+/// A Unigram vocabulary: an array of [piece, score]; the id is the position.
+inline void read_hf_vocab_array(const hf_source& src, simdjson::ondemand::value& v, std::vector<hf_raw_token>& out) {
+    namespace od = simdjson::ondemand;
+    od::array vocab;
+    if (auto err = v.get_array().get(vocab)) throw src.fail(err, "model.vocab");
+    std::int64_t id = 0;
+    for (auto item_r : vocab) {
+        od::array pair;
+        std::string_view piece;
+        bool got = false;
+        if (!item_r.get_array().get(pair)) {
+            for (auto el : pair) {
+                if (!got) got = !el.get_string().get(piece);
+                else break;
+            }
+        }
+        if (!got) {
+            if (!json_error_location(src.text).empty()) throw src.fail(simdjson::INCORRECT_TYPE, "model.vocab");
+            throw load_error(src.op, src.path + ": token id " + std::to_string(id), "a Unigram vocab entry must be [piece, score]");
+        }
+        out.push_back({piece, id++});
+    }
+}
+
+/// The "model" object: type, byte_fallback and vocab; other fields (merges, dropout, ...) are
+/// skipped unparsed.
+inline void read_hf_model(const hf_source& src, simdjson::ondemand::value& v, hf_sections& s) {
+    namespace od = simdjson::ondemand;
+    s.saw_model = true;
+    od::object model;
+    if (auto err = v.get_object().get(model)) throw src.fail(err, "model (expected an object)");
+    for (auto mf_r : model) {
+        od::field mf;
+        if (auto err = std::move(mf_r).get(mf)) throw src.fail(err, "model");
+        std::string_view mkey;
+        if (auto err = mf.unescaped_key().get(mkey)) throw src.fail(err, "model key");
+        if (mkey == "type") {
+            std::string_view t;
+            if (auto err = mf.value().get_string().get(t)) throw src.fail(err, "model.type (expected a string)");
+            s.model_type.assign(t);
+        } else if (mkey == "byte_fallback") {
+            bool b = false;
+            if (!mf.value().get_bool().get(b)) s.model_byte_fallback = b;
+        } else if (mkey == "vocab") {
+            s.saw_vocab = true;
+            od::json_type vt;
+            if (auto err = mf.value().type().get(vt)) throw src.fail(err, "model.vocab");
+            if (vt == od::json_type::object) {
+                read_hf_vocab_object(src, mf.value(), s.vocab);
+            } else if (vt == od::json_type::array) {
+                s.vocab_is_array = true;
+                read_hf_vocab_array(src, mf.value(), s.vocab);
+            } else {
+                throw load_error(src.op, src.path + ": model.vocab", "expected an object (BPE) or an array (Unigram)");
+            }
+        }
+    }
+}
+
+/// One pass over the top-level object: the model is walked in place (the large arrays are
+/// never materialised), the small parts are kept as raw JSON.
+[[nodiscard]] inline hf_sections read_hf_sections(const hf_source& src, simdjson::ondemand::object& root) {
+    namespace od = simdjson::ondemand;
+    hf_sections s;
+    for (auto field_r : root) {
+        od::field field;
+        if (auto err = std::move(field_r).get(field)) throw src.fail(err, "top level");
+        std::string_view key;
+        if (auto err = field.unescaped_key().get(key)) throw src.fail(err, "top level key");
+        if (key == "decoder") read_raw_json_or_null(src, field.value(), s.decoder_json, "decoder");
+        else if (key == "normalizer") read_raw_json_or_null(src, field.value(), s.normalizer_json, "normalizer");
+        else if (key == "pre_tokenizer") read_raw_json_or_null(src, field.value(), s.pre_tokenizer_json, "pre_tokenizer");
+        else if (key == "added_tokens") read_raw_json_or_null(src, field.value(), s.added_tokens_json, "added_tokens");
+        else if (key == "model") read_hf_model(src, field.value(), s);
+    }
+    return s;
+}
+
+/// BPE or Unigram, checked against the vocabulary's JSON shape (old BPE files omit the type).
+[[nodiscard]] inline std::string hf_model_type(const hf_source& src, const hf_sections& s) {
+    if (!s.saw_model) throw load_error(src.op, src.path, "missing the \"model\" object");
+    std::string type = s.model_type;
+    if (type.empty()) {
+        if (s.saw_vocab && !s.vocab_is_array) type = "BPE";
+        else throw load_error(src.op, src.path + ": model", "no \"type\": cannot tell the model type");
+    }
+    if (type != "BPE" && type != "Unigram")
+        throw load_error(src.op, src.path + ": model", "unsupported model type " + shown(type) + " (bld supports BPE and Unigram)");
+    if (!s.saw_vocab || s.vocab_is_array != (type == "Unigram"))
+        throw load_error(src.op, src.path + ": model",
+                         type + " model without a " + (type == "Unigram" ? "\"vocab\" array" : "\"vocab\" object"));
+    return type;
+}
+
+/// Parses one of the small parts into `parser`'s DOM (valid until its next parse).
+[[nodiscard]] inline simdjson::dom::element hf_dom(const hf_source& src, simdjson::dom::parser& parser,
+                                                   const std::string& json, const char* what) {
+    simdjson::dom::element e;
+    if (auto err = parser.parse(json).get(e)) throw src.fail(err, what);
+    return e;
+}
+
+/// The decoder chain as the per-token byte mapping; a model with byte_fallback gets a
+/// ByteFallback step even when its decoder has none.
+[[nodiscard]] inline token_decoder hf_token_decoder(const hf_source& src, simdjson::dom::parser& parser, const hf_sections& s) {
+    token_decoder dec;
+    if (!s.decoder_json.empty()) read_decoder(hf_dom(src, parser, s.decoder_json, "decoder"), dec, src.path, src.op);
+    if (s.model_byte_fallback && !dec.byte_fallback) {
+        // The model emits <0xNN> pieces; without a ByteFallback step the decoder would print
+        // them literally, which no text contains. Treat them as bytes, and say so.
+        dec.steps.push_back({decode_step::byte_fallback, {}, {}});
+        dec.byte_fallback = true;
+        dec.notes.push_back("model byte_fallback: <0xNN> pieces are single bytes");
+    }
+    return dec;
+}
+
+/// What the normaliser and the pre-tokeniser do to a text before it is encoded.
+[[nodiscard]] inline text_transformations hf_text_transformations(const hf_source& src, simdjson::dom::parser& parser,
+                                                                   const hf_sections& s) {
+    text_transformations t;
+    if (!s.normalizer_json.empty()) read_text_side(hf_dom(src, parser, s.normalizer_json, "normalizer"), t, true);
+    if (!s.pre_tokenizer_json.empty()) read_text_side(hf_dom(src, parser, s.pre_tokenizer_json, "pre_tokenizer"), t, false);
+    return t;
+}
+
+/// An entry of "added_tokens".
+struct hf_added_token {
+    std::int64_t id;
+    std::string content;
+    bool special;
+};
+
+[[nodiscard]] inline std::vector<hf_added_token> read_hf_added_tokens(const hf_source& src, simdjson::dom::parser& parser,
+                                                                      const std::string& json) {
+    std::vector<hf_added_token> added;
+    if (json.empty()) return added;
+    simdjson::dom::array arr;
+    if (hf_dom(src, parser, json, "added_tokens").get_array().get(arr))
+        throw load_error(src.op, src.path + ": added_tokens", "expected an array");
+    std::size_t k = 0;
+    for (auto a : arr) {
+        simdjson::dom::object ao;
+        std::string_view content;
+        const std::string where = src.path + ": added_tokens[" + std::to_string(k++) + "]";
+        if (a.get_object().get(ao)) throw load_error(src.op, where, "expected an object");
+        if (ao["content"].get_string().get(content)) throw load_error(src.op, where, "missing its \"content\" string");
+        simdjson::dom::element idel;
+        if (ao["id"].get(idel)) throw load_error(src.op, where, "missing its \"id\"");
+        const auto id = token_id(idel, src.path, src.op, shown(content));
+        bool special = false;
+        read_field(ao, "special", special);
+        added.push_back({id, std::string(content), special});
+    }
+    return added;
+}
+
+/// id → index in `added` (−1: none), for ids below the vocabulary limit (the builder reports
+/// the others). @throws load_error if two added tokens claim one id.
+[[nodiscard]] inline std::vector<std::int32_t> index_hf_added_tokens(const hf_source& src,
+                                                                     const std::vector<hf_added_token>& added) {
+    std::vector<std::int32_t> added_at;
+    for (std::size_t i = 0; i < added.size(); ++i) {
+        const auto id = static_cast<std::uint64_t>(added[i].id);
+        if (id >= max_vocabulary_ids) continue;
+        if (added_at.size() <= id) added_at.resize(id + 1, -1);
+        if (added_at[id] >= 0)
+            throw load_error(src.op, src.path + ": token id " + std::to_string(id),
+                             "duplicate id: added tokens " + shown(added[static_cast<std::size_t>(added_at[id])].content) +
+                                 " and " + shown(added[i].content) + " claim it");
+        added_at[id] = static_cast<std::int32_t>(i);
+    }
+    return added_at;
+}
+
+/// Decodes every token into the vocabulary. Added tokens define their ids (as in HuggingFace):
+/// a model token with the id of an added one is skipped, unless a non-special added token
+/// spells it differently (an error).
+[[nodiscard]] inline vocabulary build_hf_vocabulary(const hf_source& src, const std::vector<hf_raw_token>& model_tokens,
+                                                    const std::vector<hf_added_token>& added, const token_decoder& dec,
+                                                    text_transformations t, const std::string& model_type) {
+    const std::vector<std::int32_t> added_at = index_hf_added_tokens(src, added);
+    vocabulary_builder b(src.path);
+    b.reserve(model_tokens.size() + added.size(), src.text.size() / 8);
+    std::string& buf = b.pending_bytes();
+    for (const auto& r : model_tokens) {
+        const auto uid = static_cast<std::uint64_t>(r.id);
+        if (r.id >= 0 && uid < added_at.size() && added_at[uid] >= 0) {
+            const auto& a = added[static_cast<std::size_t>(added_at[uid])];
+            if (!a.special && a.content != r.piece)
+                throw load_error(src.op, src.path + ": token id " + std::to_string(r.id),
+                                 "duplicate id: model token " + shown(r.piece) + " and added token " + shown(a.content) +
+                                     " claim it");
+            continue;  // defined by the added token
+        }
+        dec.decode(r.piece, false, src.path, src.op, r.id, buf);
+        b.add_pending(r.id, token_kind::text, r.piece);
+    }
+    for (const auto& a : added) {
+        if (a.special) {
+            b.add(a.id, {}, token_kind::special, a.content);
+        } else {
+            dec.decode(a.content, true, src.path, src.op, a.id, buf);
+            b.add_pending(a.id, token_kind::text, a.content);
+        }
+    }
+
+    t.notes.insert(t.notes.begin(), "model " + model_type);
+    for (const auto& n : dec.notes) t.notes.push_back(n);
+    t.decoder_strips_leading_space = dec.strips_leading_space;
+    if (dec.strips_leading_space && t.dummy_prefix == dummy_prefix_rule::none)
+        t.notes.push_back("the decoder strips one leading space but the encoder adds none");
+    return std::move(b).build(std::move(t));
+}
+
+} // namespace detail
+
 /// Parses the text of a HuggingFace tokenizer.json.
 ///
 /// The large arrays (model.vocab, model.merges) are walked with simdjson's On-Demand API, so the
@@ -313,216 +612,23 @@ inline void read_text_side(simdjson::dom::element e, text_transformations& t, bo
 /// (`capacity` ≥ text.size() + 64); the overload taking a std::string copies it.
 [[nodiscard]] inline vocabulary parse_hf_tokenizer_json(std::string_view text, std::size_t capacity,
                                                         const std::string& path) {
-    namespace od = simdjson::ondemand;
-    const std::string op = "load tokenizer.json";
-    // Any simdjson failure: first look for a JSON syntax error to point at; otherwise the
-    // document is valid JSON with an unexpected shape, and `what` says which part.
-    auto fail = [&](simdjson::error_code err, const std::string& what) -> load_error {
-        const std::string where = detail::json_error_location(text);
-        if (!where.empty())
-            return load_error(op, path + ": " + where, std::string("not valid JSON (") + simdjson::error_message(err) + ")");
-        return load_error(op, path + ": " + what, std::string("unexpected JSON structure (") + simdjson::error_message(err) + ")");
-    };
+    const detail::hf_source src{text, path};
     if (capacity < text.size() + simdjson::SIMDJSON_PADDING)
-        throw value_error(op, path, "the text buffer needs " + std::to_string(simdjson::SIMDJSON_PADDING) + " bytes of padding");
+        throw value_error(src.op, path, "the text buffer needs " + std::to_string(simdjson::SIMDJSON_PADDING) + " bytes of padding");
     simdjson::padded_string_view padded(text, capacity);
-    od::parser parser;
-    od::document doc;
-    if (auto err = parser.iterate(padded).get(doc)) throw fail(err, "document");
-    od::object root;
-    if (auto err = doc.get_object().get(root)) throw fail(err, "top level (expected an object)");
+    simdjson::ondemand::parser parser;  // owns the unescaped vocabulary pieces until the end
+    simdjson::ondemand::document doc;
+    if (auto err = parser.iterate(padded).get(doc)) throw src.fail(err, "document");
+    simdjson::ondemand::object root;
+    if (auto err = doc.get_object().get(root)) throw src.fail(err, "top level (expected an object)");
 
-    struct raw_token { std::string_view piece; std::int64_t id; };
-    std::vector<raw_token> raw;
-    std::string type;
-    bool model_byte_fallback = false, saw_model = false, vocab_is_array = false, saw_vocab = false;
-    std::string decoder_json, normalizer_json, pre_json, added_json;
-    auto raw_or_null = [&](od::value v, std::string& out, const char* what) {
-        od::json_type t;
-        if (auto err = v.type().get(t)) throw fail(err, what);
-        if (t == od::json_type::null) return;
-        std::string_view r;
-        if (t == od::json_type::object) {
-            od::object o;
-            if (auto err = v.get_object().get(o)) throw fail(err, what);
-            if (auto err = o.raw_json().get(r)) throw fail(err, what);
-        } else if (t == od::json_type::array) {
-            od::array a;
-            if (auto err = v.get_array().get(a)) throw fail(err, what);
-            if (auto err = a.raw_json().get(r)) throw fail(err, what);
-        } else {
-            throw load_error(op, path + ": " + what, "expected an object, an array or null");
-        }
-        out.assign(r);
-    };
-    for (auto field_r : root) {
-        od::field field;
-        if (auto err = std::move(field_r).get(field)) throw fail(err, "top level");
-        std::string_view key;
-        if (auto err = field.unescaped_key().get(key)) throw fail(err, "top level key");
-        if (key == "decoder") raw_or_null(field.value(), decoder_json, "decoder");
-        else if (key == "normalizer") raw_or_null(field.value(), normalizer_json, "normalizer");
-        else if (key == "pre_tokenizer") raw_or_null(field.value(), pre_json, "pre_tokenizer");
-        else if (key == "added_tokens") raw_or_null(field.value(), added_json, "added_tokens");
-        else if (key == "model") {
-            saw_model = true;
-            od::object model;
-            if (auto err = field.value().get_object().get(model)) throw fail(err, "model (expected an object)");
-            for (auto mf_r : model) {
-                od::field mf;
-                if (auto err = std::move(mf_r).get(mf)) throw fail(err, "model");
-                std::string_view mkey;
-                if (auto err = mf.unescaped_key().get(mkey)) throw fail(err, "model key");
-                if (mkey == "type") {
-                    std::string_view t;
-                    if (auto err = mf.value().get_string().get(t)) throw fail(err, "model.type (expected a string)");
-                    type.assign(t);
-                } else if (mkey == "byte_fallback") {
-                    bool b = false;
-                    if (!mf.value().get_bool().get(b)) model_byte_fallback = b;
-                } else if (mkey == "vocab") {
-                    saw_vocab = true;
-                    od::json_type vt;
-                    if (auto err = mf.value().type().get(vt)) throw fail(err, "model.vocab");
-                    if (vt == od::json_type::object) {
-                        od::object vocab;
-                        if (auto err = mf.value().get_object().get(vocab)) throw fail(err, "model.vocab");
-                        for (auto tf_r : vocab) {
-                            od::field tf;
-                            if (auto err = std::move(tf_r).get(tf)) throw fail(err, "model.vocab");
-                            std::string_view piece;
-                            if (auto err = tf.unescaped_key().get(piece)) throw fail(err, "model.vocab key");
-                            std::int64_t id = 0;
-                            if (auto err = tf.value().get_int64().get(id)) {
-                                if (!detail::json_error_location(text).empty()) throw fail(err, "model.vocab");
-                                throw load_error(op, path + ": token " + detail::shown(piece),
-                                                 "the id is not an integer (" + std::string(simdjson::error_message(err)) + ")");
-                            }
-                            raw.push_back({piece, id});
-                        }
-                    } else if (vt == od::json_type::array) {
-                        vocab_is_array = true;
-                        od::array vocab;
-                        if (auto err = mf.value().get_array().get(vocab)) throw fail(err, "model.vocab");
-                        std::int64_t id = 0;
-                        for (auto item_r : vocab) {
-                            od::array pair;
-                            std::string_view piece;
-                            bool got = false;
-                            if (!item_r.get_array().get(pair)) {
-                                for (auto el : pair) {
-                                    if (!got) got = !el.get_string().get(piece);
-                                    else break;
-                                }
-                            }
-                            if (!got) {
-                                if (!detail::json_error_location(text).empty()) throw fail(simdjson::INCORRECT_TYPE, "model.vocab");
-                                throw load_error(op, path + ": token id " + std::to_string(id), "a Unigram vocab entry must be [piece, score]");
-                            }
-                            raw.push_back({piece, id++});
-                        }
-                    } else {
-                        throw load_error(op, path + ": model.vocab", "expected an object (BPE) or an array (Unigram)");
-                    }
-                }
-                // other model fields (merges, dropout, ...) are skipped unparsed
-            }
-        }
-    }
-    if (!saw_model) throw load_error(op, path, "missing the \"model\" object");
-    if (type.empty()) {
-        if (saw_vocab && !vocab_is_array) type = "BPE"; // old files omit the type
-        else throw load_error(op, path + ": model", "no \"type\": cannot tell the model type");
-    }
-    if (type != "BPE" && type != "Unigram")
-        throw load_error(op, path + ": model", "unsupported model type " + detail::shown(type) + " (bld supports BPE and Unigram)");
-    if (!saw_vocab || vocab_is_array != (type == "Unigram"))
-        throw load_error(op, path + ": model", type + " model without a " + (type == "Unigram" ? "\"vocab\" array" : "\"vocab\" object"));
-
-    // Small parts: DOM.
-    simdjson::dom::parser small;
-    auto dom_of = [&](const std::string& json, const char* what) {
-        simdjson::dom::element e;
-        if (auto err = small.parse(json).get(e)) throw fail(err, what);
-        return e;
-    };
-    detail::token_decoder dec;
-    if (!decoder_json.empty()) detail::read_decoder(dom_of(decoder_json, "decoder"), dec, path, op);
-    if (model_byte_fallback && !dec.byte_fallback) {
-        // The model emits <0xNN> pieces; without a ByteFallback step the decoder would print
-        // them literally, which no text contains. Treat them as bytes, and say so.
-        dec.steps.push_back({detail::decode_step::byte_fallback, {}, {}});
-        dec.byte_fallback = true;
-        dec.notes.push_back("model byte_fallback: <0xNN> pieces are single bytes");
-    }
-    text_transformations t;
-    if (!normalizer_json.empty()) detail::read_text_side(dom_of(normalizer_json, "normalizer"), t, true);
-    if (!pre_json.empty()) detail::read_text_side(dom_of(pre_json, "pre_tokenizer"), t, false);
-
-    // Added tokens first: their definition of an id wins over the model's, as in HuggingFace.
-    struct added_token { std::int64_t id; std::string content; bool special; };
-    std::vector<added_token> added;
-    if (!added_json.empty()) {
-        simdjson::dom::array arr;
-        if (dom_of(added_json, "added_tokens").get_array().get(arr)) throw load_error(op, path + ": added_tokens", "expected an array");
-        std::size_t k = 0;
-        for (auto a : arr) {
-            simdjson::dom::object ao;
-            std::string_view content;
-            const std::string where = path + ": added_tokens[" + std::to_string(k++) + "]";
-            if (a.get_object().get(ao)) throw load_error(op, where, "expected an object");
-            if (ao["content"].get_string().get(content)) throw load_error(op, where, "missing its \"content\" string");
-            simdjson::dom::element idel;
-            if (ao["id"].get(idel)) throw load_error(op, where, "missing its \"id\"");
-            const auto id = detail::token_id(idel, path, op, detail::shown(content));
-            bool special = false;
-            detail::read_field(ao, "special", special);
-            added.push_back({id, std::string(content), special});
-        }
-    }
-    std::vector<std::int32_t> added_at; // id → index in `added`, for ids below the limit
-    for (std::size_t i = 0; i < added.size(); ++i) {
-        const auto id = static_cast<std::uint64_t>(added[i].id);
-        if (id >= max_vocabulary_ids) continue; // the builder reports it
-        if (added_at.size() <= id) added_at.resize(id + 1, -1);
-        if (added_at[id] >= 0)
-            throw load_error(op, path + ": token id " + std::to_string(id),
-                             "duplicate id: added tokens " + detail::shown(added[static_cast<std::size_t>(added_at[id])].content) +
-                                 " and " + detail::shown(added[i].content) + " claim it");
-        added_at[id] = static_cast<std::int32_t>(i);
-    }
-
-    vocabulary_builder b(path);
-    b.reserve(raw.size() + added.size(), text.size() / 8);
-    std::string& buf = b.pending_bytes();
-    for (const auto& r : raw) {
-        const auto uid = static_cast<std::uint64_t>(r.id);
-        if (r.id >= 0 && uid < added_at.size() && added_at[uid] >= 0) {
-            const auto& a = added[static_cast<std::size_t>(added_at[uid])];
-            if (!a.special && a.content != r.piece)
-                throw load_error(op, path + ": token id " + std::to_string(r.id),
-                                 "duplicate id: model token " + detail::shown(r.piece) + " and added token " +
-                                     detail::shown(a.content) + " claim it");
-            continue; // defined by the added token
-        }
-        dec.decode(r.piece, false, path, op, r.id, buf);
-        b.add_pending(r.id, token_kind::text, r.piece);
-    }
-    for (const auto& a : added) {
-        if (a.special) {
-            b.add(a.id, {}, token_kind::special, a.content);
-        } else {
-            dec.decode(a.content, true, path, op, a.id, buf);
-            b.add_pending(a.id, token_kind::text, a.content);
-        }
-    }
-
-    t.notes.insert(t.notes.begin(), "model " + type);
-    for (auto& n : dec.notes) t.notes.push_back(std::move(n));
-    t.decoder_strips_leading_space = dec.strips_leading_space;
-    if (dec.strips_leading_space && t.dummy_prefix == dummy_prefix_rule::none)
-        t.notes.push_back("the decoder strips one leading space but the encoder adds none");
-    return std::move(b).build(std::move(t));
+    const detail::hf_sections sections = detail::read_hf_sections(src, root);
+    const std::string model_type = detail::hf_model_type(src, sections);
+    simdjson::dom::parser small;  // the small parts, one after another
+    const detail::token_decoder dec = detail::hf_token_decoder(src, small, sections);
+    text_transformations t = detail::hf_text_transformations(src, small, sections);
+    const auto added = detail::read_hf_added_tokens(src, small, sections.added_tokens_json);
+    return detail::build_hf_vocabulary(src, sections.vocab, added, dec, std::move(t), model_type);
 }
 
 /// Parses the text of a HuggingFace tokenizer.json held in a string (copied once for padding).
