@@ -1,10 +1,16 @@
 // Library hygiene checked by the compiler: exception types copy without throwing, and types
 // that keep a pointer to a trie refuse a temporary one.
+#include <bld/backends/simd/row_pass.hpp>
 #include <bld/core/error.hpp>
+#include <bld/core/tensor.hpp>
+#include <bld/projection/canonical_path.hpp>
+#include <bld/vocab/trie.hpp>
 
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <exception>
+#include <span>
 #include <string>
 #include <type_traits>
 
@@ -21,6 +27,23 @@ static_assert(copies_without_throwing<bld::load_error>);
 static_assert(copies_without_throwing<bld::shape_error>);
 static_assert(copies_without_throwing<bld::value_error>);
 static_assert(copies_without_throwing<bld::alignment_error>);
+
+// Plans and row sources keep a pointer to the trie they were built from: `simd_row_plan
+// p{byte_trie{v}};` would dangle at the end of the statement, so a temporary (or a const
+// rvalue) trie must not compile; a named trie must.
+using bld::byte_trie;
+template <class X, class... Rest>
+constexpr bool takes_named_trie_only = std::is_constructible_v<X, byte_trie&, Rest...> &&
+                                       std::is_constructible_v<X, const byte_trie&, Rest...> &&
+                                       !std::is_constructible_v<X, byte_trie&&, Rest...> &&
+                                       !std::is_constructible_v<X, const byte_trie&&, Rest...> &&
+                                       !std::is_constructible_v<X, byte_trie, Rest...>;
+
+static_assert(takes_named_trie_only<bld::simd_row_plan>);
+static_assert(takes_named_trie_only<bld::dense_rows<float>, bld::tensor_view<const float, 2>>);
+static_assert(takes_named_trie_only<bld::dense_rows<double>, bld::tensor_view<const double, 2>>);
+static_assert(takes_named_trie_only<bld::topk_rows, bld::tensor_view<const std::int64_t, 2>,
+                                    bld::tensor_view<const float, 2>, std::span<const double>>);
 
 }  // namespace
 

@@ -2,6 +2,12 @@
 #include <bld/cuda.cuh>
 
 #include <cstdint>
+#include <type_traits>
+
+// device_trie keeps a pointer to the host trie: it takes a named trie, never a temporary.
+static_assert(std::is_constructible_v<bld::cuda::device_trie, const bld::byte_trie&, cudaStream_t>);
+static_assert(!std::is_constructible_v<bld::cuda::device_trie, bld::byte_trie&&, cudaStream_t>);
+static_assert(!std::is_constructible_v<bld::cuda::device_trie, const bld::byte_trie&&, cudaStream_t>);
 
 double bld_two_tu_cuda_b(const bld::cuda::device_trie& dt, bld::tensor_view<const float, 2> rows) {
     bld::cuda::device_row_summaries sums(static_cast<std::size_t>(rows.extent(0)), nullptr);

@@ -37,6 +37,8 @@ class dense_rows {
 public:
     dense_rows(const byte_trie& trie, tensor_view<const T, 2> rows)
         : trie_(&trie), rows_(rows), bins_(root_bins(trie)) {}
+    /// Keeps a pointer to the trie: a temporary one would dangle.
+    dense_rows(const byte_trie&& trie, tensor_view<const T, 2> rows) = delete;
     [[nodiscard]] std::size_t count() const noexcept { return static_cast<std::size_t>(rows_.extent(0)); }
     [[nodiscard]] std::span<const T> row(std::size_t j) const noexcept {
         return {rows_.data() + j * static_cast<std::size_t>(rows_.extent(1)), static_cast<std::size_t>(rows_.extent(1))};
@@ -70,6 +72,9 @@ public:
     /// @param ids      [rows, k] token ids (−1 = padding, ignored)
     /// @param logits   [rows, k]
     /// @param residual [rows] mass not listed, in [0, 1)
+    /// Keeps a pointer to the trie: a temporary one would dangle.
+    topk_rows(const byte_trie&& trie, tensor_view<const std::int64_t, 2> ids, tensor_view<const float, 2> logits,
+              std::span<const double> residual) = delete;
     topk_rows(const byte_trie& trie, tensor_view<const std::int64_t, 2> ids, tensor_view<const float, 2> logits,
               std::span<const double> residual)
         : trie_(&trie) {

@@ -59,6 +59,8 @@ inline constexpr bool device_kernel_reads = logit_type<T> && !std::same_as<std::
 /// @pre the host trie outlives this object; the stream outlives it too (buffers are freed on it).
 class device_trie {
 public:
+    /// Keeps a pointer to the host trie: a temporary one would dangle.
+    device_trie(const byte_trie&& trie, cudaStream_t stream) = delete;
     device_trie(const byte_trie& trie, cudaStream_t stream) : trie_(&trie) {
         constexpr const char* op = "bld::cuda::device_trie";
         const auto nodes = trie.nodes();

@@ -61,6 +61,8 @@ inline constexpr bool simd_kernel_reads = logit_type<T> && !std::same_as<std::re
 class simd_row_plan {
 public:
     explicit simd_row_plan(const byte_trie& trie) : trie_(&trie), bins_(root_bins(trie)) { build(); }
+    /// Keeps a pointer to the trie: a temporary one would dangle.
+    explicit simd_row_plan(const byte_trie&& trie) = delete;
 
     [[nodiscard]] const byte_trie& trie() const noexcept { return *trie_; }
     /// Ids that count in a row (the vocabulary's size; columns past it are ignored).
