@@ -6,9 +6,9 @@
 //  * GPT-2 `encoder.json` + `vocab.bpe`;
 //  * `load_vocabulary(path)`, which recognises either, or a tiktoken rank file.
 //
-// JSON is parsed by simdjson (DOM API): the 33 MB tokenizer.json of a 262k vocabulary parses in
-// tens of milliseconds. When a file is not valid JSON, nlohmann::json's SAX parser re-reads it
-// only to locate the first syntax error (line, column, byte offset) for the message.
+// JSON is parsed by simdjson (On-Demand for the model's large arrays, DOM for the small parts).
+// When a file is not valid JSON, nlohmann::json's SAX parser re-reads it only to locate the
+// first syntax error (line, column, byte offset) for the message.
 //
 // Token bytes are what the tokenizer's decoder makes of one token, so decoding an id sequence
 // is concatenating bytes. Text-level steps of a decoder (Strip of the dummy-prefix space) do not

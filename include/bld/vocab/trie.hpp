@@ -1,8 +1,9 @@
 // bld/vocab/trie.hpp — the byte trie of a vocabulary, laid out in sorted token order.
 //
-// design.md §2: sort the text tokens by their byte strings. Every trie node (a byte prefix s)
-// is then a contiguous range [lo, hi) of that order: the tokens equal to s come first,
-// [lo, end_hi), and the children split [end_hi, hi) into contiguous sub-ranges in byte order.
+// docs/01_method.md, "The sorted trie": sort the text tokens by their byte strings. Every trie
+// node (a byte prefix s) is then a contiguous range [lo, hi) of that order: the tokens equal to
+// s come first, [lo, end_hi), and the children split [end_hi, hi) into contiguous sub-ranges in
+// byte order.
 // Every mass a projection needs is a sum over a range of one permuted teacher row.
 //
 // Layout: nodes are numbered breadth-first, so the children of a node are consecutive node

@@ -1,8 +1,7 @@
 // bld/backends/cuda/error.cuh — CUDA errors as bld::error, device buffers, device-pointer checks.
 //
-// Compiled only by nvcc (style.md habit 7). Every CUDA runtime call of bld goes through
-// cuda::check, which throws bld::cuda::cuda_error (a bld::error) whose reason carries the CUDA
-// error name and string. Device memory is plain cudaMallocAsync / cudaFreeAsync on the caller's
+// Compiled only by nvcc. Every CUDA runtime call of bld goes through cuda::check, which throws
+// bld::cuda::cuda_error (a bld::error) whose reason carries the CUDA error name and string. Device memory is plain cudaMallocAsync / cudaFreeAsync on the caller's
 // stream (stream-ordered, no managed memory).
 #pragma once
 
