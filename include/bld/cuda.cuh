@@ -1,5 +1,5 @@
 // bld/cuda.cuh — every CUDA facility of bld (nvcc only; link bld::cuda). Not part of bld.hpp:
-// the umbrella stays free of optional dependencies (style.md habit 1).
+// the umbrella stays free of optional dependencies.
 #pragma once
 
 #include "bld/backends/cuda/block_ops.cuh"

@@ -1,6 +1,6 @@
 // bld/adapters/eigen.hpp — Eigen matrices, arrays, maps and refs as bld tensors.
 //
-// style.md habit 2: an Eigen object converts to a `tensor_view` at the API edge through
+// An Eigen object converts to a `tensor_view` at the API edge through
 // `tensor_adapter`. Compile-time vectors (VectorXf, RowVectorXd, their maps) are rank-1
 // tensors; every other matrix or array is a rank-2 [rows, cols] tensor. bld's views are
 // row-major: declare matrices with `Eigen::RowMajor`, or map row-major data. A column-major

@@ -1,6 +1,6 @@
 // bld/adapters/torch.hpp — libtorch tensors (torch::Tensor, i.e. at::Tensor) as bld tensors.
 //
-// style.md habit 2: a torch::Tensor converts to a `tensor_view` at the API edge. Supported
+// A torch::Tensor converts to a `tensor_view` at the API edge. Supported
 // dtypes: float32, float64, bfloat16 (as bld::bf16), int32, int64, uint8 and bool; devices:
 // CPU and CUDA (bld's CPU algorithms require CPU). The layout must be strided and dense
 // row-major (`t.is_contiguous()`): call `.contiguous()` first otherwise — bld never copies

@@ -1,6 +1,6 @@
 // bld/core/alphabet.hpp — the byte alphabet every next-byte distribution and byte head uses.
 //
-// design.md §1: 256 bytes, the STOP symbol (the mass of special / end-of-text tokens, which
+// docs/01_method.md ("The student side"): 256 bytes, the STOP symbol (the mass of special / end-of-text tokens, which
 // have no text bytes) and three reserved slots that bld keeps at zero: 260 entries, the width
 // of the paper's byte head. These are the only spellings of these sizes in bld; where a signed
 // or int type is needed, cast at the use site.

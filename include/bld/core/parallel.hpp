@@ -1,6 +1,6 @@
 // bld/core/parallel.hpp — threads over rows and texts, with results that do not depend on them.
 //
-// design.md §2: "same inputs, same bits, whatever the thread count". bld splits work into
+// docs/01_method.md ("The sorted trie"): "same inputs, same bits, whatever the thread count". bld splits work into
 // items (a tile of rows, one text) whose results depend on the item alone, and hands each
 // worker a contiguous range of items. No reduction crosses items, so every thread count gives
 // the same bits. Errors: the exception of the lowest-numbered failing range is rethrown, after

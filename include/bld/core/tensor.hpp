@@ -1,6 +1,6 @@
 // bld/core/tensor.hpp — the one non-owning tensor view every bld algorithm sees.
 //
-// design.md §5, style.md habits 2–3: tensors of any kind (raw pointer + extents, std::span,
+// Tensors of any kind (raw pointer + extents, std::span,
 // std::vector, Eigen, torch::Tensor, your own type) are converted at the API edge into a
 // `tensor_view<T, Rank>` — a data pointer, extents, dense row-major, a device. Kernels are
 // written once against that view, so they are instantiated per element type, never per

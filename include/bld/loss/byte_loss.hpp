@@ -1,6 +1,6 @@
 // bld/loss/byte_loss.hpp — byte losses between teacher byte distributions and the student's byte head.
 //
-// design.md §1: the student's byte head has K parallel heads (head j predicts byte j of the
+// docs/01_method.md ("The student side"): the student's byte head has K parallel heads (head j predicts byte j of the
 // student token); each (token ℓ, head j) pair is a *slot*. The BLD byte term of the loss is
 //
 //     λ_b · Σ_{j ≤ min(n_ℓ, K)} CE(byte_j, head_j)  +  λ_KL · Σ_{j ≤ min(n_ℓ, K)} D(p_ℓj ‖ q_ℓj)
@@ -452,7 +452,7 @@ inline constexpr struct byte_cross_entropy_fn {
 } byte_cross_entropy{};
 
 /// The combined BLD byte term λ_b · CE(true byte) + λ_KL · D(targets ‖ softmax(logits/τ)),
-/// per active slot, reduced (design.md §1; defaults λ_b = 1, λ_KL = 0.1, forward KL, τ = 1).
+/// per active slot, reduced (docs/01_method.md; defaults λ_b = 1, λ_KL = 0.1, forward KL, τ = 1).
 ///
 /// @pre  as `byte_loss` and `byte_cross_entropy` together. With λ_KL = 0 the targets are
 ///       shape-checked but not read; with λ_b = 0 the true bytes likewise.

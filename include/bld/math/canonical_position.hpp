@@ -1,4 +1,4 @@
-// bld/math/canonical_position.hpp — one byte position of the canonical path (design.md §3.1):
+// bld/math/canonical_position.hpp — one byte position of the canonical path (docs/01_method.md, "Canonical path"):
 // the specification.
 //
 // For byte i inside token j at depth d with s the bytes of t_j before i:

@@ -1,4 +1,4 @@
-// bld/math/root_bins.hpp — the root bins of the one-pass row kernel (design.md §2).
+// bld/math/root_bins.hpp — the root bins of the one-pass row kernel (docs/01_method.md, "The sorted trie").
 //
 // A row pass accumulates Σ exp(z − max) per root bin (256 first bytes and STOP). The one-pass
 // kernel keeps each bin in units of its own max and rescales lazily; partial bins of several

@@ -1,4 +1,4 @@
-// bld/projection/canonical_path.hpp — the canonical-path projection (design.md §3.1) over any row
+// bld/projection/canonical_path.hpp — the canonical-path projection (docs/01_method.md, "Canonical path") over any row
 // source, and the reference row sources (dense fp64 rows, top-k rows).
 #pragma once
 

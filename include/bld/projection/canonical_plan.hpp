@@ -1,4 +1,4 @@
-// bld/projection/canonical_plan.hpp — the canonical path of one text as a plan (design.md §3.1).
+// bld/projection/canonical_plan.hpp — the canonical path of one text as a plan (docs/01_method.md, "Canonical path").
 //
 // The plan walks the trie along the teacher's tokens once: one node-sum request per (token j,
 // depth d) and one position per text byte, each naming what the position formula

@@ -1,4 +1,4 @@
-// bld/projection/covering.hpp — the covering methods (design.md §3.2, §3.3): the teacher concept,
+// bld/projection/covering.hpp — the covering methods (docs/01_method.md, "Exact covering", "Covering beam"): the teacher concept,
 // exact covering enumeration (the oracle) and the covering beam.
 #pragma once
 
@@ -435,7 +435,7 @@ private:
 
 } // namespace detail
 
-/// Covering beam (Vieira et al. 2024, design.md §3.2): hypotheses are (token path, trie node in
+/// Covering beam (Vieira et al. 2024; docs/01_method.md, "Covering beam"): hypotheses are (token path, trie node in
 /// the path's next-token row, weight). At each byte, hypotheses whose node ends tokens spawn
 /// new paths (one batched teacher call for all new contexts), then those below ε of the total
 /// mass are pruned, the top K kept, the distribution read off, and every hypothesis follows

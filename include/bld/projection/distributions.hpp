@@ -1,4 +1,4 @@
-// bld/projection/ — teacher next-token rows → next-byte distributions (design.md §3).
+// bld/projection/ — teacher next-token rows → next-byte distributions (docs/01_method.md).
 //
 //  * canonical_path   — online, one teacher pass over the teacher's own tokenization (§3.1);
 //  * covering_beam    — Vieira-style beam over covering token paths, teacher called for new

@@ -1,6 +1,6 @@
 // bld/targets/alignment.hpp — student slots ↔ teacher byte positions, from token ids only.
 //
-// design.md §1, §4: the student's byte head has K heads reading the hidden state that predicts
+// docs/01_method.md ("Alphabet", "The student side"): the student's byte head has K heads reading the hidden state that predicts
 // student token ℓ; head j predicts byte j of token ℓ, i.e. the text byte at offset o_ℓ + j,
 // for j < min(n_ℓ, K). Its teacher target is the teacher's next-byte distribution at that same
 // text byte. Byte offsets come from the ids and the vocabularies, never from decode-and-search.

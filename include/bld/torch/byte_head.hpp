@@ -1,6 +1,6 @@
 // bld/torch/byte_head.hpp — the student's byte head as a libtorch module, for C++ trainers.
 //
-// design.md §1: K (default 10) parallel linear layers hidden → 260, all reading the hidden
+// docs/01_method.md ("The student side"): K (default 10) parallel linear layers hidden → 260, all reading the hidden
 // state that predicts student token ℓ; head j predicts the j-th byte of that token. Stored as
 // one weight [K, 260, hidden] and one bias [K, 260] so the K layers run as one matmul;
 // `forward` maps [..., hidden] to [..., K, 260] logits — the `logits` of bld::byte_loss.

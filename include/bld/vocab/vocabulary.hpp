@@ -1,6 +1,6 @@
 // bld/vocab/vocabulary.hpp — token id → text bytes, as the tokenizer's decoder defines them.
 //
-// design.md §1, §4: every text token has a byte string; special tokens (BOS, EOS, chat markers)
+// docs/01_method.md ("Alphabet", "The student side"): every text token has a byte string; special tokens (BOS, EOS, chat markers)
 // have none — their probability mass becomes the STOP symbol. Ids the tokenizer never assigns
 // (gaps) are `absent`: like columns past the vocabulary, they take part in nothing.
 // Duplicates (two ids with equal bytes, e.g. `A` and `<0x41>` in SentencePiece vocabularies)
@@ -61,7 +61,7 @@ enum class dummy_prefix_rule : std::uint8_t {
 };
 
 /// Text-level transformations a tokenizer applies around its tokens, reported by the loaders
-/// (design.md §4). bld never applies them silently: alignment code reconciles them explicitly.
+/// (docs/01_method.md, "The student side"). bld never applies them silently: alignment code reconciles them explicitly.
 struct text_transformations {
     /// The encoder's dummy prefix: the concatenated token bytes of an encoding are then
     /// " " + text; the decoder strips the space again.

@@ -1,5 +1,5 @@
 // bld/backends/cuda/block_ops.cuh — the device-side pieces the kernels share: warp lanes for the
-// per-slot / per-position bodies of shared_math.hpp, streaming logit loads, and the block-wide
+// per-slot / per-position bodies of bld/math, streaming logit loads, and the block-wide
 // keyed accumulation (segmented sums without atomics, deterministic).
 #pragma once
 
@@ -15,7 +15,7 @@
 
 namespace bld::cuda {
 
-/// The lanes policy of one warp (shared_math.hpp): entry a lives in lane a % 32; reductions are
+/// The lanes policy of one warp (bld/math/lanes.hpp): entry a lives in lane a % 32; reductions are
 /// xor butterflies, so every lane gets the bitwise same result and the order is fixed. All 32
 /// lanes of the warp must call each reduction. Host calls are never made (the host branch is
 /// the identity only so the class compiles for both sides).
@@ -83,7 +83,7 @@ struct lazy_bin_flush {
 template <int Threads>
 using keyed_scan = cub::BlockScan<detail::keyed_sum, Threads, cub::BLOCK_SCAN_WARP_SCANS>;
 
-/// The block's keyed accumulation of one tile (shared_math.hpp, "Keyed runs"): every thread
+/// The block's keyed accumulation of one tile (bld/backends/cuda/kernel_plan.hpp, "Keyed runs"): every thread
 /// passes its items (non-decreasing keys across the block) and the key of the next thread's
 /// first item; each segment's sum reaches flush exactly once, from the thread where it ends.
 /// Contains a block scan: all threads must call it, and `scan` may be reused only after a

@@ -1,4 +1,4 @@
-// bld/backends/cuda/canonical.cuh — the canonical-path projection (design.md §3.1) on the GPU.
+// bld/backends/cuda/canonical.cuh — the canonical-path projection (docs/01_method.md, "Canonical path") on the GPU.
 //
 // The host plans the text once (canonical_plan: the ids are checked, the trie is walked, one
 // node request per (token, depth)); the GPU runs the row pass on the text's rows, the node

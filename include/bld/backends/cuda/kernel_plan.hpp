@@ -3,7 +3,7 @@
 // on every machine. Internal to the CUDA backend (bld::cuda::detail): these are not formulas,
 // they are how the kernels cut the work.
 //
-// Row pass (design.md §2, "the scatter is the enemy"): a row's columns are cut into chunks of
+// Row pass (docs/01_method.md, "The sorted trie": a scatter is slow): a row's columns are cut into chunks of
 // chunk_columns ids. Within a chunk the ids are stably sorted by root bin, once, on the host;
 // the kernel stages a chunk of logits in shared memory, reads it back in that sorted order,
 // and every bin becomes one contiguous segment — a segmented sum instead of a scatter, with no

@@ -1,11 +1,11 @@
-// bld/backends/cuda/loss.cuh — the byte losses (loss.hpp) forward + backward on the GPU.
+// bld/backends/cuda/loss.cuh — the byte losses (bld/loss/byte_loss.hpp) forward + backward on the GPU.
 //
 // One warp per slot: the 260 logits of a slot are spread over the 32 lanes (9 per lane) and
 // math::slot_loss — the same function the CPU tests run with host_lanes — computes the value
 // and the gradient in one fused pass, in fp64 whatever the input type. Three kernels, all on
 // the caller's stream: count the active slots and tokens (for the eq5 / slot_mean scales),
 // the slots (values, gradients, per-slot outputs), and a one-block reduction of the per-slot
-// values in a fixed order (deterministic). Conventions, shapes and reductions are loss.hpp's.
+// values in a fixed order (deterministic). Conventions, shapes and reductions are bld/loss/byte_loss.hpp's.
 //
 // Tolerance against the CPU (tests/cuda/test_cuda_main.cpp): 1e-12 relative on values and
 // gradients (fp64 throughout; only the summation order differs).

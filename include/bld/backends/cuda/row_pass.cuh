@@ -6,7 +6,7 @@
 //  * node_sums: a batch of (row, node) requests → node max (the shift), E(s) and the 256 child
 //    sums M(s·a) in units of exp(shift) — the GPU version of node_max_logit + sum_node.
 //
-// Row pass, one pass over each row (design.md §2): a block streams its chunks of 2048 columns
+// Row pass, one pass over each row (docs/01_method.md, "The sorted trie"): a block streams its chunks of 2048 columns
 // once from global memory; per chunk it validates the logits (NaN/+inf), stages them in shared
 // memory, takes the chunk max, moves the running max (online softmax: bins are rescaled lazily,
 // math::add_to_bin), computes exp(z − max) in fp32 with the subtraction's rounding compensated

@@ -1,6 +1,6 @@
 // bld/backends/reference/row_pass.hpp — from one row of teacher logits to the trie masses a projection needs.
 //
-// design.md §2: with the text tokens sorted by bytes, every trie node is a range [lo, hi) of the
+// docs/01_method.md ("The sorted trie"): with the text tokens sorted by bytes, every trie node is a range [lo, hi) of the
 // sorted order, so node mass M(s), end mass E(s) and the child masses M(s·a) are sums over
 // ranges of the permuted row. The root's children are the first bytes; STOP is the mass of the
 // special tokens.
