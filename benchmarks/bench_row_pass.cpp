@@ -79,7 +79,7 @@ const vocab_case vocab_cases[] = {{"llama2", "tokenizers/llama2/tokenizer.json"}
 
 struct loaded_vocab {
     std::unique_ptr<bld::byte_trie> trie;
-    std::unique_ptr<bld::simd_row_plan> plan;
+    std::unique_ptr<bld::row_plan> plan;
 };
 
 loaded_vocab& vocab(const std::string& name) {
@@ -88,7 +88,7 @@ loaded_vocab& vocab(const std::string& name) {
     if (!v.trie) {
         for (const auto& c : vocab_cases)
             if (name == c.name) v.trie = std::make_unique<bld::byte_trie>(bld::io::load_vocabulary(data_dir() + "/" + c.file));
-        v.plan = std::make_unique<bld::simd_row_plan>(*v.trie);
+        v.plan = std::make_unique<bld::row_plan>(*v.trie);
     }
     return v;
 }
@@ -148,9 +148,9 @@ void fail(benchmark::State& state, const std::string& what) {
 }
 
 template <class T>
-bool check_rows(const std::vector<bld::row_summary>& got, const row_batch<T>& b, const bld::simd_row_plan& plan) {
+bool check_rows(const std::vector<bld::row_summary>& got, const row_batch<T>& b, const bld::row_plan& plan) {
     for (std::size_t r = 0; r < 3; ++r) {
-        const auto ref = bld::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data() + r * b.n, b.n), r);
+        const auto ref = bld::reference::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data() + r * b.n, b.n), r);
         if (!close(got[r], ref)) return false;
     }
     return true;
@@ -199,13 +199,13 @@ void row_pass_reference(benchmark::State& state, std::string name) {
     const auto& plan = *vocab(name).plan;
     const auto& b = batch<T>(name);
     // The reference checks itself against the fast path's sums of probabilities (== 1).
-    const auto s0 = bld::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data(), b.n), 0);
+    const auto s0 = bld::reference::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data(), b.n), 0);
     double total = 0;
     for (double p : s0.root) total += p;
     if (std::abs(total - 1.0) > 1e-12) return fail(state, "reference root masses do not sum to 1");
     for (auto _ : state)
         for (std::size_t r = 0; r < reference_rows; ++r)
-            benchmark::DoNotOptimize(bld::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data() + r * b.n, b.n), r));
+            benchmark::DoNotOptimize(bld::reference::summarize_row(plan.trie(), plan.bins(), std::span<const T>(b.rows.data() + r * b.n, b.n), r));
     row_counters(state, reference_rows, b.V * sizeof(T));
 }
 
@@ -351,16 +351,16 @@ void text_counters(benchmark::State& state, std::size_t bytes, std::size_t logit
                                                        benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
-/// mode 0: reference canonical_path; 1: canonical_path_simd; 2: trie-ordered rows. Text 0 only.
+/// mode 0: reference canonical_path; 1: canonical_path; 2: trie-ordered rows. Text 0 only.
 void canonical(benchmark::State& state, int mode) {
     const auto& plan = *vocab("llama3").plan;
     const auto& d = canonical_inputs();
     const auto& t = d.texts[0];
     auto run = [&] {
-        if (mode == 0) return bld::canonical_path(plan.trie(), rows_of(d, 0, false), t.ids, t.text);
-        return bld::canonical_path_simd(plan, rows_of(d, 0, mode == 2), t.ids, t.text, mode == 2);
+        if (mode == 0) return bld::reference::canonical_path(plan.trie(), rows_of(d, 0, false), t.ids, t.text);
+        return bld::canonical_path(plan, rows_of(d, 0, mode == 2), t.ids, t.text, mode == 2);
     };
-    const auto ref = bld::canonical_path(plan.trie(), rows_of(d, 0, false), t.ids, t.text);
+    const auto ref = bld::reference::canonical_path(plan.trie(), rows_of(d, 0, false), t.ids, t.text);
     if (mode != 0 && !close_distributions(run(), ref)) return fail(state, "fast canonical path disagrees with the reference");
     for (auto _ : state) benchmark::DoNotOptimize(run());
     text_counters(state, t.text.size(), t.ids.size() * plan.vocab_size() * sizeof(float));

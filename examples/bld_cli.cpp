@@ -169,7 +169,7 @@ int cmd_masses(const std::vector<std::string>& args) {
     std::string out = "{\"rows\":[";
     for (std::int64_t r = 0; r < R; ++r) {
         const std::span<const float> row(rows.data() + r * n, static_cast<std::size_t>(n));
-        const auto m = bld::masses_for_prefix(trie, bins, row, prefix, static_cast<std::size_t>(r));
+        const auto m = bld::reference::masses_for_prefix(trie, bins, row, prefix, static_cast<std::size_t>(r));
         out += (r ? ",{" : "{");
         out += "\"node\":" + num(m.node) + ",\"end\":" + num(m.end) + ",\"stop\":" + num(m.stop) + ",\"children\":[";
         for (int a = 0; a < 256; ++a) out += (a ? "," : "") + num(m.children[static_cast<std::size_t>(a)]);
@@ -223,7 +223,7 @@ int cmd_project(const std::vector<std::string>& args) {
     }
     std::int64_t R = 0, n = 0;
     const auto rows = read_rows(o.get("--logits"), R, n);
-    write_result(o, bld::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {R, n}), ids, tv));
+    write_result(o, bld::reference::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {R, n}), ids, tv));
     return 0;
 }
 
@@ -290,7 +290,7 @@ int cmd_inspect(const std::vector<std::string>& args) {
 /// and a streaming read of the same bytes on T threads, each timed K times; medians per row.
 template <class T>
 int bench_rows(const bld::byte_trie& trie, std::size_t N, std::size_t threads, std::size_t repeats, const char* dtype) {
-    const bld::simd_row_plan plan(trie);
+    const bld::row_plan plan(trie);
     const std::size_t V = plan.vocab_size();
     std::vector<T> rows(N * V);
     std::mt19937 rng(42);
@@ -299,7 +299,7 @@ int bench_rows(const bld::byte_trie& trie, std::size_t N, std::size_t threads, s
     const bld::tensor_view<const T, 2> rv(rows.data(), {static_cast<std::int64_t>(N), static_cast<std::int64_t>(V)});
     std::vector<bld::row_summary> out(N);
     bld::summarize_rows(plan, rv, std::span<bld::row_summary>(out), {threads}); // warm-up
-    const auto ref = bld::summarize_row(trie, plan.bins(), std::span<const T>(rows.data(), V), 0);
+    const auto ref = bld::reference::summarize_row(trie, plan.bins(), std::span<const T>(rows.data(), V), 0);
     double err = std::abs(out[0].log_normalizer - ref.log_normalizer);
     for (std::size_t a = 0; a < 257; ++a) err = std::max(err, std::abs(out[0].root[a] - ref.root[a]) / std::max(ref.root[a], 1e-300));
     const auto median_us = [&](auto&& f) {

@@ -106,7 +106,7 @@ def main():
     w("trie-ordered kernel) on data that stays in L1: the compute floor, with no memory traffic.")
     w("`simd_<target>` is `summarize_rows` (rows in id order, one thread) on that instruction set;")
     w("`trie_ordered` is `summarize_permuted_rows` (rows whose columns the trainer permuted once by")
-    w("`simd_row_plan::permutation()`); `reference` is `summarize_row`, the fp64 scalar spec.")
+    w("`row_plan::permutation()`); `reference` is `summarize_row`, the fp64 scalar spec.")
     w("")
     w("| vocab | dtype | method | µs/row | GB/s | × stream | vs ref | vs numpy |")
     w("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")

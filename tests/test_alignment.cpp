@@ -128,7 +128,7 @@ TEST_CASE("alignment: canonical_targets carries the projection's dropped share t
     const bld::tensor_view<const float, 2> view(rows.data(), {static_cast<std::int64_t>(tids.size()), 260});
     const std::size_t K = 3;
     const auto t = bld::canonical_targets(student, sids, teacher, view, tids, K, std::string_view(text));
-    const auto dists = bld::canonical_path(teacher, view, tids);
+    const auto dists = bld::reference::canonical_path(teacher, view, tids);
     const auto& a = t.alignment;
     REQUIRE(t.dropped.size() == a.tokens * K);
     std::size_t nonzero = 0;

@@ -148,15 +148,15 @@ TEST_CASE("error catalogue: every entry keeps what / where / why") {
     const bld::tensor_view<const float, 2> rv(rows.data(), {2, 3});
     const entry value_entries[] = {
         {"E19", "teacher row pass", "row 1, column 2", "the logit is NaN",
-         [&](const fs::path&) { rows[5] = NAN; (void)bld::canonical_path(trie, rv, ids); }},
+         [&](const fs::path&) { rows[5] = NAN; (void)bld::reference::canonical_path(trie, rv, ids); }},
         {"E20", "teacher row pass", "row 0, column 1", "+Inf",
-         [&](const fs::path&) { rows[5] = 0.f; rows[1] = INFINITY; (void)bld::canonical_path(trie, rv, ids); }},
+         [&](const fs::path&) { rows[5] = 0.f; rows[1] = INFINITY; (void)bld::reference::canonical_path(trie, rv, ids); }},
         {"E21", "canonical-path projection", "token position 1", "id 9 is outside the vocabulary",
-         [&](const fs::path&) { rows[1] = 0.f; const std::vector<std::int64_t> bad{1, 9}; (void)bld::canonical_path(trie, rv, bad); }},
+         [&](const fs::path&) { rows[1] = 0.f; const std::vector<std::int64_t> bad{1, 9}; (void)bld::reference::canonical_path(trie, rv, bad); }},
         {"E22", "canonical-path projection", "token position 0", "is a special token",
-         [&](const fs::path&) { const std::vector<std::int64_t> sp{0, 1}; (void)bld::canonical_path(trie, rv, sp); }},
+         [&](const fs::path&) { const std::vector<std::int64_t> sp{0, 1}; (void)bld::reference::canonical_path(trie, rv, sp); }},
         {"E23", "canonical-path projection", "ids", "empty text",
-         [&](const fs::path&) { (void)bld::canonical_path(trie, rv, std::span<const std::int64_t>()); }},
+         [&](const fs::path&) { (void)bld::reference::canonical_path(trie, rv, std::span<const std::int64_t>()); }},
         {"E24", "covering beam", "epsilon", "must be in [0, 1)",
          [&](const fs::path&) {
              std::vector<float> table(4 * 3, 0.f);
@@ -189,7 +189,7 @@ TEST_CASE("error catalogue: every entry keeps what / where / why") {
 
     const entry shape_entries[] = {
         {"E29", "teacher row pass", "row 0", "fewer than the 3 ids",
-         [&](const fs::path&) { (void)bld::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {3, 2}), ids); }},
+         [&](const fs::path&) { (void)bld::reference::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {3, 2}), ids); }},
         {"E30", "bld::as_view", "argument `targets`", "[1, 2, 260]",
          [&](const fs::path&) {
              std::vector<float> z(1 * 2 * 260, 0.f), p(1 * 3 * 260, 0.f);
@@ -212,7 +212,7 @@ TEST_CASE("error catalogue: every entry keeps what / where / why") {
 
     const entry align_entries[] = {
         {"E33", "canonical-path projection", "byte offset 1 (token position 1)", "differ from the text",
-         [&](const fs::path&) { (void)bld::canonical_path(trie, rv, ids, std::string_view("aa")); }},
+         [&](const fs::path&) { (void)bld::reference::canonical_path(trie, rv, ids, std::string_view("aa")); }},
         {"E34", "align student slots with teacher bytes", "text byte offset 1", "student and teacher byte streams differ",
          [&](const fs::path&) {
              const std::vector<std::int64_t> other{1, 1};

@@ -4,6 +4,7 @@
 #include <bld/core/error.hpp>
 #include <bld/core/tensor.hpp>
 #include <bld/projection/canonical_path.hpp>
+#include <bld/projection/fast_rows.hpp>
 #include <bld/vocab/trie.hpp>
 
 #include <doctest/doctest.h>
@@ -28,7 +29,7 @@ static_assert(copies_without_throwing<bld::shape_error>);
 static_assert(copies_without_throwing<bld::value_error>);
 static_assert(copies_without_throwing<bld::alignment_error>);
 
-// Plans and row sources keep a pointer to the trie they were built from: `simd_row_plan
+// Plans and row sources keep a pointer to the trie they were built from: `row_plan
 // p{byte_trie{v}};` would dangle at the end of the statement, so a temporary (or a const
 // rvalue) trie must not compile; a named trie must.
 using bld::byte_trie;
@@ -39,11 +40,21 @@ constexpr bool takes_named_trie_only = std::is_constructible_v<X, byte_trie&, Re
                                        !std::is_constructible_v<X, const byte_trie&&, Rest...> &&
                                        !std::is_constructible_v<X, byte_trie, Rest...>;
 
-static_assert(takes_named_trie_only<bld::simd_row_plan>);
-static_assert(takes_named_trie_only<bld::dense_rows<float>, bld::tensor_view<const float, 2>>);
-static_assert(takes_named_trie_only<bld::dense_rows<double>, bld::tensor_view<const double, 2>>);
+static_assert(takes_named_trie_only<bld::row_plan>);
+static_assert(takes_named_trie_only<bld::reference::dense_rows<float>, bld::tensor_view<const float, 2>>);
+static_assert(takes_named_trie_only<bld::reference::dense_rows<double>, bld::tensor_view<const double, 2>>);
 static_assert(takes_named_trie_only<bld::topk_rows, bld::tensor_view<const std::int64_t, 2>,
                                     bld::tensor_view<const float, 2>, std::span<const double>>);
+
+// The fast row source keeps a pointer to its plan likewise.
+using bld::row_plan;
+template <class X, class... Rest>
+constexpr bool takes_named_plan_only = std::is_constructible_v<X, row_plan&, Rest...> &&
+                                       std::is_constructible_v<X, const row_plan&, Rest...> &&
+                                       !std::is_constructible_v<X, row_plan&&, Rest...> &&
+                                       !std::is_constructible_v<X, const row_plan&&, Rest...>;
+static_assert(takes_named_plan_only<bld::dense_rows<float>, bld::tensor_view<const float, 2>>);
+static_assert(takes_named_plan_only<bld::dense_rows<bld::bf16>, bld::tensor_view<const bld::bf16, 2>>);
 
 }  // namespace
 

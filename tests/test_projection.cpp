@@ -210,7 +210,7 @@ TEST_CASE("canonical path equals exact when segmentation is unique; dropped mass
         for (std::size_t j = 0; j < ids.size(); ++j) ctxs.emplace_back(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(j));
         teacher.logits(ctxs, rows);
         const bld::tensor_view<const float, 2> rv(rows.data(), {static_cast<std::int64_t>(ids.size()), 8});
-        const auto canon = bld::canonical_path(trie, rv, ids, text);
+        const auto canon = bld::reference::canonical_path(trie, rv, ids, text);
         const auto exact = bld::exact_covering(trie, teacher, text);
         REQUIRE(canon.positions == text.size());
         for (std::size_t i = 0; i < text.size(); ++i) {
@@ -232,7 +232,7 @@ TEST_CASE("canonical path: single-byte vocabulary equals exact; bf16 rows agree 
     std::vector<std::vector<std::int32_t>> ctxs;
     for (std::size_t j = 0; j < ids.size(); ++j) ctxs.emplace_back(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(j));
     teacher.logits(ctxs, rows);
-    const auto canon = bld::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {5, 257}), ids, text);
+    const auto canon = bld::reference::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {5, 257}), ids, text);
     const auto exact = bld::exact_covering(trie, teacher, text);
     for (std::size_t i = 0; i < text.size(); ++i)
         check_close(canon.at(i), std::vector<double>(exact.at(i).begin(), exact.at(i).end()), 1e-12, "byte " + std::to_string(i));
@@ -243,8 +243,8 @@ TEST_CASE("canonical path: single-byte vocabulary equals exact; bf16 rows agree 
         hb[k] = bld::bf16(rows[k]);
         rounded[k] = static_cast<float>(hb[k]);
     }
-    const auto cb = bld::canonical_path(trie, bld::tensor_view<const bld::bf16, 2>(hb.data(), {5, 257}), ids, text);
-    const auto cf = bld::canonical_path(trie, bld::tensor_view<const float, 2>(rounded.data(), {5, 257}), ids, text);
+    const auto cb = bld::reference::canonical_path(trie, bld::tensor_view<const bld::bf16, 2>(hb.data(), {5, 257}), ids, text);
+    const auto cf = bld::reference::canonical_path(trie, bld::tensor_view<const float, 2>(rounded.data(), {5, 257}), ids, text);
     CHECK(cb.probs == cf.probs);
 }
 
@@ -260,7 +260,7 @@ TEST_CASE("top-k rows: full k equals dense; truncated k stays normalised within 
     for (std::size_t j = 0; j < ids.size(); ++j) ctxs.emplace_back(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(j));
     teacher.logits(ctxs, rows);
     const auto R = static_cast<std::int64_t>(ids.size());
-    const auto dense = bld::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {R, static_cast<std::int64_t>(V)}), ids, text);
+    const auto dense = bld::reference::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {R, static_cast<std::int64_t>(V)}), ids, text);
     for (std::size_t k : {V, std::size_t{6}}) {
         // Top-k by logit per row; residual = the true probability of the ids left out.
         std::vector<std::int64_t> tid;
@@ -312,7 +312,7 @@ TEST_CASE("masses_for_prefix equals a plain softmax sum") {
     const auto bins = bld::root_bins(trie);
     const auto p = probs_of(v, row);
     for (const std::string prefix : {"", "a", "ab", "abc", "zz"}) {
-        const auto pm = bld::masses_for_prefix(trie, bins, std::span<const float>(row), prefix);
+        const auto pm = bld::reference::masses_for_prefix(trie, bins, std::span<const float>(row), prefix);
         double node = 0, end = 0, stop = 0;
         std::array<double, 256> ch{};
         for (std::size_t id = 0; id < v.size(); ++id) {
@@ -349,24 +349,24 @@ TEST_CASE("projection bad input: clear errors") {
     };
     auto has = [](const std::string& s, const char* part) { return s.find(part) != std::string::npos; };
     rows[4] = NAN;
-    CHECK(has(msg([&] { (void)bld::canonical_path(trie, rv, ids); }), "row 1, column 1: the logit is NaN"));
+    CHECK(has(msg([&] { (void)bld::reference::canonical_path(trie, rv, ids); }), "row 1, column 1: the logit is NaN"));
     rows[4] = INFINITY;
-    CHECK(has(msg([&] { (void)bld::canonical_path(trie, rv, ids); }), "row 1, column 1: the logit is +Inf"));
+    CHECK(has(msg([&] { (void)bld::reference::canonical_path(trie, rv, ids); }), "row 1, column 1: the logit is +Inf"));
     rows[4] = -INFINITY; // allowed: probability zero
-    CHECK_NOTHROW((void)bld::canonical_path(trie, rv, ids));
+    CHECK_NOTHROW((void)bld::reference::canonical_path(trie, rv, ids));
     rows[5] = -INFINITY; // but here it is the text's own token
-    CHECK(has(msg([&] { (void)bld::canonical_path(trie, rv, ids); }), "token position 1 (id 2, row 1)"));
+    CHECK(has(msg([&] { (void)bld::reference::canonical_path(trie, rv, ids); }), "token position 1 (id 2, row 1)"));
     rows[4] = rows[5] = 0.f;
-    CHECK(has(msg([&] { (void)bld::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {3, 2}), ids); }),
+    CHECK(has(msg([&] { (void)bld::reference::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {3, 2}), ids); }),
               "fewer than the 3 ids"));
     const std::vector<std::int64_t> bad{1, 7};
-    CHECK(has(msg([&] { (void)bld::canonical_path(trie, rv, bad); }), "token position 1: id 7 is outside the vocabulary"));
+    CHECK(has(msg([&] { (void)bld::reference::canonical_path(trie, rv, bad); }), "token position 1: id 7 is outside the vocabulary"));
     const std::vector<std::int64_t> special{0, 1};
-    CHECK(has(msg([&] { (void)bld::canonical_path(trie, rv, special); }), "is a special token"));
-    CHECK(has(msg([&] { (void)bld::canonical_path(trie, rv, ids, std::string_view("ax")); }), "byte offset 1 (token position 1)"));
-    CHECK_THROWS_AS((void)bld::canonical_path(trie, rv, ids, std::string_view("ax")), bld::alignment_error);
-    CHECK(has(msg([&] { (void)bld::canonical_path(trie, rv, std::span<const std::int64_t>()); }), "empty text"));
-    CHECK(has(msg([&] { (void)bld::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {1, 3}), ids); }),
+    CHECK(has(msg([&] { (void)bld::reference::canonical_path(trie, rv, special); }), "is a special token"));
+    CHECK(has(msg([&] { (void)bld::reference::canonical_path(trie, rv, ids, std::string_view("ax")); }), "byte offset 1 (token position 1)"));
+    CHECK_THROWS_AS((void)bld::reference::canonical_path(trie, rv, ids, std::string_view("ax")), bld::alignment_error);
+    CHECK(has(msg([&] { (void)bld::reference::canonical_path(trie, rv, std::span<const std::int64_t>()); }), "empty text"));
+    CHECK(has(msg([&] { (void)bld::reference::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {1, 3}), ids); }),
               "2 tokens, 1 rows"));
     hashed_teacher t{3, 1};
     CHECK(has(msg([&] { (void)bld::exact_covering(trie, t, ""); }), "empty text"));

@@ -451,14 +451,14 @@ TEST_CASE("row pass plan: the replayed row kernel equals summarize_row (float an
             const auto rows = random_rows(rng, 3, N, spread);
             for (std::size_t r = 0; r < 3; ++r) {
                 const std::span<const float> row(rows.data() + r * N, N);
-                const auto want = bld::summarize_row(trie, bins, row, r);
+                const auto want = bld::reference::summarize_row(trie, bins, row, r);
                 for (std::uint32_t B : {1u, 2u, 3u, 64u}) {
                     check_row(replay_row_pass(plan, row.data(), B), want,
                               "V=" + std::to_string(V) + " spread " + std::to_string(spread) + " blocks " + std::to_string(B));
                 }
                 std::vector<bld::bf16> h(N);
                 for (std::size_t i = 0; i < N; ++i) h[i] = bld::bf16(row[i]);
-                const auto want_h = bld::summarize_row(trie, bins, std::span<const bld::bf16>(h), r);
+                const auto want_h = bld::reference::summarize_row(trie, bins, std::span<const bld::bf16>(h), r);
                 check_row(replay_row_pass(plan, h.data(), 2), want_h, "bf16");
             }
         }
@@ -489,10 +489,10 @@ TEST_CASE("node sums: the replayed node kernel equals node_max_logit + sum_node 
         for (std::uint32_t n = 0; n < trie.node_count(); ++n) {
             double shift = 0;
             const auto got = replay_node_sums(trie, row, n, shift);
-            const double want_shift = bld::node_max_logit(trie, row, n);
+            const double want_shift = bld::reference::node_max_logit(trie, row, n);
             bad_shift += shift != want_shift;
             bld::node_sums want;
-            if (want_shift > -inf) bld::sum_node(trie, row, n, want_shift, want);
+            if (want_shift > -inf) bld::reference::sum_node(trie, row, n, want_shift, want);
             bad_sum += !close_rel(got.end, want.end, 1e-13, 0);
             for (std::size_t a = 0; a < 256; ++a) bad_sum += !close_rel(got.child[a], want.child[a], 1e-13, 0);
             if (trie.node(n).hi - trie.node(n).lo > static_cast<std::uint32_t>(kp::chunk_columns)) ++big;
@@ -600,13 +600,13 @@ bld::byte_distributions replay_canonical(const bld::byte_trie& trie, const std::
     const auto bins = bld::root_bins(trie);
     std::vector<bld::row_summary> sums;
     for (std::size_t j = 0; j < plan.tokens; ++j)
-        sums.push_back(bld::summarize_row(trie, bins, std::span<const float>(rows.data() + j * N, N), j));
+        sums.push_back(bld::reference::summarize_row(trie, bins, std::span<const float>(rows.data() + j * N, N), j));
     std::vector<double> end(plan.requests.size()), child(plan.requests.size() * 256);
     for (std::size_t q = 0; q < plan.requests.size(); ++q) {
         const std::span<const float> row(rows.data() + plan.requests[q].row * N, N);
-        const double shift = bld::node_max_logit(trie, row, plan.requests[q].node);
+        const double shift = bld::reference::node_max_logit(trie, row, plan.requests[q].node);
         bld::node_sums ns;
-        if (shift > -inf) bld::sum_node(trie, row, plan.requests[q].node, shift, ns);
+        if (shift > -inf) bld::reference::sum_node(trie, row, plan.requests[q].node, shift, ns);
         end[q] = ns.end;
         std::copy(ns.child.begin(), ns.child.end(), child.begin() + static_cast<std::ptrdiff_t>(q * 256));
     }
@@ -647,7 +647,7 @@ TEST_CASE("canonical plan: positions replayed with the shared body equal canonic
         const auto rows = random_rows(rng, ids.size(), N, 2.0);
         const auto plan = bld::canonical_plan::build(trie, ids);
         const bld::tensor_view<const float, 2> view(rows.data(), {static_cast<std::int64_t>(ids.size()), static_cast<std::int64_t>(N)});
-        const auto want = bld::canonical_path(trie, view, ids);
+        const auto want = bld::reference::canonical_path(trie, view, ids);
         REQUIRE(plan.bytes.size() == want.positions);
         REQUIRE(plan.positions.size() == want.positions + 1);
         const auto one = replay_canonical(trie, rows, N, plan, [](auto kind, const auto& ns, const double* root, double carry,

@@ -140,13 +140,13 @@ std::vector<T> as(const std::vector<float>& x) {
 }
 
 template <class T>
-void check_batch(const bld::simd_row_plan& plan, const std::vector<float>& xf, std::size_t R, std::size_t n,
+void check_batch(const bld::row_plan& plan, const std::vector<float>& xf, std::size_t R, std::size_t n,
                  const std::string& what) {
     const auto x = as<T>(xf);
     const bld::tensor_view<const T, 2> rv(x.data(), {static_cast<std::int64_t>(R), static_cast<std::int64_t>(n)});
     std::vector<bld::row_summary> ref(R);
     for (std::size_t r = 0; r < R; ++r)
-        ref[r] = bld::summarize_row(plan.trie(), plan.bins(), std::span<const T>(x.data() + r * n, n), r);
+        ref[r] = bld::reference::summarize_row(plan.trie(), plan.bins(), std::span<const T>(x.data() + r * n, n), r);
     const auto perm = bld::permute_rows(plan, rv);
     const bld::tensor_view<const T, 2> pv(perm.data(), {static_cast<std::int64_t>(R), static_cast<std::int64_t>(plan.permutation().size())});
     for (level l : targets()) {
@@ -203,7 +203,7 @@ TEST_CASE("simd row pass: every target agrees with the reference (float and bf16
     std::mt19937 rng(5);
     for (const auto& [V, gaps] : {std::pair<std::size_t, bool>{300, false}, {1001, true}, {4099, false}, {20011, true}}) {
         bld::byte_trie trie(synth_vocab(rng, V, gaps));
-        const bld::simd_row_plan plan(trie);
+        const bld::row_plan plan(trie);
         const std::size_t Vs = plan.vocab_size(), n = Vs + 5, R = 37; // 37: a partial tile for every width
         const auto x = make_rows(rng, R, Vs, n);
         check_batch<float>(plan, x, R, n, "V=" + std::to_string(Vs) + " float");
@@ -217,7 +217,7 @@ TEST_CASE("simd row pass: real vocabularies (Llama-2 32k, Llama-3 128k), float a
     std::mt19937 rng(11);
     for (const char* name : {"llama2", "llama3"}) {
         bld::byte_trie trie(bld::io::load_vocabulary(dir + "/tokenizers/" + name + "/tokenizer.json"));
-        const bld::simd_row_plan plan(trie);
+        const bld::row_plan plan(trie);
         const std::size_t Vs = plan.vocab_size(), n = Vs + 64, R = 18;
         const auto x = make_rows(rng, R, Vs, n);
         check_batch<float>(plan, x, R, n, std::string(name) + " float");
@@ -229,7 +229,7 @@ TEST_CASE("simd row pass: real vocabularies (Llama-2 32k, Llama-3 128k), float a
 TEST_CASE("simd row pass: bit-identical for every thread count and batch composition") {
     std::mt19937 rng(7);
     bld::byte_trie trie(synth_vocab(rng, 3001, true));
-    const bld::simd_row_plan plan(trie);
+    const bld::row_plan plan(trie);
     const std::size_t V = plan.vocab_size(), n = V + 3, R = 53;
     const auto x = make_rows(rng, R, V, n);
     const bld::tensor_view<const float, 2> rv(x.data(), {static_cast<std::int64_t>(R), static_cast<std::int64_t>(n)});
@@ -263,7 +263,7 @@ TEST_CASE("simd tile kernel: rows at a negative stride low in the address space 
     // reference's wherever the rows are.
     std::mt19937 rng(23);
     bld::byte_trie trie(synth_vocab(rng, 1500, true));
-    const bld::simd_row_plan plan(trie);
+    const bld::row_plan plan(trie);
     const std::size_t V = plan.vocab_size();
     const std::size_t bytes = (V * sizeof(float) + 4095) / 4096 * 4096;
     const auto x = make_rows(rng, 16, V, V);
@@ -288,7 +288,7 @@ TEST_CASE("simd tile kernel: rows at a negative stride low in the address space 
             std::vector<bld::simd::detail::tile_result> res(W);
             k.tile_row_pass(plan.tile(), rows.data(), *ws, res.data());
             for (std::size_t r = 0; r < W; ++r) {
-                const auto ref = bld::summarize_row(trie, plan.bins(), std::span<const float>(x.data() + r * V, V), r);
+                const auto ref = bld::reference::summarize_row(trie, plan.bins(), std::span<const float>(x.data() + r * V, V), r);
                 REQUIRE(res[r].valid);
                 bld::row_summary got;
                 bld::detail::finish_summary(res[r].sums, res[r].max, res[r].shift, got);
@@ -308,14 +308,14 @@ TEST_CASE("simd tile kernel: rows at a negative stride low in the address space 
 TEST_CASE("simd row pass: errors are the reference's (first bad row, any thread count)") {
     std::mt19937 rng(9);
     bld::byte_trie trie(synth_vocab(rng, 700, true));
-    const bld::simd_row_plan plan(trie);
+    const bld::row_plan plan(trie);
     const std::size_t V = plan.vocab_size(), n = V, R = 40;
     auto x = make_rows(rng, R, V, n);
     x[33 * n + 100] = std::numeric_limits<float>::quiet_NaN();
     x[21 * n + 555] = std::numeric_limits<float>::quiet_NaN();
     x[21 * n + 600] = std::numeric_limits<float>::infinity();
     const bld::tensor_view<const float, 2> rv(x.data(), {static_cast<std::int64_t>(R), static_cast<std::int64_t>(n)});
-    const std::string want = message_of([&] { (void)bld::summarize_row(trie, plan.bins(), std::span<const float>(x.data() + 21 * n, n), 21); });
+    const std::string want = message_of([&] { (void)bld::reference::summarize_row(trie, plan.bins(), std::span<const float>(x.data() + 21 * n, n), 21); });
     CHECK(want.find("row 21, column 555: the logit is NaN") != std::string::npos);
     for (level l : targets())
         for (std::size_t t : {1u, 3u}) {
@@ -345,7 +345,7 @@ TEST_CASE("simd row pass: errors are the reference's (first bad row, any thread 
 TEST_CASE("simd row pass: the permutation is the trie order and the root segments its children") {
     std::mt19937 rng(3);
     bld::byte_trie trie(synth_vocab(rng, 2000, true));
-    const bld::simd_row_plan plan(trie);
+    const bld::row_plan plan(trie);
     const auto perm = plan.permutation();
     const auto order = trie.order();
     REQUIRE(perm.size() >= order.size());
@@ -391,7 +391,7 @@ TEST_CASE("simd exp: relative error ≤ 5e-7 on [−86.5, 0], zero below −86.6
 TEST_CASE("simd node sums agree with sum_node; canonical path agrees with the reference") {
     std::mt19937 rng(13);
     bld::byte_trie trie(synth_vocab(rng, 5000, true));
-    const bld::simd_row_plan plan(trie);
+    const bld::row_plan plan(trie);
     const std::size_t V = plan.vocab_size(), n = V + 2, R = 12;
     const auto x = make_rows(rng, R, V, n, false); // no −inf: every token keeps a positive probability
     const bld::tensor_view<const float, 2> rv(x.data(), {static_cast<std::int64_t>(R), static_cast<std::int64_t>(n)});
@@ -405,12 +405,12 @@ TEST_CASE("simd node sums agree with sum_node; canonical path agrees with the re
             const auto nidx = static_cast<bld::byte_trie::node_index>(t < 20 ? 0 : pick(rng));
             const std::size_t r = static_cast<std::size_t>(t) % R;
             const std::span<const float> row(x.data() + r * n, n);
-            const double ref_shift = bld::node_max_logit(trie, row, nidx);
+            const double ref_shift = bld::reference::node_max_logit(trie, row, nidx);
             if (!(ref_shift > -INFINITY)) continue;
             bld::node_sums ref, got, gotp;
-            bld::sum_node(trie, row, nidx, ref_shift, ref);
-            const double s1 = bld::node_sums_simd(plan, row, nidx, got, scratch, false, l);
-            const double s2 = bld::node_sums_simd(plan, std::span<const float>(perm.data() + r * m, m), nidx, gotp, scratch, true, l);
+            bld::reference::sum_node(trie, row, nidx, ref_shift, ref);
+            const double s1 = bld::sum_node(plan, row, nidx, got, scratch, false, l);
+            const double s2 = bld::sum_node(plan, std::span<const float>(perm.data() + r * m, m), nidx, gotp, scratch, true, l);
             for (const auto* g : {&got, &gotp}) {
                 const double f = std::exp((g == &got ? s1 : s2) - ref_shift);
                 CHECK(std::abs(g->end * f - ref.end) <= rel_tol * ref.end + abs_floor);
@@ -437,9 +437,9 @@ TEST_CASE("simd node sums agree with sum_node; canonical path agrees with the re
     for (level l : targets()) {
         const auto batch = bld::canonical_paths(plan, std::span<const bld::text_rows<float>>(texts), {3}, false, l);
         for (std::size_t t = 0; t < idss.size(); ++t) {
-            const auto ref = bld::canonical_path(trie, rv, idss[t]);
-            const auto got = bld::canonical_path_simd(plan, rv, idss[t], std::nullopt, false, l);
-            const auto gotp = bld::canonical_path_simd(plan, pv, idss[t], std::nullopt, true, l);
+            const auto ref = bld::reference::canonical_path(trie, rv, idss[t]);
+            const auto got = bld::canonical_path(plan, rv, idss[t], std::nullopt, false, l);
+            const auto gotp = bld::canonical_path(plan, pv, idss[t], std::nullopt, true, l);
             REQUIRE(got.positions == ref.positions);
             CHECK(batch[t].probs == got.probs);
             for (std::size_t i = 0; i < ref.probs.size(); ++i) {

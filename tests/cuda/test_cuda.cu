@@ -351,7 +351,7 @@ double check_sample(const bld::byte_trie& trie, const bld::cuda::device_buffer<T
     for (std::size_t r : sample) {
         std::vector<T> row(N);
         bld::cuda::check(cudaMemcpy(row.data(), rows.data() + r * N, N * sizeof(T), cudaMemcpyDeviceToHost), op, "cudaMemcpy");
-        const auto want = bld::summarize_row(trie, bins, std::span<const T>(row), r);
+        const auto want = bld::reference::summarize_row(trie, bins, std::span<const T>(row), r);
         if (st[r] != bld::cuda::row_ok) why += " row " + std::to_string(r) + " has status " + std::to_string(st[r]) + ";";
         if (mx[r] != want.max_logit) why += " row " + std::to_string(r) + " max differs;";
         for (std::size_t a = 0; a < 257; ++a)

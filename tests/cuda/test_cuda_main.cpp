@@ -103,7 +103,7 @@ void check_rows(const bld::byte_trie& trie, const std::vector<T>& rows, std::siz
                 const bld_gpu::row_results& got, const std::vector<std::size_t>& which, const std::string& what) {
     const auto bins = bld::root_bins(trie);
     for (std::size_t r : which) {
-        const auto want = bld::summarize_row(trie, bins, std::span<const T>(rows.data() + r * N, N), r);
+        const auto want = bld::reference::summarize_row(trie, bins, std::span<const T>(rows.data() + r * N, N), r);
         INFO(what << ", row " << r << " of " << R);
         CHECK(got.status[r] == -1);
         CHECK(got.max[r] == want.max_logit);
@@ -185,7 +185,7 @@ TEST_CASE("cuda row pass errors are the CPU's") {
     const auto cpu = [&](const std::vector<float>& rows, std::size_t R) {
         return caught([&] {
             for (std::size_t r = 0; r < R; ++r)
-                (void)bld::summarize_row(trie, bins, std::span<const float>(rows.data() + r * N, N), r);
+                (void)bld::reference::summarize_row(trie, bins, std::span<const float>(rows.data() + r * N, N), r);
         });
     };
     const std::size_t R = 6;
@@ -224,12 +224,12 @@ TEST_CASE("cuda node sums equal node_max_logit + sum_node (every node of a rando
                 double shift = 0;
                 if (bf) {
                     const std::span<const bld::bf16> row(h.data() + req[q].row * N, N);
-                    shift = bld::node_max_logit(trie, row, req[q].node);
-                    if (shift > -inf) bld::sum_node(trie, row, req[q].node, shift, ns);
+                    shift = bld::reference::node_max_logit(trie, row, req[q].node);
+                    if (shift > -inf) bld::reference::sum_node(trie, row, req[q].node, shift, ns);
                 } else {
                     const std::span<const float> row(rows.data() + req[q].row * N, N);
-                    shift = bld::node_max_logit(trie, row, req[q].node);
-                    if (shift > -inf) bld::sum_node(trie, row, req[q].node, shift, ns);
+                    shift = bld::reference::node_max_logit(trie, row, req[q].node);
+                    if (shift > -inf) bld::reference::sum_node(trie, row, req[q].node, shift, ns);
                 }
                 INFO(what << " request " << q << " node " << req[q].node);
                 REQUIRE(got.shift[q] == shift);
@@ -252,11 +252,11 @@ TEST_CASE("cuda canonical path equals canonical_path (random vocabulary; Llama-3
         const std::size_t N = trie.vocab().size() + 3, m = ids.size();
         const auto rows = random_rows(rng, m + 2, N, 3.0);
         const bld::tensor_view<const float, 2> view(rows.data(), {static_cast<std::int64_t>(m + 2), static_cast<std::int64_t>(N)});
-        const auto want = bld::canonical_path(trie, view, ids);
+        const auto want = bld::reference::canonical_path(trie, view, ids);
         check_distributions(bld_gpu::canonical_path(trie, rows, m + 2, N, ids), want, what + " float");
         const auto h = to_bf16(rows);
         const bld::tensor_view<const bld::bf16, 2> hv(h.data(), {static_cast<std::int64_t>(m + 2), static_cast<std::int64_t>(N)});
-        check_distributions(bld_gpu::canonical_path(trie, h, m + 2, N, ids), bld::canonical_path(trie, hv, ids), what + " bf16");
+        check_distributions(bld_gpu::canonical_path(trie, h, m + 2, N, ids), bld::reference::canonical_path(trie, hv, ids), what + " bf16");
     };
     const bld::byte_trie small(random_vocab(rng, 400, 6));
     std::vector<std::int64_t> text_ids;
@@ -284,16 +284,16 @@ TEST_CASE("cuda canonical path equals canonical_path (random vocabulary; Llama-3
     auto rows = random_rows(rng, ids.size(), N, 2.0);
     rows[3 * N + 1000] = std::numeric_limits<float>::quiet_NaN();
     const bld::tensor_view<const float, 2> view(rows.data(), {static_cast<std::int64_t>(ids.size()), static_cast<std::int64_t>(N)});
-    const auto cpu_nan = caught([&] { (void)bld::canonical_path(trie, view, ids); });
+    const auto cpu_nan = caught([&] { (void)bld::reference::canonical_path(trie, view, ids); });
     CHECK(cpu_nan.rfind("value_error|row 3, column 1000|", 0) == 0);
     CHECK(caught([&] { (void)bld_gpu::canonical_path(trie, rows, ids.size(), N, ids); }) == cpu_nan);
     std::vector<std::int64_t> bad = ids;
     bad[2] = static_cast<std::int64_t>(N) + 5;
     CHECK(caught([&] { (void)bld_gpu::canonical_path(trie, rows, ids.size(), N, bad); }) ==
-          caught([&] { (void)bld::canonical_path(trie, view, bad); }));
+          caught([&] { (void)bld::reference::canonical_path(trie, view, bad); }));
     CHECK(caught([&] { (void)bld_gpu::canonical_path(trie, rows, 2, N, ids); }) ==
           caught([&] {
-              (void)bld::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {2, static_cast<std::int64_t>(N)}), ids);
+              (void)bld::reference::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {2, static_cast<std::int64_t>(N)}), ids);
           }));
 }
 

@@ -53,7 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (id >= 0 && static_cast<std::size_t>(id) < V) text += trie.vocab().bytes(static_cast<std::size_t>(id));
         if (with_text && !text.empty()) text.back() = static_cast<char>(text.back() ^ (in.take<std::uint8_t>() % 2));
         bld_fuzz::guarded([&] {
-            check(bld::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {static_cast<std::int64_t>(R), static_cast<std::int64_t>(n)}),
+            check(bld::reference::canonical_path(trie, bld::tensor_view<const float, 2>(rows.data(), {static_cast<std::int64_t>(R), static_cast<std::int64_t>(n)}),
                                       ids, with_text ? std::optional<std::string_view>(text) : std::nullopt));
         });
         // A bigram teacher over the same vocabulary, for the covering methods.

@@ -29,7 +29,7 @@ TEST_CASE("concurrent projections over a shared trie are race-free and bit-ident
     }
     const bld::tensor_view<const float, 2> rv(rows.data(), {static_cast<std::int64_t>(ids.size()), n});
     const bld::tensor_view<const float, 2> tv(table.data(), {V + 1, n});
-    const auto canon = bld::canonical_path(trie, rv, ids, std::string_view(text));
+    const auto canon = bld::reference::canonical_path(trie, rv, ids, std::string_view(text));
     bld::testing::bigram_teacher t0(tv, static_cast<std::size_t>(V));
     const auto beam = bld::covering_beam(trie, t0, text, {4, 0.0});
     const auto exact = bld::exact_covering(trie, t0, text);
@@ -42,7 +42,7 @@ TEST_CASE("concurrent projections over a shared trie are race-free and bit-ident
             bld::testing::bigram_teacher t(tv, static_cast<std::size_t>(V)); // teachers are per thread
             bool same = true;
             for (int rep = 0; rep < 5; ++rep) {
-                same = same && bld::canonical_path(trie, rv, ids, std::string_view(text)).probs == canon.probs;
+                same = same && bld::reference::canonical_path(trie, rv, ids, std::string_view(text)).probs == canon.probs;
                 same = same && bld::covering_beam(trie, t, text, {4, 0.0}).probs == beam.probs;
                 same = same && bld::exact_covering(trie, t, text).probs == exact.probs;
             }

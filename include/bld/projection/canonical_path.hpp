@@ -31,7 +31,9 @@ namespace bld {
 // ---------------------------------------------------------------------------------------------
 // Row sources for the canonical path: dense logits rows, or top-k rows with a residual.
 
-/// Dense rows of logits [rows, n ≥ vocab].
+namespace reference {
+
+/// Dense rows of logits [rows, n ≥ vocab], read by the reference row pass (fp64).
 template <class T>
 class dense_rows {
 public:
@@ -44,15 +46,15 @@ public:
         return {rows_.data() + j * static_cast<std::size_t>(rows_.extent(1)), static_cast<std::size_t>(rows_.extent(1))};
     }
     /// Root masses (probabilities), validating the row.
-    [[nodiscard]] row_summary summary(std::size_t j) const { return summarize_row(*trie_, bins_, row(j), j); }
+    [[nodiscard]] row_summary summary(std::size_t j) const { return reference::summarize_row(*trie_, bins_, row(j), j); }
     /// Node sums with a node-local shift; `to_probability` converts them to probabilities.
     double node(std::size_t j, const row_summary& s, byte_trie::node_index n, node_sums& out) const {
-        const double shift = node_max_logit(*trie_, row(j), n);
+        const double shift = reference::node_max_logit(*trie_, row(j), n);
         if (!(shift > -std::numeric_limits<double>::infinity())) {
             out = node_sums{};
             return 0.0;
         }
-        sum_node(*trie_, row(j), n, shift, out);
+        reference::sum_node(*trie_, row(j), n, shift, out);
         return std::exp(shift - s.max_logit - s.log_normalizer);
     }
     [[nodiscard]] double residual(std::size_t) const noexcept { return 0.0; }
@@ -62,6 +64,8 @@ private:
     tensor_view<const T, 2> rows_;
     std::vector<std::uint16_t> bins_;
 };
+
+} // namespace reference
 
 /// Top-k rows: per row, k (id, logit) pairs and the residual mass r ∈ [0, 1) of the ids not
 /// listed. The listed ids get (1 − r)·softmax(logits over the listed ids); the residual is an
@@ -269,8 +273,10 @@ template <class Rows>
     return out;
 }
 
-/// Canonical-path projection from dense logits rows [rows ≥ tokens, n ≥ vocab] (float, bf16 or
-/// double). `text`, if given, must equal the ids' bytes (else bld::alignment_error with the first
+namespace reference {
+
+/// The reference canonical-path projection (fp64 row pass) from dense logits rows
+/// [rows ≥ tokens, n ≥ vocab] (float, bf16 or double). `text`, if given, must equal the ids' bytes (else bld::alignment_error with the first
 /// differing offset).
 template <class T>
 [[nodiscard]] byte_distributions canonical_path(const byte_trie& trie, tensor_view<const T, 2> rows,
@@ -278,6 +284,8 @@ template <class T>
                                                 std::optional<std::string_view> text = std::nullopt) {
     return canonical_path_from(trie, dense_rows<T>(trie, rows), ids, text);
 }
+
+} // namespace reference
 
 /// Canonical-path projection from top-k rows (see topk_rows).
 [[nodiscard]] inline byte_distributions canonical_path_topk(const byte_trie& trie, const topk_rows& rows,

@@ -68,7 +68,7 @@ inline void fetch_rows(Teacher& teacher, const byte_trie& trie, row_store& store
                               " contexts of row size " + std::to_string(n));
     for (std::size_t c = 0; c < contexts.size(); ++c) {
         std::vector<float> row(buf.begin() + static_cast<std::ptrdiff_t>(c * n), buf.begin() + static_cast<std::ptrdiff_t>((c + 1) * n));
-        store.sums.push_back(summarize_row(trie, store.bins, std::span<const float>(row), store.rows.size()));
+        store.sums.push_back(reference::summarize_row(trie, store.bins, std::span<const float>(row), store.rows.size()));
         store.rows.push_back(std::move(row));
         handles.push_back(store.rows.size() - 1);
     }
@@ -77,7 +77,7 @@ inline void fetch_rows(Teacher& teacher, const byte_trie& trie, row_store& store
 /// Probability-unit node sums of a stored row.
 inline void stored_node(const byte_trie& trie, const row_store& store, std::size_t h, byte_trie::node_index n, node_sums& out) {
     const auto& s = store.sums[h];
-    sum_node(trie, std::span<const float>(store.rows[h]), n, s.max_logit, out);
+    reference::sum_node(trie, std::span<const float>(store.rows[h]), n, s.max_logit, out);
     const double inv = std::exp(-s.log_normalizer);
     out.end *= inv;
     for (auto& c : out.child) c *= inv;

@@ -4,7 +4,7 @@
 // canonical_path (bld/projection/) is the reference: fp64 exp per logit, the scalar
 // scatter. The functions here run the same algorithm (canonical_path_from) on a row source
 // whose root summaries come from summarize_rows (tiles of rows, SIMD) and whose node sums come
-// from node_sums_simd (one gather into sorted order, SIMD segment sums; none for trie-ordered
+// from sum_node (one gather into sorted order, SIMD segment sums; none for trie-ordered
 // rows), so results agree with canonical_path within the row pass's tolerance
 // (bld/backends/simd/row_pass.hpp): relative 1e-5 on every conditional at a node of mass ≥ 1e-12.
 // Errors are the reference's, raised at the same row.
@@ -31,10 +31,10 @@ namespace bld {
 /// Summaries are computed 16 rows at a time on first use; a row's error (NaN, +Inf, no finite
 /// logit) is raised when that row is first used, with the reference's message.
 template <class T>
-class simd_dense_rows {
+class dense_rows {
 public:
-    simd_dense_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows, bool trie_ordered = false,
-                    simd::level lvl = simd::level::automatic)
+    dense_rows(const row_plan& plan, tensor_view<const T, 2> rows, bool trie_ordered = false,
+               simd::level lvl = simd::level::automatic)
         : plan_(&plan), rows_(rows), trie_ordered_(trie_ordered),
           level_(simd::resolve(lvl, "canonical-path projection")) {
         const auto need = trie_ordered ? plan.permutation().size() : plan.vocab_size();
@@ -44,6 +44,9 @@ public:
         bad_.assign(count(), 0);
         done_.assign((count() + block - 1) / block, 0);
     }
+    /// The rows keep a pointer to the plan: a temporary plan would dangle.
+    dense_rows(const row_plan&& plan, tensor_view<const T, 2> rows, bool trie_ordered = false,
+               simd::level lvl = simd::level::automatic) = delete;
     [[nodiscard]] std::size_t count() const noexcept { return static_cast<std::size_t>(rows_.extent(0)); }
     [[nodiscard]] std::span<const T> row(std::size_t j) const noexcept {
         return {rows_.data() + j * static_cast<std::size_t>(rows_.extent(1)), static_cast<std::size_t>(rows_.extent(1))};
@@ -66,7 +69,7 @@ public:
     }
     /// Node sums with the kernel's shift; the factor converts them to probabilities.
     double node(std::size_t j, const row_summary& s, byte_trie::node_index n, node_sums& out) const {
-        const double shift = node_sums_simd(*plan_, row(j), n, out, scratch_, trie_ordered_, level_);
+        const double shift = sum_node(*plan_, row(j), n, out, scratch_, trie_ordered_, level_);
         if (!(shift > -std::numeric_limits<double>::infinity())) {
             out = node_sums{};
             return 0.0;
@@ -91,7 +94,7 @@ private:
     }
     [[noreturn]] void raise(std::size_t j) const {
         if (!trie_ordered_) {
-            (void)summarize_row(plan_->trie(), plan_->bins(), row(j), j); // throws the reference's error
+            (void)reference::summarize_row(plan_->trie(), plan_->bins(), row(j), j); // throws the reference's error
         } else {
             const auto perm = plan_->permutation();
             const auto r = row(j);
@@ -104,7 +107,7 @@ private:
         throw value_error("teacher row pass", "row " + std::to_string(j), "no finite logit among the vocabulary's ids");
     }
 
-    const simd_row_plan* plan_;
+    const row_plan* plan_;
     tensor_view<const T, 2> rows_;
     bool trie_ordered_;
     simd::level level_;
@@ -117,7 +120,7 @@ private:
 /// [rows ≥ tokens, n ≥ vocab], or trie-ordered rows with `trie_ordered` (n ≥ permutation size;
 /// then the error for a bad logit names the id, as "column" of the reference).
 template <class T>
-[[nodiscard]] byte_distributions canonical_path_simd(const simd_row_plan& plan, tensor_view<const T, 2> rows,
+[[nodiscard]] byte_distributions canonical_path(const row_plan& plan, tensor_view<const T, 2> rows,
                                                      std::span<const std::int64_t> ids,
                                                      std::optional<std::string_view> text = std::nullopt,
                                                      bool trie_ordered = false,
@@ -128,9 +131,9 @@ template <class T>
         if (trie_ordered)
             throw value_error("canonical-path projection", "rows", "trie-ordered rows are float or bf16");
         (void)simd::resolve(lvl, "canonical-path projection");
-        return canonical_path(plan.trie(), rows, ids, text);
+        return reference::canonical_path(plan.trie(), rows, ids, text);
     } else {
-        return canonical_path_from(plan.trie(), simd_dense_rows<T>(plan, rows, trie_ordered, lvl), ids, text);
+        return canonical_path_from(plan.trie(), dense_rows<T>(plan, rows, trie_ordered, lvl), ids, text);
     }
 }
 
@@ -142,18 +145,18 @@ struct text_rows {
     std::optional<std::string_view> text; ///< the text's bytes, checked against the ids if given
 };
 
-/// canonical_path_simd over many texts, `par.threads` texts at a time. Each result depends on
+/// canonical_path over many texts, `par.threads` texts at a time. Each result depends on
 /// its text alone, so every thread count gives the same bits.
 /// @throws the error of the first failing text (by index)
 template <class T>
-[[nodiscard]] std::vector<byte_distributions> canonical_paths(const simd_row_plan& plan, std::span<const text_rows<T>> texts,
+[[nodiscard]] std::vector<byte_distributions> canonical_paths(const row_plan& plan, std::span<const text_rows<T>> texts,
                                                               const parallel_options& par = {}, bool trie_ordered = false,
                                                               simd::level lvl = simd::level::automatic) {
     std::vector<byte_distributions> out(texts.size());
     const auto lv = simd::resolve(lvl, "canonical-path projection");
     detail::parallel_for(texts.size(), par, [&](std::size_t b, std::size_t e, std::size_t) {
         for (std::size_t t = b; t < e; ++t)
-            out[t] = canonical_path_simd(plan, texts[t].rows, texts[t].ids, texts[t].text, trie_ordered, lv);
+            out[t] = canonical_path(plan, texts[t].rows, texts[t].ids, texts[t].text, trie_ordered, lv);
     });
     return out;
 }

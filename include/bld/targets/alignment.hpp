@@ -200,7 +200,7 @@ template <class T>
                                              std::optional<std::string_view> text = std::nullopt) {
     slot_targets r;
     r.alignment = align_slots(student, student_ids, teacher.vocab(), teacher_ids, heads, text);
-    const auto dists = canonical_path(teacher, teacher_rows, teacher_ids);
+    const auto dists = reference::canonical_path(teacher, teacher_rows, teacher_ids);
     r.targets.resize(r.alignment.tokens * heads * alphabet_size);
     gather_targets(r.alignment, dists, std::span<float>(r.targets));
     r.dropped.assign(r.alignment.tokens * heads, 0.0); // (gather_targets checked every offset)

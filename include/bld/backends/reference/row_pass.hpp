@@ -83,6 +83,9 @@ template <class T>
 
 } // namespace detail
 
+/// The scalar fp64 reference path: the specification every fast path is held to.
+namespace reference {
+
 /// One pass over a row: validates it, and returns max, normaliser and root masses.
 /// @pre row.size() ≥ vocab size (extra columns are ignored); `bins` = root_bins(trie).
 /// @throws bld::shape_error for a short row, bld::value_error for NaN / +Inf or a row without a
@@ -146,6 +149,8 @@ void sum_node(const byte_trie& trie, std::span<const T> row, byte_trie::node_ind
     }
 }
 
+} // namespace reference
+
 /// Masses of one byte prefix in one row, as probabilities (the `bld-cli masses` output).
 struct prefix_masses {
     double node = 0;                 ///< M(s)
@@ -153,6 +158,8 @@ struct prefix_masses {
     double stop = 0;                 ///< mass of the special tokens (row level)
     std::array<double, 256> children{}; ///< M(s·a)
 };
+
+namespace reference {
 
 /// M(s), E(s), the child masses and the STOP mass of a row for a byte prefix s (root: empty).
 /// A prefix that no token starts with has all masses 0.
@@ -173,5 +180,7 @@ template <class T>
     pm.node = ns.total() * inv;
     return pm;
 }
+
+} // namespace reference
 
 } // namespace bld

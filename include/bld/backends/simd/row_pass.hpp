@@ -9,9 +9,9 @@
 //    128k-wide scalar scatter is gone. One pass over memory: a lazy max shift replaces the
 //    separate max pass.
 //  * summarize_permuted_rows — trie-ordered rows, idea (b): a trainer that permutes its
-//    unembedding rows once by simd_row_plan::permutation() gets logits in which every trie
+//    unembedding rows once by row_plan::permutation() gets logits in which every trie
 //    node is a contiguous range, and the root masses are 257 contiguous segment sums.
-//  * node_sums_simd — a node's end and child sums, as sum_node (the canonical projection's
+//  * sum_node — a node's end and child sums, as sum_node (the canonical projection's
 //    per-byte work), via one gather into sorted order and segment sums.
 //
 // Tolerance (tests/test_simd.cpp holds every compiled target to it on this machine): every
@@ -58,11 +58,11 @@ inline constexpr bool simd_kernel_reads = logit_type<T> && !std::same_as<std::re
 /// about 12 bytes per id): the root bin of every id (and its accumulator copy), the
 /// float-accumulator flush schedule, the trie-order permutation and the root segments of
 /// trie-ordered rows.
-class simd_row_plan {
+class row_plan {
 public:
-    explicit simd_row_plan(const byte_trie& trie) : trie_(&trie), bins_(root_bins(trie)) { build(); }
+    explicit row_plan(const byte_trie& trie) : trie_(&trie), bins_(root_bins(trie)) { build(); }
     /// Keeps a pointer to the trie: a temporary one would dangle.
-    explicit simd_row_plan(const byte_trie&& trie) = delete;
+    explicit row_plan(const byte_trie&& trie) = delete;
 
     [[nodiscard]] const byte_trie& trie() const noexcept { return *trie_; }
     /// Ids that count in a row (the vocabulary's size; columns past it are ignored).
@@ -191,7 +191,7 @@ private:
 
 namespace detail {
 
-inline void check_row_width(const simd_row_plan& plan, std::int64_t cols, std::size_t need, const char* op,
+inline void check_row_width(const row_plan& plan, std::int64_t cols, std::size_t need, const char* op,
                             const char* what) {
     if (static_cast<std::size_t>(cols) < need)
         throw shape_error(op, "row 0",
@@ -220,7 +220,7 @@ namespace detail {
 /// bad[r] = 1 and an unspecified summary. Double rows take the reference path.
 /// @pre rows.extent(1) ≥ vocab size; out.size() == bad.size() == rows
 template <class T>
-void summarize_rows_flagged(const simd_row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
+void summarize_rows_flagged(const row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
                             std::span<std::uint8_t> bad, const parallel_options& par, simd::level lvl) {
     const auto R = static_cast<std::size_t>(rows.extent(0));
     const auto n = static_cast<std::size_t>(rows.extent(1));
@@ -229,7 +229,7 @@ void summarize_rows_flagged(const simd_row_plan& plan, tensor_view<const T, 2> r
         parallel_for(R, par, [&](std::size_t b, std::size_t e, std::size_t) {
             for (std::size_t r = b; r < e; ++r) {
                 try {
-                    out[r] = summarize_row(plan.trie(), plan.bins(), std::span<const T>(row_ptr(r), n), r);
+                    out[r] = reference::summarize_row(plan.trie(), plan.bins(), std::span<const T>(row_ptr(r), n), r);
                     bad[r] = 0;
                 } catch (const value_error&) {
                     bad[r] = 1;
@@ -264,7 +264,7 @@ void summarize_rows_flagged(const simd_row_plan& plan, tensor_view<const T, 2> r
 } // namespace detail
 
 /// The root row pass of a batch of rows in id order, on the fast path.
-/// out[r] agrees with summarize_row(plan.trie(), plan.bins(), row r, r) within the tolerance
+/// out[r] agrees with reference::summarize_row(plan.trie(), plan.bins(), row r, r) within the tolerance
 /// stated at the top of this header (double rows: exactly — they take the reference path).
 /// @param rows [rows, n ≥ vocab size]; columns past the vocabulary are ignored
 /// @param out  [rows]
@@ -272,7 +272,7 @@ void summarize_rows_flagged(const simd_row_plan& plan, tensor_view<const T, 2> r
 ///         without a finite logit: the first such row, with the reference's message; an
 ///         unsupported SIMD level)
 template <class T>
-void summarize_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
+void summarize_rows(const row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
                     const parallel_options& par = {}, simd::level lvl = simd::level::automatic) {
     static_assert(logit_type<T>, "rows are float, double or bf16");
     const char* op = "teacher row pass";
@@ -287,12 +287,12 @@ void summarize_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows, std
     detail::summarize_rows_flagged(plan, rows, out, std::span<std::uint8_t>(bad), par, simd::resolve(lvl, op));
     // The first bad row gets the reference's error (row, column, reason).
     for (std::size_t r = 0; r < R; ++r)
-        if (bad[r]) out[r] = summarize_row(plan.trie(), plan.bins(), std::span<const T>(rows.data() + r * n, n), r);
+        if (bad[r]) out[r] = reference::summarize_row(plan.trie(), plan.bins(), std::span<const T>(rows.data() + r * n, n), r);
 }
 
 /// As above, returning the summaries.
 template <class T>
-[[nodiscard]] std::vector<row_summary> summarize_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows,
+[[nodiscard]] std::vector<row_summary> summarize_rows(const row_plan& plan, tensor_view<const T, 2> rows,
                                                       const parallel_options& par = {},
                                                       simd::level lvl = simd::level::automatic) {
     std::vector<row_summary> out(static_cast<std::size_t>(rows.extent(0)));
@@ -306,7 +306,7 @@ template <class T>
 /// @param rows [rows, n ≥ permutation().size()]; columns past it are ignored
 /// @throws as summarize_rows; messages name the column and its id.
 template <class T>
-void summarize_permuted_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
+void summarize_permuted_rows(const row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
                              const parallel_options& par = {}, simd::level lvl = simd::level::automatic) {
     static_assert(simd_kernel_reads<T>, "trie-ordered rows are float or bf16");
     using E = std::remove_cv_t<T>;
@@ -348,7 +348,7 @@ void summarize_permuted_rows(const simd_row_plan& plan, tensor_view<const T, 2> 
 }
 
 template <class T>
-[[nodiscard]] std::vector<row_summary> summarize_permuted_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows,
+[[nodiscard]] std::vector<row_summary> summarize_permuted_rows(const row_plan& plan, tensor_view<const T, 2> rows,
                                                                const parallel_options& par = {},
                                                                simd::level lvl = simd::level::automatic) {
     std::vector<row_summary> out(static_cast<std::size_t>(rows.extent(0)));
@@ -360,7 +360,7 @@ template <class T>
 /// for free by permuting its unembedding matrix once (here for tests and one-off use).
 /// @returns [rows, permutation().size()]
 template <class T>
-[[nodiscard]] std::vector<std::remove_cv_t<T>> permute_rows(const simd_row_plan& plan, tensor_view<const T, 2> rows) {
+[[nodiscard]] std::vector<std::remove_cv_t<T>> permute_rows(const row_plan& plan, tensor_view<const T, 2> rows) {
     const auto perm = plan.permutation();
     const auto R = static_cast<std::size_t>(rows.extent(0));
     const auto n = static_cast<std::size_t>(rows.extent(1));
@@ -378,7 +378,7 @@ template <class T>
 /// @param scratch  reused buffer (id-ordered rows are gathered into sorted order here)
 /// @pre the row was validated (summarize_rows / summarize_row); the plan's trie
 template <class T>
-double node_sums_simd(const simd_row_plan& plan, std::span<const T> row, byte_trie::node_index n, node_sums& out,
+double sum_node(const row_plan& plan, std::span<const T> row, byte_trie::node_index n, node_sums& out,
                       std::vector<float>& scratch, bool trie_ordered = false, simd::level lvl = simd::level::automatic) {
     static_assert(simd_kernel_reads<T>, "rows are float or bf16");
     using E = std::remove_cv_t<T>;
