@@ -1,5 +1,5 @@
-// bld/cpu.hpp — <bld/bld.hpp> plus the CPU SIMD backend (x86 AVX2 / AVX-512 with runtime
-// dispatch; the intrinsics headers enter here, never through bld.hpp):
+// bld/cpu.hpp — <bld/bld.hpp> plus the CPU SIMD backend (x86-64: AVX-512, AVX2 and SSE2 chosen
+// at run time; AArch64: NEON; the intrinsics headers enter here, never through bld.hpp):
 //   * the row plan and the SIMD row pass (bld/backends/simd/row_pass.hpp);
 //   * the canonical path on the SIMD row pass, and over many texts (bld/projection/fast_rows.hpp);
 //   * the byte loss's SIMD slot kernel, registered with the loss on inclusion
