@@ -58,6 +58,40 @@ def ratio(a, b):
     return a / b if a and b else None
 
 
+def baseline_table(R, w):
+    """The "against a baseline revision" table: this tree's kernels and the baseline's, run
+    interleaved in the same session (BLD_BENCH_BASELINE); the median of the rounds' medians."""
+    rev_path = os.path.join(R, "baseline_rev.txt")
+    if not os.path.exists(rev_path):
+        return
+    rev = open(rev_path).read().strip()
+    rounds = {"old": [], "new": []}
+    for side in rounds:
+        k = 1
+        while os.path.exists(os.path.join(R, f"baseline_{side}_{k}.json")):
+            rounds[side].append(medians(load(os.path.join(R, f"baseline_{side}_{k}.json"))))
+            k += 1
+    names = sorted(set().union(*[set(r) for r in rounds["new"]]) | set().union(*[set(r) for r in rounds["old"]]))
+
+    def med(side, name):
+        xs = sorted(us_per_item(r.get(name)) for r in rounds[side] if r.get(name) and us_per_item(r.get(name)))
+        return xs[len(xs) // 2] if xs else None
+
+    w("")
+    w(f"## Against a baseline revision ({rev})")
+    w("")
+    w(f"The same row-pass benchmarks built at {rev} and at this tree, run in the same session in "
+      f"{len(rounds['new'])} interleaved rounds (`BLD_BENCH_BASELINE={rev} bash scripts/bench.sh`); "
+      "µs per row, the median of the rounds' medians. A level that the baseline did not have "
+      "shows — for it.")
+    w("")
+    w("| benchmark | baseline µs/row | this tree µs/row | this / baseline |")
+    w("| --- | ---: | ---: | ---: |")
+    for n in names:
+        o, v = med("old", n), med("new", n)
+        w(f"| `{n}` | {fmt(o)} | {fmt(v)} | {fmt(ratio(v, o), 2)} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
@@ -106,7 +140,7 @@ def main():
     w("trie-ordered kernel) on data that stays in L1: the compute floor, with no memory traffic.")
     w("`simd_<target>` is `summarize_rows` (rows in id order, one thread) on that instruction set;")
     w("`trie_ordered` is `summarize_permuted_rows` (rows whose columns the trainer permuted once by")
-    w("`row_plan::permutation()`); `reference` is `summarize_row`, the fp64 scalar spec.")
+    w("`row_plan::permutation()`); `reference` is `reference::summarize_row`, the fp64 scalar spec.")
     w("")
     w("| vocab | dtype | method | µs/row | GB/s | × stream | vs ref | vs numpy |")
     w("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
@@ -118,7 +152,7 @@ def main():
             ref = us_per_item(rp.get(base + "/reference"))
             nump = npj["row_pass"].get(key, {}).get("us_per_row") if dt == "f32" else None
             rows = []
-            for m in ("stream", "exp_floor", "simd_avx512", "simd_avx2", "simd_scalar", "trie_ordered", "reference"):
+            for m in ("stream", "exp_floor", "simd_avx512", "simd_avx2", "simd_sse2", "simd_neon", "simd_scalar", "trie_ordered", "reference"):
                 b = rp.get(f"{base}/{m}")
                 if b:
                     rows.append((m, us_per_item(b), gbs(b)))
@@ -231,6 +265,7 @@ def main():
     w("")
     w("Regenerate: `bash scripts/bench.sh` (builds `build/bench` in Release, runs `bld_bench_row_pass`,")
     w("`bld_bench_loss`, `bld-cli bench-rows` and `scripts/bench_numpy.py`, then this report).")
+    baseline_table(R, w)
     with open(a.md, "w") as f:
         f.write("\n".join(L) + "\n")
 
