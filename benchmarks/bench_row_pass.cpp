@@ -260,7 +260,7 @@ void stream(benchmark::State& state, std::string name, std::size_t threads) {
     if (bld::simd::stream_read(b.rows.data(), bytes) != want) return fail(state, "stream_read checksum is wrong");
     std::vector<std::uint32_t> sink(threads);
     for (auto _ : state) {
-        bld::detail::parallel_for(b.R, {threads}, [&](std::size_t r0, std::size_t r1, std::size_t w) {
+        bld::parallel_for(b.R, {threads}, [&](std::size_t r0, std::size_t r1, std::size_t w) {
             sink[w] += bld::simd::stream_read(b.rows.data() + r0 * b.n, (r1 - r0) * b.n * sizeof(T));
         });
         benchmark::DoNotOptimize(sink.data());

@@ -316,7 +316,7 @@ int bench_rows(const bld::byte_trie& trie, std::size_t N, std::size_t threads, s
     std::vector<std::uint32_t> sink(threads);
     const std::size_t bytes = N * V * sizeof(T);
     const double stream_us = median_us([&] {
-        bld::detail::parallel_for(N, {threads}, [&](std::size_t b, std::size_t e, std::size_t w) {
+        bld::parallel_for(N, {threads}, [&](std::size_t b, std::size_t e, std::size_t w) {
             sink[w] += bld::simd::stream_read(rows.data() + b * V, (e - b) * V * sizeof(T));
         });
     });

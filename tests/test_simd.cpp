@@ -286,7 +286,7 @@ TEST_CASE("simd tile kernel: rows at a negative stride low in the address space 
         if (rows.size() == W) {
             auto ws = std::make_unique<bld::simd::detail::tile_workspace>();
             std::vector<bld::simd::detail::tile_result> res(W);
-            k.tile_row_pass(plan.tile(), rows.data(), *ws, res.data());
+            k.tile_row_pass(bld::detail::row_plan_access::tile(plan), rows.data(), *ws, res.data());
             for (std::size_t r = 0; r < W; ++r) {
                 const auto ref = bld::reference::summarize_row(trie, plan.bins(), std::span<const float>(x.data() + r * V, V), r);
                 REQUIRE(res[r].valid);

@@ -28,12 +28,16 @@ namespace detail {
     return std::max<std::size_t>(1, std::min(t, items));
 }
 
-/// Runs fn(begin, end, worker) for `workers` contiguous ranges covering [0, n) (worker 0 on the
-/// calling thread). Each item must be processed the same way whichever range holds it.
+} // namespace detail
+
+/// Runs fn(begin, end, worker) for contiguous ranges covering [0, n), one per worker (worker 0
+/// on the calling thread; at most p.threads workers, never more than n). Each item must be
+/// processed the same way whichever range holds it — then results do not depend on the thread
+/// count. Rethrows the first exception of the lowest-numbered worker that threw, after all join.
 template <class F>
 void parallel_for(std::size_t n, const parallel_options& p, F&& fn) {
     if (n == 0) return;
-    const std::size_t workers = worker_count(p, n);
+    const std::size_t workers = detail::worker_count(p, n);
     if (workers == 1) {
         fn(std::size_t{0}, n, std::size_t{0});
         return;
@@ -57,5 +61,4 @@ void parallel_for(std::size_t n, const parallel_options& p, F&& fn) {
         if (e) std::rethrow_exception(e);
 }
 
-} // namespace detail
 } // namespace bld

@@ -50,11 +50,12 @@
 //   <bld/cpu.hpp> (or <bld/backends/simd/loss_kernel.hpp>) in any translation unit of the
 //   program registers the SIMD slot kernel: float logits with float targets (or none) and the
 //   forward KL then take a vectorised evaluation of the same formula (fp64 in double vectors,
-//   polynomial exp and log to ~2e-13; AVX2 / AVX-512, chosen once per call by
+//   polynomial exp and log to ~2e-13; AVX-512, AVX2, SSE2 or NEON, chosen once per call by
 //   bld::simd::default_level()), within 1e-12 relative of the reference. Every other case, and
 //   every slot with a bad input (whose error the reference names), takes the reference.
 #pragma once
 
+#include "bld/backends/slot_kernel.hpp"
 #include "bld/core/alphabet.hpp"
 #include "bld/core/error.hpp"
 #include "bld/core/tensor.hpp"
@@ -63,7 +64,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -180,20 +180,6 @@ struct true_bytes_ref {
 inline std::string slot_name(std::int64_t t, std::int64_t k) {
     return "token " + std::to_string(t) + ", head " + std::to_string(k);
 }
-
-/// A vectorised evaluation of math::slot_loss for float logits and float targets (or none) and
-/// the forward KL: returns true and the slot's value in *value, or false, writing nothing, for a
-/// bad input (the reference then names it).
-using float_slot_kernel = bool (*)(const float* z, const float* p, int y, const math::slot_params& prm,
-                                   double grad_scale, float* grad, double* value);
-/// Returns the kernel of the instruction set to use now, or null for the reference.
-using float_slot_kernel_resolver = float_slot_kernel (*)() noexcept;
-
-/// Where a CPU backend registers its slot kernel (one inline variable: every translation unit
-/// of a program reads the same one). Null: the reference for every slot.
-struct loss_kernel_registry {
-    static inline std::atomic<float_slot_kernel_resolver> forward_kl_float{nullptr};
-};
 
 /// The registered slot kernel for a call with these element types and parameters, or null.
 template <class L, class P>

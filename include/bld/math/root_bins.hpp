@@ -40,4 +40,13 @@ BLD_HOST_DEVICE inline double root_total(const double* acc) noexcept {
     return z;
 }
 
+/// The root distribution of a row from its bins: root[a] = acc[a] / Σ acc; returns Σ acc (the
+/// row's normaliser in the bins' units). One thread; a block spreads the divisions instead.
+BLD_HOST_DEVICE inline double normalise_root(const double* acc, double* root) noexcept {
+    constexpr int nb = static_cast<int>(root_bin_count);
+    const double z = root_total(acc);
+    for (int a = 0; a < nb; ++a) root[a] = acc[a] / z;
+    return z;
+}
+
 }  // namespace bld::math

@@ -1,11 +1,11 @@
 // bld/projection/fast_rows.hpp — the canonical-path projection on the fast row pass, and threads
 // over texts.
 //
-// canonical_path (bld/projection/) is the reference: fp64 exp per logit, the scalar
-// scatter. The functions here run the same algorithm (canonical_path_from) on a row source
+// reference::canonical_path (bld/projection/canonical_path.hpp) is the reference: fp64 exp per
+// logit, the scalar scatter. The functions here run the same algorithm (canonical_path_from) on a row source
 // whose root summaries come from summarize_rows (tiles of rows, SIMD) and whose node sums come
 // from sum_node (one gather into sorted order, SIMD segment sums; none for trie-ordered
-// rows), so results agree with canonical_path within the row pass's tolerance
+// rows), so results agree with reference::canonical_path within the row pass's tolerance
 // (bld/backends/simd/row_pass.hpp): relative 1e-5 on every conditional at a node of mass ≥ 1e-12.
 // Errors are the reference's, raised at the same row.
 #pragma once
@@ -154,7 +154,7 @@ template <class T>
                                                               simd::level lvl = simd::level::automatic) {
     std::vector<byte_distributions> out(texts.size());
     const auto lv = simd::resolve(lvl, "canonical-path projection");
-    detail::parallel_for(texts.size(), par, [&](std::size_t b, std::size_t e, std::size_t) {
+    parallel_for(texts.size(), par, [&](std::size_t b, std::size_t e, std::size_t) {
         for (std::size_t t = b; t < e; ++t)
             out[t] = canonical_path(plan, texts[t].rows, texts[t].ids, texts[t].text, trie_ordered, lv);
     });

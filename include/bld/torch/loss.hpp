@@ -31,7 +31,7 @@
 
 #include "bld/adapters/torch.hpp"
 #include "bld/core/error.hpp"
-#include "bld/cpu.hpp"
+#include "bld/backends/simd/loss_kernel.hpp"
 #include "bld/loss/byte_loss.hpp"
 
 #include <torch/csrc/autograd/custom_function.h>

@@ -19,7 +19,7 @@
 // them): max_logit exact; each root mass within 2e-6 relative (expf's 2 ulp, twice); the
 // log-normaliser within 1e-6 absolute; node sums (fp64 exp) within 1e-12 relative.
 //
-// Conventions as row_pass.hpp: columns ≥ V and absent ids are ignored; NaN and +inf are errors,
+// Conventions as bld/backends/reference/row_pass.hpp: columns ≥ V and absent ids are ignored; NaN and +inf are errors,
 // reported per row in `status` (the GPU does not throw from a kernel): status = row_ok, or
 // row_no_finite_logit, or the first bad column. throw_if_bad_rows turns a status into the
 // exception the CPU would have thrown.

@@ -116,9 +116,7 @@ template <class T>
         if (b == ignored_bin) continue;
         acc[b] += std::exp(detail::logit_at(row.data(), i) - m);
     }
-    const double z = math::root_total(acc.data());
-    s.log_normalizer = std::log(z);
-    for (std::size_t a = 0; a < root_bin_count; ++a) s.root[a] = acc[a] / z;
+    s.log_normalizer = std::log(math::normalise_root(acc.data(), s.root.data()));
     return s;
 }
 

@@ -55,12 +55,12 @@ inline constexpr std::size_t flush_block = 16;
 /// write updates through one address; the plan deals them round-robin over several copies,
 /// which the kernel adds back in a fixed order.
 inline constexpr std::size_t max_tile_bins = 320;
-inline constexpr std::uint16_t discard_bin = 257;
+inline constexpr std::uint16_t discard_bin = root_bin_count;
 
 /// What the tile kernel needs from a row_plan (pointers into it).
 struct tile_plan {
     std::size_t vocab = 0;                       ///< ids per row that count
-    std::size_t nbins = 258;                     ///< virtual bins in use (≤ max_tile_bins)
+    std::size_t nbins = discard_bin + 1;                     ///< virtual bins in use (≤ max_tile_bins)
     const std::uint16_t* bins = nullptr;         ///< [round_up(vocab, 16)]: the virtual bin of each id
     const std::uint16_t* real_bin = nullptr;     ///< [nbins]: virtual → 0..256 (discard_bin: none)
     const float* ignore_add = nullptr;           ///< [round_up(vocab, 16)]: 0 or −inf (null: none)
@@ -80,7 +80,7 @@ struct tile_result {
     float max = 0;
     float shift = 0;
     bool valid = false; ///< no NaN / +Inf among the row's ids
-    double sums[257] = {};
+    double sums[root_bin_count] = {};
 };
 
 struct segment_result {
@@ -211,7 +211,7 @@ using loss_slot_fn = loss_slot_result (*)(const float*, const float*, int, const
 namespace bld::simd {
 
 /// Reads [data, data + bytes) once with the widest loads of level `l` and returns a checksum:
-/// the memory-streaming yardstick of the benchmarks (design.md §2: "the cost floor is reading
+/// the memory-streaming yardstick of the benchmarks (docs/01_method.md, "The sorted trie": "the cost floor is reading
 /// the row once"). Trailing bytes past a multiple of 4 are not read.
 [[nodiscard]] inline std::uint32_t stream_read(const void* data, std::size_t bytes, level l = level::automatic) {
     const auto* p = static_cast<const std::uint32_t*>(data);

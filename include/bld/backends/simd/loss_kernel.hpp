@@ -1,7 +1,8 @@
 // bld/backends/simd/loss_kernel.hpp — registers the SIMD byte-loss slot kernel with the loss.
 //
 // bld/loss/byte_loss.hpp evaluates every slot with the reference formula (bld::math::slot_loss)
-// unless a CPU backend has registered a faster kernel in detail::loss_kernel_registry. Including
+// unless a CPU backend has registered a faster kernel in detail::loss_kernel_registry
+// (bld/backends/slot_kernel.hpp). Including
 // this header in any translation unit registers loss_slot_fkl (kernels.inc): from then on
 // float logits with float targets (or none) and the forward KL take it, at the instruction set
 // bld::simd::default_level() picks for each call (the reference when that is scalar). The
@@ -10,7 +11,7 @@
 #pragma once
 
 #include "bld/backends/simd/kernels.hpp"
-#include "bld/loss/byte_loss.hpp"
+#include "bld/backends/slot_kernel.hpp"
 
 namespace bld::simd::detail {
 

@@ -35,14 +35,14 @@
 // (|r| ≤ ln2/2), then 2^n (n rounded by adding 1.5·2^23 and added into the exponent field),
 // with a degree-5 polynomial for e^r fitted for relative error (max 1.7e-7 in
 // float arithmetic, e^0 = 1 exactly); ln 2 is one float constant (one FMA, no Cody–Waite
-// split), which adds |n|·1.9e-9: ≤ 4e-7 in all (measured 3.8e-7).
+// split), which adds |n|·1.9e-9: ≤ 4e-7 in all.
 // exp_keep_nan on AVX-512 (which has no other float exp), the row-pass kernels' exponential, uses
 // a finer reduction that is cheaper where it counts, the multiply-add pipes (the row pass is
 // bound by them): k = round(32·x·log2 e), r = x − (k/32)·ln 2 (|r| ≤ ln2/64), 2^(k mod 32 / 32)
 // from a 32-entry table (one two-source permute), e^r ≈ 1 + r(t1 + r/2) (max 5.7e-8), then
 // vscalefps by k/32: 7 multiply-add-class operations instead of 9. The one-constant ln 2 adds
-// |k/32|·1.9e-9 as above: ≤ 5e-7 relative in all (measured 4.5e-7 at x ≈ −85; a Cody–Waite
-// split would remove it for one more FMA, 10–15% of the row pass). exp_keep_nan also returns
+// |k/32|·1.9e-9 as above: ≤ 5e-7 relative in all (a Cody–Waite split would remove it for one
+// more FMA on the pipes the row pass is bound by). exp_keep_nan also returns
 // NaN for a NaN or +Inf argument (exp gives 0), so both row-pass kernels (the tile kernel and
 // segment_sums) find bad logits in their sums instead of a separate check. On scalar and AVX2
 // it is exp with that NaN rule added.

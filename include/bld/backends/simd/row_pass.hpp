@@ -33,6 +33,7 @@
 #include "bld/backends/reference/row_pass.hpp"
 #include "bld/backends/simd/arch.hpp"
 #include "bld/backends/simd/kernels.hpp"
+#include "bld/math/root_bins.hpp"
 #include "bld/core/tensor.hpp"
 #include "bld/vocab/trie.hpp"
 
@@ -53,6 +54,14 @@ namespace bld {
 /// reference path.
 template <class T>
 inline constexpr bool simd_kernel_reads = logit_type<T> && !std::same_as<std::remove_cv_t<T>, double>;
+
+class row_plan;
+namespace detail {
+/// What the SIMD kernels read from a row_plan (kept out of its public interface).
+struct row_plan_access {
+    [[nodiscard]] static simd::detail::tile_plan tile(const row_plan& plan) noexcept;
+};
+} // namespace detail
 
 /// What the fast row pass precomputes from a trie, once per vocabulary (O(vocab) time and
 /// about 12 bytes per id): the root bin of every id (and its accumulator copy), the
@@ -80,7 +89,10 @@ public:
     /// is [root_bounds()[256], [257]). [258]
     [[nodiscard]] std::span<const std::uint32_t> root_bounds() const noexcept { return root_bounds_; }
 
-    /// The kernel's view of the plan (internal).
+private:
+    friend struct detail::row_plan_access;
+
+    /// The tile kernel's view of the plan (through detail::row_plan_access).
     [[nodiscard]] simd::detail::tile_plan tile() const noexcept {
         simd::detail::tile_plan p;
         p.vocab = bins_.size();
@@ -94,7 +106,6 @@ public:
         return p;
     }
 
-private:
     void build() {
         namespace sd = simd::detail;
         const std::size_t V = bins_.size();
@@ -108,14 +119,14 @@ private:
         }
         // Extra accumulator copies for frequent bins: 1 + ⌊16·share⌋ copies (at most 8), ids of
         // the bin dealt round-robin over them.
-        std::array<std::size_t, 257> count{};
+        std::array<std::size_t, root_bin_count> count{};
         for (std::size_t i = 0; i < V; ++i)
             if (tile_bins_[i] != sd::discard_bin) ++count[tile_bins_[i]];
-        real_bin_.resize(258);
-        for (std::size_t b = 0; b < 257; ++b) real_bin_[b] = static_cast<std::uint16_t>(b);
+        real_bin_.resize(sd::discard_bin + 1);
+        for (std::size_t b = 0; b < root_bin_count; ++b) real_bin_[b] = static_cast<std::uint16_t>(b);
         real_bin_[sd::discard_bin] = sd::discard_bin;
-        std::array<std::vector<std::uint16_t>, 257> copies;
-        for (std::size_t b = 0; b < 257; ++b) {
+        std::array<std::vector<std::uint16_t>, root_bin_count> copies;
+        for (std::size_t b = 0; b < root_bin_count; ++b) {
             copies[b].push_back(static_cast<std::uint16_t>(b));
             const std::size_t extra = std::min<std::size_t>(7, count[b] * 16 / std::max<std::size_t>(V, 1));
             for (std::size_t c = 0; c < extra && real_bin_.size() < sd::max_tile_bins; ++c) {
@@ -123,7 +134,7 @@ private:
                 real_bin_.push_back(static_cast<std::uint16_t>(b));
             }
         }
-        std::array<std::size_t, 257> dealt{};
+        std::array<std::size_t, root_bin_count> dealt{};
         for (std::size_t i = 0; i < V; ++i) {
             const auto b = tile_bins_[i];
             if (b == sd::discard_bin) continue;
@@ -164,7 +175,7 @@ private:
         const auto n_text = static_cast<std::uint32_t>(perm_.size());
         for (std::size_t i = 0; i < V; ++i)
             if (bins_[i] == stop_symbol) perm_.push_back(static_cast<std::uint32_t>(i));
-        root_bounds_.assign(258, n_text);
+        root_bounds_.assign(root_bin_count + 1, n_text);
         const auto kids = trie_->children(byte_trie::root);
         std::size_t c = kids.size();
         std::uint32_t next = n_text;
@@ -174,7 +185,7 @@ private:
         }
         if (trie_->node(byte_trie::root).end_hi != 0)
             throw value_error("SIMD row plan", trie_->vocab().source(), "a text token with no bytes");
-        root_bounds_[257] = static_cast<std::uint32_t>(perm_.size());
+        root_bounds_[root_bin_count] = static_cast<std::uint32_t>(perm_.size());
     }
 
     const byte_trie* trie_;
@@ -189,6 +200,8 @@ private:
     std::vector<std::uint32_t> root_bounds_;
 };
 
+inline simd::detail::tile_plan detail::row_plan_access::tile(const row_plan& plan) noexcept { return plan.tile(); }
+
 namespace detail {
 
 inline void check_row_width(const row_plan& plan, std::int64_t cols, std::size_t need, const char* op,
@@ -201,11 +214,8 @@ inline void check_row_width(const row_plan& plan, std::int64_t cols, std::size_t
 
 /// Root sums (units of e^shift) → row_summary, as summarize_row normalises them.
 inline void finish_summary(const double* sums, double max, double shift, row_summary& out) {
-    double z = 0;
-    for (std::size_t a = 0; a < 257; ++a) z += sums[a];
     out.max_logit = max;
-    out.log_normalizer = std::log(z) + (shift - max);
-    for (std::size_t a = 0; a < 257; ++a) out.root[a] = sums[a] / z;
+    out.log_normalizer = std::log(math::normalise_root(sums, out.root.data())) + (shift - max);
 }
 
 [[nodiscard]] inline bool usable(const simd::detail::segment_result& r) noexcept {
@@ -241,7 +251,7 @@ void summarize_rows_flagged(const row_plan& plan, tensor_view<const T, 2> rows, 
         const auto k = simd::detail::kernels_for<E>(lvl);
         const std::size_t W = k.width;
         const std::size_t tiles = (R + W - 1) / W;
-        const auto tp = plan.tile();
+        const auto tp = row_plan_access::tile(plan);
         parallel_for(tiles, par, [&](std::size_t tb, std::size_t te, std::size_t) {
             auto ws = std::make_unique<simd::detail::tile_workspace>();
             auto res = std::make_unique<simd::detail::tile_result[]>(W);
@@ -322,10 +332,10 @@ void summarize_permuted_rows(const row_plan& plan, tensor_view<const T, 2> rows,
     const auto k = simd::detail::kernels_for<E>(simd::resolve(lvl, op));
     const auto bounds = plan.root_bounds();
     std::vector<std::uint8_t> bad(R, 0);
-    detail::parallel_for(R, par, [&](std::size_t b, std::size_t e, std::size_t) {
-        std::array<double, 257> sums{};
+    parallel_for(R, par, [&](std::size_t b, std::size_t e, std::size_t) {
+        std::array<double, root_bin_count> sums{};
         for (std::size_t r = b; r < e; ++r) {
-            const auto q = k.segment_sums(rows.data() + r * n, bounds.data(), 257, sums.data());
+            const auto q = k.segment_sums(rows.data() + r * n, bounds.data(), root_bin_count, sums.data());
             if (!detail::usable(q)) {
                 bad[r] = 1;
                 continue;
@@ -386,8 +396,9 @@ double sum_node(const row_plan& plan, std::span<const T> row, byte_trie::node_in
     const auto& nd = trie.node(n);
     const auto kids = trie.children(n);
     out = node_sums{};
-    std::array<std::uint32_t, 258> bounds{};
-    std::array<double, 257> sums{};
+    constexpr std::size_t segments = 1 + 256; // the node's end tokens, then at most 256 children
+    std::array<std::uint32_t, segments + 1> bounds{};
+    std::array<double, segments> sums{};
     const std::uint32_t base = trie_ordered ? 0 : nd.lo;
     bounds[0] = nd.lo - base;
     bounds[1] = nd.end_hi - base;
