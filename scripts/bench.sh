@@ -6,10 +6,8 @@
 #   bash scripts/bench.sh            # Release build in build/bench, 5 repetitions
 #   BLD_BENCH_REPS=9 BLD_BENCH_BUILD=build-simd bash scripts/bench.sh
 #   BLD_BENCH_BASELINE=cfa19b6 bash scripts/bench.sh
-#                                    # also builds the row-pass benchmark of that revision (a git
-#                                    # worktree) and runs its SIMD kernels and this tree's,
-#                                    # interleaved, in the same session: the report's
-#                                    # "against a baseline revision" table
+#                                    # also runs scripts/bench-baseline.sh cfa19b6: that
+#                                    # revision's row-pass kernels beside this tree's
 #
 # Needs the real data (bash scripts/fetch-data.sh), Google Benchmark, /usr/bin/python3 with
 # numpy and matplotlib (Debian: libbenchmark-dev python3-numpy python3-matplotlib). Run it on a
@@ -49,24 +47,7 @@ echo "== numpy baseline"
 "$py" scripts/bench_numpy.py --export "$out/export" --repeats 7 --out "$out/numpy.json"
 cat "$out/numpy.json"
 if [ -n "${BLD_BENCH_BASELINE:-}" ]; then
-    # The same kernels' benchmarks at the baseline revision, built and run beside this tree's:
-    # three interleaved rounds (the machine's speed drifts by minutes), medians of each.
-    base_src="$build/baseline-src"
-    rm -rf "$base_src"; git worktree prune
-    git worktree add -q --detach "$base_src" "$BLD_BENCH_BASELINE"
-    cmake -S "$base_src" -B "$build/baseline" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBLD_BUILD_BENCHMARKS=ON \
-        -DBLD_BUILD_TESTS=OFF -DBLD_BUILD_EXAMPLES=OFF >/dev/null
-    cmake --build "$build/baseline" -j "$jobs" --target bld_bench_row_pass
-    filter='row_pass/llama3/(f32|bf16)/(simd_|trie_ordered|stream)'
-    echo "== baseline $BLD_BENCH_BASELINE against this tree: $filter"
-    for round in 1 2 3; do
-        "$build/baseline/benchmarks/bld_bench_row_pass" "${gb_args[@]}" --benchmark_filter="$filter" \
-            --benchmark_out="$out/baseline_old_$round.json"
-        "$build/benchmarks/bld_bench_row_pass" "${gb_args[@]}" --benchmark_filter="$filter" \
-            --benchmark_out="$out/baseline_new_$round.json"
-    done
-    git -C "$base_src" rev-parse --short HEAD > "$out/baseline_rev.txt"
-    git worktree remove --force "$base_src"
+    BLD_BENCH_BUILD="$build" BLD_BENCH_REPS="$reps" bash scripts/bench-baseline.sh "$BLD_BENCH_BASELINE"
 fi
 echo "== bld-cli bench-rows"
 tok=.cache/data/tokenizers/llama3/tokenizer.json
