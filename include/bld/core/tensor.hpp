@@ -86,6 +86,11 @@ template <class T>
 concept logit_type = std::same_as<std::remove_cv_t<T>, float> || std::same_as<std::remove_cv_t<T>, bf16> ||
                      std::same_as<std::remove_cv_t<T>, double>;
 
+/// The logit types the fast row-pass kernels (SIMD and CUDA) read: float and bf16. Double rows,
+/// a logit_type too, take the fp64 reference path.
+template <class T>
+inline constexpr bool row_kernel_reads = logit_type<T> && !std::same_as<std::remove_cv_t<T>, double>;
+
 /// Where a tensor's memory lives. bld's CPU algorithms accept `cpu` only.
 enum class device_kind : std::uint8_t { cpu, cuda };
 

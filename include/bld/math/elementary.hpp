@@ -30,6 +30,7 @@ BLD_HOST_DEVICE inline float infinity_f() noexcept { return __builtin_huge_valf(
 BLD_HOST_DEVICE inline bool is_finite(double x) noexcept { return x - x == 0.0; }
 /// A logit the row pass rejects: NaN or +inf (−inf is a token of probability 0).
 BLD_HOST_DEVICE inline bool is_bad_logit(float z) noexcept { return !(z == z) || z == infinity_f(); }
+BLD_HOST_DEVICE inline bool is_bad_logit(double z) noexcept { return !(z == z) || z == infinity(); }
 
 BLD_HOST_DEVICE inline double exp64(double x) noexcept {
 #if defined(__CUDA_ARCH__)

@@ -103,7 +103,7 @@ public:
                 if (id < 0 || static_cast<std::uint64_t>(id) >= v.size())
                     throw value_error(op, "row " + std::to_string(r) + ", entry " + std::to_string(c),
                                       "id " + std::to_string(id) + " is outside the vocabulary");
-                if (std::isnan(z) || z == std::numeric_limits<double>::infinity()) detail::bad_logit(r, c, z, op);
+                if (math::is_bad_logit(z)) detail::bad_logit(r, c, z, op);
                 m = std::max(m, z);
             }
             if (!(m > -std::numeric_limits<double>::infinity()))

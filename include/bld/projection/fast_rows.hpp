@@ -100,8 +100,7 @@ private:
             const auto r = row(j);
             for (std::size_t c = 0; c < perm.size(); ++c) {
                 const double z = static_cast<float>(r[c]);
-                if (std::isnan(z) || z == std::numeric_limits<double>::infinity())
-                    detail::bad_logit(j, perm[c], z, "teacher row pass");
+                if (math::is_bad_logit(z)) detail::bad_logit(j, perm[c], z, "teacher row pass");
             }
         }
         throw value_error("teacher row pass", "row " + std::to_string(j), "no finite logit among the vocabulary's ids");

@@ -114,7 +114,7 @@ public:
 
 private:
     template <logit_type T>
-        requires device_kernel_reads<T>
+        requires row_kernel_reads<T>
     friend device_byte_distributions canonical_path(const device_trie&, tensor_view<const T, 2>,
                                                     std::span<const std::int64_t>, std::optional<std::string_view>,
                                                     cudaStream_t);
@@ -157,7 +157,7 @@ private:
 /// @throws now: value_error / alignment_error for bad ids or text (as canonical_path),
 ///         shape_error for too few or too short rows or a view not on the GPU, cuda_error.
 template <logit_type T>
-    requires device_kernel_reads<T>
+    requires row_kernel_reads<T>
 [[nodiscard]] device_byte_distributions canonical_path(const device_trie& dt, tensor_view<const T, 2> rows,
                                                        std::span<const std::int64_t> ids,
                                                        std::optional<std::string_view> text, cudaStream_t stream) {

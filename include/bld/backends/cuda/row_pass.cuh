@@ -50,9 +50,6 @@ inline constexpr std::int32_t row_ok = -1;
 /// Row status: no finite logit among the vocabulary's ids.
 inline constexpr std::int32_t row_no_finite_logit = -2;
 
-/// The kernels read float and bf16 rows; double rows (a logit_type too) take the CPU reference.
-template <class T>
-inline constexpr bool device_kernel_reads = logit_type<T> && !std::same_as<std::remove_cv_t<T>, double>;
 
 /// A byte trie in device memory: nodes, sorted order and the row-pass plan (row_pass_plan of
 /// root_bins(trie)). Keeps a pointer to the host trie, which plans the canonical path.
@@ -399,7 +396,7 @@ void check_rows_view(const device_trie& dt, const tensor_view<const T, 2>& rows,
 ///         failed allocation or launch. Bad logits are reported in out.status, not thrown
 ///         (see throw_if_bad_rows).
 template <logit_type T>
-    requires device_kernel_reads<T>
+    requires row_kernel_reads<T>
 void row_pass(const device_trie& dt, tensor_view<const T, 2> rows, row_summaries out, cudaStream_t stream) {
     constexpr const char* op = "bld::cuda::row_pass";
     detail::check_rows_view(dt, rows, op);
@@ -432,7 +429,7 @@ void row_pass(const device_trie& dt, tensor_view<const T, 2> rows, row_summaries
 ///      requests come from canonical_plan or the caller); rows validated by row_pass.
 /// @throws shape_error / cuda_error as row_pass.
 template <logit_type T>
-    requires device_kernel_reads<T>
+    requires row_kernel_reads<T>
 void node_sums(const device_trie& dt, tensor_view<const T, 2> rows, const node_request* requests, std::size_t count,
                node_sums_out out, cudaStream_t stream) {
     constexpr const char* op = "bld::cuda::node_sums";
@@ -450,7 +447,7 @@ void node_sums(const device_trie& dt, tensor_view<const T, 2> rows, const node_r
 /// bad row among the R statuses (device array), naming row `first_row + r`.
 /// @throws value_error (NaN / +inf logit with its row and column; no finite logit), cuda_error.
 template <logit_type T>
-    requires device_kernel_reads<T>
+    requires row_kernel_reads<T>
 void throw_if_bad_rows(const std::int32_t* status, tensor_view<const T, 2> rows, cudaStream_t stream,
                        std::size_t first_row = 0) {
     constexpr const char* op = "bld::cuda::throw_if_bad_rows";

@@ -75,9 +75,11 @@ template <class T>
 }
 [[nodiscard]] inline double logit_at(const double* row, std::size_t i) noexcept { return row[i]; }
 
-/// Throws the error for a bad logit at (row, column).
-[[noreturn]] inline void bad_logit(std::size_t row, std::size_t col, double z, const std::string& op) {
-    throw value_error(op, "row " + std::to_string(row) + ", column " + std::to_string(col),
+/// Throws the error for a bad logit (math::is_bad_logit) at (row, column); `column_note` is
+/// appended to the place (e.g. the id of a trie-ordered column).
+[[noreturn]] inline void bad_logit(std::size_t row, std::size_t col, double z, const std::string& op,
+                                   const std::string& column_note = {}) {
+    throw value_error(op, "row " + std::to_string(row) + ", column " + std::to_string(col) + column_note,
                       std::isnan(z) ? "the logit is NaN" : "the logit is +Inf (−Inf is allowed: probability 0)");
 }
 
@@ -103,7 +105,7 @@ template <class T>
     double m = -std::numeric_limits<double>::infinity();
     for (std::size_t i = 0; i < V; ++i) {
         const double z = detail::logit_at(row.data(), i);
-        if (std::isnan(z) || z == std::numeric_limits<double>::infinity()) detail::bad_logit(row_index, i, z, op);
+        if (math::is_bad_logit(z)) detail::bad_logit(row_index, i, z, op);
         if (bins[i] != ignored_bin && z > m) m = z;
     }
     if (!(m > -std::numeric_limits<double>::infinity()))

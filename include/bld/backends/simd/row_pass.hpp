@@ -50,11 +50,6 @@
 
 namespace bld {
 
-/// The SIMD kernels read float and bf16 rows; double rows (a logit_type too) take the
-/// reference path.
-template <class T>
-inline constexpr bool simd_kernel_reads = logit_type<T> && !std::same_as<std::remove_cv_t<T>, double>;
-
 class row_plan;
 namespace detail {
 /// What the SIMD kernels read from a row_plan (kept out of its public interface).
@@ -218,7 +213,9 @@ inline void finish_summary(const double* sums, double max, double shift, row_sum
     out.log_normalizer = std::log(math::normalise_root(sums, out.root.data())) + (shift - max);
 }
 
-[[nodiscard]] inline bool usable(const simd::detail::segment_result& r) noexcept {
+/// A kernel's row result is a summary: no NaN / +Inf, and some finite logit.
+template <class Result>
+[[nodiscard]] bool usable(const Result& r) noexcept {
     return r.valid && r.max > -std::numeric_limits<float>::infinity();
 }
 
@@ -235,7 +232,7 @@ void summarize_rows_flagged(const row_plan& plan, tensor_view<const T, 2> rows, 
     const auto R = static_cast<std::size_t>(rows.extent(0));
     const auto n = static_cast<std::size_t>(rows.extent(1));
     const auto row_ptr = [&](std::size_t r) { return rows.data() + r * n; };
-    if constexpr (!simd_kernel_reads<T>) {
+    if constexpr (!row_kernel_reads<T>) {
         parallel_for(R, par, [&](std::size_t b, std::size_t e, std::size_t) {
             for (std::size_t r = b; r < e; ++r) {
                 try {
@@ -262,7 +259,7 @@ void summarize_rows_flagged(const row_plan& plan, tensor_view<const T, 2> rows, 
                 k.tile_row_pass(tp, ptrs.data(), *ws, res.get());
                 for (std::size_t j = 0; j < W && r0 + j < R; ++j) {
                     const auto& q = res[j];
-                    const bool ok = q.valid && q.max > -std::numeric_limits<float>::infinity();
+                    const bool ok = usable(q);
                     bad[r0 + j] = ok ? 0 : 1;
                     if (ok) finish_summary(q.sums, q.max, q.shift, out[r0 + j]);
                 }
@@ -318,7 +315,7 @@ template <class T>
 template <class T>
 void summarize_permuted_rows(const row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
                              const parallel_options& par = {}, simd::level lvl = simd::level::automatic) {
-    static_assert(simd_kernel_reads<T>, "trie-ordered rows are float or bf16");
+    static_assert(row_kernel_reads<T>, "trie-ordered rows are float or bf16");
     using E = std::remove_cv_t<T>;
     const char* op = "teacher row pass (trie-ordered rows)";
     const auto R = static_cast<std::size_t>(rows.extent(0));
@@ -348,10 +345,7 @@ void summarize_permuted_rows(const row_plan& plan, tensor_view<const T, 2> rows,
         const E* row = rows.data() + r * n;
         for (std::size_t c = 0; c < perm.size(); ++c) {
             const double z = static_cast<float>(row[c]);
-            if (std::isnan(z) || z == std::numeric_limits<double>::infinity())
-                throw value_error(op, "row " + std::to_string(r) + ", column " + std::to_string(c) + " (id " +
-                                          std::to_string(perm[c]) + ")",
-                                  std::isnan(z) ? "the logit is NaN" : "the logit is +Inf (−Inf is allowed: probability 0)");
+            if (math::is_bad_logit(z)) detail::bad_logit(r, c, z, op, " (id " + std::to_string(perm[c]) + ")");
         }
         throw value_error(op, "row " + std::to_string(r), "no finite logit among the vocabulary's ids");
     }
@@ -390,7 +384,7 @@ template <class T>
 template <class T>
 double sum_node(const row_plan& plan, std::span<const T> row, byte_trie::node_index n, node_sums& out,
                       std::vector<float>& scratch, bool trie_ordered = false, simd::level lvl = simd::level::automatic) {
-    static_assert(simd_kernel_reads<T>, "rows are float or bf16");
+    static_assert(row_kernel_reads<T>, "rows are float or bf16");
     using E = std::remove_cv_t<T>;
     const auto& trie = plan.trie();
     const auto& nd = trie.node(n);
