@@ -55,7 +55,7 @@ public:
             return 0.0;
         }
         reference::sum_node(*trie_, row(j), n, shift, out);
-        return std::exp(shift - s.max_logit - s.log_normalizer);
+        return s.probability(shift);
     }
     [[nodiscard]] double residual(std::size_t) const noexcept { return 0.0; }
 
@@ -128,9 +128,8 @@ public:
         const auto& v = trie_->vocab();
         double listed = 0;
         for (const auto& e : rows_[j].entries) {
-            const auto k = v.kinds()[e.id];
-            if (k == token_kind::absent) continue;
-            const std::size_t bin = k == token_kind::special ? stop_symbol : static_cast<std::uint8_t>(v.unchecked_bytes(e.id)[0]);
+            const auto bin = root_bin_of(v, e.id);
+            if (bin == ignored_bin) continue;
             s.root[bin] += e.p;
             listed += e.p;
         }

@@ -78,7 +78,7 @@ inline void fetch_rows(Teacher& teacher, const byte_trie& trie, row_store& store
 inline void stored_node(const byte_trie& trie, const row_store& store, std::size_t h, byte_trie::node_index n, node_sums& out) {
     const auto& s = store.sums[h];
     reference::sum_node(trie, std::span<const float>(store.rows[h]), n, s.max_logit, out);
-    const double inv = std::exp(-s.log_normalizer);
+    const double inv = s.probability(s.max_logit);
     out.end *= inv;
     for (auto& c : out.child) c *= inv;
 }
@@ -147,7 +147,7 @@ template <teacher_model Teacher>
                 const auto& nd = trie.node(n);
                 for (auto k = nd.lo; k < nd.end_hi; ++k) {
                     const auto id = trie.order()[k];
-                    const double p = std::exp(static_cast<double>(store.rows[h][id]) - sum.max_logit - sum.log_normalizer);
+                    const double p = sum.probability(static_cast<double>(store.rows[h][id]));
                     if (!(p > 0)) continue;
                     auto ctx = st.ctx;
                     ctx.push_back(static_cast<std::int32_t>(id));
@@ -246,7 +246,7 @@ private:
             const auto& s = store_.sums[hy.row];
             for (auto k = nd.lo; k < nd.end_hi; ++k) {
                 const auto id = trie_.order()[k];
-                const double p = std::exp(static_cast<double>(store_.rows[hy.row][id]) - s.max_logit - s.log_normalizer);
+                const double p = s.probability(static_cast<double>(store_.rows[hy.row][id]));
                 if (!(p > 0)) continue;
                 auto ctx = hy.ctx;
                 ctx.push_back(static_cast<std::int32_t>(id));

@@ -74,7 +74,7 @@ public:
             out = node_sums{};
             return 0.0;
         }
-        return std::exp(shift - s.max_logit - s.log_normalizer);
+        return s.probability(shift);
     }
     [[nodiscard]] double residual(std::size_t) const noexcept { return 0.0; }
 

@@ -33,17 +33,20 @@
 
 namespace bld {
 
-/// Bin of every id in the root split: the first byte (0..255) for text tokens, stop_symbol for
-/// special tokens, `ignored_bin` for absent ids. [vocab size]
+/// The bin of an id in the root split: its first byte (0..255) for a text token, stop_symbol
+/// for a special token, `ignored_bin` for an absent id.
 inline constexpr std::uint16_t ignored_bin = 0xFFFF;
+[[nodiscard]] inline std::uint16_t root_bin_of(const vocabulary& v, std::size_t id) noexcept {
+    const auto k = v.kinds()[id];
+    if (k == token_kind::text) return static_cast<std::uint8_t>(v.unchecked_bytes(id)[0]);
+    return k == token_kind::special ? static_cast<std::uint16_t>(stop_symbol) : ignored_bin;
+}
+
+/// root_bin_of every id of the trie's vocabulary. [vocab size]
 [[nodiscard]] inline std::vector<std::uint16_t> root_bins(const byte_trie& trie) {
     const auto& v = trie.vocab();
-    std::vector<std::uint16_t> bins(v.size(), ignored_bin);
-    for (std::size_t id = 0; id < v.size(); ++id) {
-        const auto k = v.kinds()[id];
-        if (k == token_kind::text) bins[id] = static_cast<std::uint8_t>(v.unchecked_bytes(id)[0]);
-        else if (k == token_kind::special) bins[id] = static_cast<std::uint16_t>(stop_symbol);
-    }
+    std::vector<std::uint16_t> bins(v.size());
+    for (std::size_t id = 0; id < v.size(); ++id) bins[id] = root_bin_of(v, id);
     return bins;
 }
 
@@ -53,6 +56,10 @@ struct row_summary {
     double log_normalizer = 0; ///< log Σ exp(z − m) over text + special ids
     /// root[a] = M(a) for bytes a, root[256] = STOP mass; probabilities summing to 1.
     std::array<double, root_bin_count> root{};
+
+    /// e^(z − m − log Σ): the softmax probability of a logit z of this row — or, for z = shift,
+    /// the factor that turns sums in units of e^shift into probabilities.
+    [[nodiscard]] double probability(double z) const noexcept { return std::exp(z - max_logit - log_normalizer); }
 };
 
 /// Node sums of one row at one trie node, in units of exp(shift) (unnormalised).
@@ -174,7 +181,7 @@ template <class T>
     if (n == byte_trie::npos) return pm;
     node_sums ns;
     sum_node(trie, row, n, sum.max_logit, ns);
-    const double inv = std::exp(-sum.log_normalizer);
+    const double inv = sum.probability(sum.max_logit);
     pm.end = ns.end * inv;
     for (std::size_t a = 0; a < 256; ++a) pm.children[a] = ns.child[a] * inv;
     pm.node = ns.total() * inv;
