@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # This tree's row-pass kernels beside a baseline revision's, in one session on this machine:
 # builds bld_bench_row_pass at REV (a temporary git worktree) and here, runs the Llama-3 id-order
-# SIMD kernels, the trie-ordered kernel and the streaming read of both builds in three
-# interleaved rounds (the machine's speed drifts from minute to minute, so rounds alternate),
+# SIMD kernels, the trie-ordered kernel and the streaming read of both builds in interleaved
+# rounds (BLD_BENCH_ROUNDS, default 3; the machine's speed drifts from minute to minute, so rounds alternate),
 # and writes docs/performance_baseline.md: µs per row, the median of the rounds' medians, and
 # the ratio this tree / baseline.
 #
@@ -34,7 +34,8 @@ cut -d' ' -f1-3 /proc/loadavg > "$out/load_before.txt"
 filter='row_pass/llama3/(f32|bf16)/(simd_|trie_ordered|stream)'
 args=(--benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true --benchmark_min_time=0.2
       --benchmark_out_format=json --benchmark_filter="$filter")
-for round in 1 2 3; do
+rounds=${BLD_BENCH_ROUNDS:-3}
+for round in $(seq 1 "$rounds"); do
     echo "== round $round: baseline $rev"
     "$build/baseline/benchmarks/bld_bench_row_pass" "${args[@]}" --benchmark_out="$out/baseline_old_$round.json"
     echo "== round $round: this tree"
