@@ -1,10 +1,10 @@
 // bld/adapters/torch.hpp — libtorch tensors (torch::Tensor, i.e. at::Tensor) as bld tensors.
 //
 // A torch::Tensor converts to a `tensor_view` at the API edge. Supported
-// dtypes: float32, float64, bfloat16 (as bld::bf16), int32, int64, uint8 and bool; devices:
+// dtypes: float32, float64, bfloat16 (as bld::bf16), float16 (as bld::f16), int32, int64, uint8 and bool; devices:
 // CPU and CUDA (bld's CPU algorithms require CPU). The layout must be strided and dense
 // row-major (`t.is_contiguous()`): call `.contiguous()` first otherwise — bld never copies
-// behind your back. Undefined tensors, other dtypes (float16, int8, complex, …) and other
+// behind your back. Undefined tensors, other dtypes (int8, complex, …) and other
 // devices are reported as `bld::shape_error`, naming the argument when they reach `as_view`.
 //
 // Needs libtorch's headers and libraries: link the `bld::torch` CMake target
@@ -32,6 +32,7 @@ namespace bld {
         case dtype::i64: return c10::ScalarType::Long;
         case dtype::u8: return c10::ScalarType::Byte;
         case dtype::boolean: return c10::ScalarType::Bool;
+        case dtype::f16: return c10::ScalarType::Half;
     }
     return c10::ScalarType::Undefined;
 }
@@ -48,11 +49,12 @@ struct tensor_adapter<at::Tensor> {
             case c10::ScalarType::Long: return dtype::i64;
             case c10::ScalarType::Byte: return dtype::u8;
             case c10::ScalarType::Bool: return dtype::boolean;
+            case c10::ScalarType::Half: return dtype::f16;
             default: break;
         }
         throw shape_error("torch tensor", "",
                           std::string("dtype torch.") + c10::toString(t.scalar_type()) +
-                              " is not supported by bld (float32, float64, bfloat16, int32, "
+                              " is not supported by bld (float32, float64, bfloat16, float16, int32, "
                               "int64, uint8, bool)");
     }
     static std::size_t rank(const at::Tensor& t) {

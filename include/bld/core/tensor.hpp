@@ -13,6 +13,7 @@
 #pragma once
 
 #include "bld/core/bf16.hpp"
+#include "bld/core/f16.hpp"
 #include "bld/core/error.hpp"
 
 #include <array>
@@ -34,7 +35,7 @@ namespace bld {
 // dtype and device
 
 /// Element types a tensor may hold at bld's API edge.
-enum class dtype : std::uint8_t { f32, f64, bf16, i32, i64, u8, boolean };
+enum class dtype : std::uint8_t { f32, f64, bf16, i32, i64, u8, boolean, f16 };
 
 /// The conventional name ("float32", "bfloat16", "bool", …), as PyTorch and NumPy spell it.
 [[nodiscard]] constexpr std::string_view to_string(dtype d) noexcept {
@@ -46,6 +47,7 @@ enum class dtype : std::uint8_t { f32, f64, bf16, i32, i64, u8, boolean };
         case dtype::i64: return "int64";
         case dtype::u8: return "uint8";
         case dtype::boolean: return "bool";
+        case dtype::f16: return "float16";
     }
     return "unknown";
 }
@@ -55,7 +57,7 @@ enum class dtype : std::uint8_t { f32, f64, bf16, i32, i64, u8, boolean };
     switch (d) {
         case dtype::f32: case dtype::i32: return 4;
         case dtype::f64: case dtype::i64: return 8;
-        case dtype::bf16: return 2;
+        case dtype::bf16: case dtype::f16: return 2;
         case dtype::u8: case dtype::boolean: return 1;
     }
     return 0;
@@ -70,6 +72,7 @@ template <> struct dtype_traits<std::int32_t> { static constexpr dtype value = d
 template <> struct dtype_traits<std::int64_t> { static constexpr dtype value = dtype::i64; };
 template <> struct dtype_traits<std::uint8_t> { static constexpr dtype value = dtype::u8; };
 template <> struct dtype_traits<bool> { static constexpr dtype value = dtype::boolean; };
+template <> struct dtype_traits<f16> { static constexpr dtype value = dtype::f16; };
 
 /// A C++ type that can be the element of a bld tensor (cv-qualifiers ignored).
 template <class T>
@@ -79,17 +82,19 @@ concept tensor_element = requires { dtype_traits<std::remove_cv_t<T>>::value; };
 template <tensor_element T>
 inline constexpr dtype dtype_of = dtype_traits<std::remove_cv_t<T>>::value;
 
-/// Element types of teacher logit rows (cv-qualifiers ignored): float, bf16 or double. Every
-/// row pass accepts them all; a backend without a kernel for one (double on the SIMD and CUDA
-/// paths) routes it to the reference or says so at compile time.
+/// Element types of teacher logit rows (cv-qualifiers ignored): float, bf16, f16 or double.
+/// Every row pass accepts them all; a backend without a kernel for one routes it to a path that
+/// has one (the fp64 reference for double, a widening copy for f16 where a kernel lacks it) or
+/// says so at compile time.
 template <class T>
 concept logit_type = std::same_as<std::remove_cv_t<T>, float> || std::same_as<std::remove_cv_t<T>, bf16> ||
-                     std::same_as<std::remove_cv_t<T>, double>;
+                     std::same_as<std::remove_cv_t<T>, f16> || std::same_as<std::remove_cv_t<T>, double>;
 
-/// The logit types the fast row-pass kernels (SIMD and CUDA) read: float and bf16. Double rows,
-/// a logit_type too, take the fp64 reference path.
+/// The logit types the fast row-pass kernels (SIMD and CUDA) read: float and bf16. Double rows
+/// take the fp64 reference path; f16 rows are widened to float first.
 template <class T>
-inline constexpr bool row_kernel_reads = logit_type<T> && !std::same_as<std::remove_cv_t<T>, double>;
+inline constexpr bool row_kernel_reads =
+    std::same_as<std::remove_cv_t<T>, float> || std::same_as<std::remove_cv_t<T>, bf16>;
 
 /// Where a tensor's memory lives. bld's CPU algorithms accept `cpu` only.
 enum class device_kind : std::uint8_t { cpu, cuda };

@@ -124,9 +124,9 @@ template <class T>
                                                      std::optional<std::string_view> text = std::nullopt,
                                                      bool trie_ordered = false,
                                                      simd::level lvl = simd::level::automatic) {
-    static_assert(logit_type<T>, "rows are float, bf16 or double");
-    if constexpr (std::same_as<std::remove_cv_t<T>, double>) {
-        // No fp32 kernel reads double rows: the reference is the fast path for them.
+    static_assert(logit_type<T>, "rows are float, bf16, f16 or double");
+    if constexpr (!row_kernel_reads<T>) {
+        // No fp32 kernel reads double (or, yet, f16) rows: the reference is the path for them.
         if (trie_ordered)
             throw value_error("canonical-path projection", "rows", "trie-ordered rows are float or bf16");
         (void)simd::resolve(lvl, "canonical-path projection");
