@@ -61,6 +61,7 @@
 #include "bld/core/tensor.hpp"
 #include "bld/math/divergence.hpp"
 #include "bld/math/slot_loss.hpp"
+#include "bld/targets/slot_targets.hpp"
 
 #include <algorithm>
 #include <array>
@@ -212,12 +213,20 @@ math::slot_result slot_loss(float_slot_kernel fast, const L* z, const P* p, int 
     return math::slot_loss(math::host_lanes{}, z, p, y, prm, grad_scale, grad);
 }
 
+/// Where a slot's target row is: dense (row = slot) or compact (row a = the a-th active slot,
+/// whose flat index `slots[a]` must be that slot).
+struct target_rows {
+    bool compact = false;
+    const std::int64_t* slots = nullptr; ///< compact: [rows]
+    std::int64_t rows = 0;               ///< compact: rows of the values
+};
+
 /// The driver: counts the active slots, runs the kernel on each, reduces. Views only.
 template <class L, class P>
 byte_loss_result run_byte_loss(std::string_view op, tensor_view<const L, 3> logits,
                                const P* targets, const std::uint8_t* mask, true_bytes_ref ybytes,
                                const math::slot_params& prm, loss_reduction reduction,
-                               L* grad, L* per_slot) {
+                               L* grad, L* per_slot, target_rows layout = {}) {
     const std::int64_t T = logits.extent(0), K = logits.extent(1);
     constexpr auto A = static_cast<std::int64_t>(alphabet_size);
 
@@ -228,6 +237,11 @@ byte_loss_result run_byte_loss(std::string_view op, tensor_view<const L, 3> logi
         res.active_slots += n;
         res.active_tokens += n > 0 ? 1 : 0;
     }
+    const bool compact = layout.compact;
+    if (compact && res.active_slots != layout.rows)
+        throw shape_error(std::string(op), "argument `targets`",
+                          "compact targets hold " + std::to_string(layout.rows) + " rows, but the mask has " +
+                              std::to_string(res.active_slots) + " active slots (one row per active slot)");
     double scale = 1.0;
     if (reduction == loss_reduction::eq5) {
         scale = res.active_tokens > 0 ? 1.0 / static_cast<double>(res.active_tokens) : 0.0;
@@ -235,7 +249,12 @@ byte_loss_result run_byte_loss(std::string_view op, tensor_view<const L, 3> logi
         scale = res.active_slots > 0 ? 1.0 / static_cast<double>(res.active_slots) : 0.0;
     }
 
-    const float_slot_kernel fast = registered_slot_kernel<L, P>(prm, targets != nullptr);
+    // bf16 targets are widened one slot at a time for the float slot kernel.
+    constexpr bool widen = std::is_same_v<P, bf16>;
+    using PK = std::conditional_t<widen, float, P>;
+    const float_slot_kernel fast = registered_slot_kernel<L, PK>(prm, targets != nullptr);
+    [[maybe_unused]] float wide[alphabet_size];
+    std::int64_t row = 0; // compact: the next row
     double total = 0.0;
     for (std::int64_t t = 0; t < T; ++t) {
         for (std::int64_t k = 0; k < K; ++k) {
@@ -255,16 +274,36 @@ byte_loss_result run_byte_loss(std::string_view op, tensor_view<const L, 3> logi
                 }
                 y = static_cast<int>(yb);
             }
-            const math::slot_result r = detail::slot_loss<L, P>(
-                fast, logits.data() + slot * A, targets != nullptr ? targets + slot * A : nullptr, y,
-                prm, scale, g);
+            const P* p = nullptr;
+            if (compact) {
+                if (layout.slots[row] != slot)
+                    throw shape_error(std::string(op), "argument `targets`, row " + std::to_string(row),
+                                      "compact row " + std::to_string(row) + " is for slot " +
+                                          std::to_string(layout.slots[row]) + ", but the " + std::to_string(row) +
+                                          "-th active slot of the mask is " + std::to_string(slot) + " (" +
+                                          slot_name(t, k) + "): rows must list the active slots in order");
+                if (targets != nullptr) p = targets + row * A;
+                ++row;
+            } else if (targets != nullptr) {
+                p = targets + slot * A;
+            }
+            const PK* pk = nullptr;
+            if constexpr (widen) {
+                if (p != nullptr) {
+                    for (std::int64_t a = 0; a < A; ++a) wide[a] = static_cast<float>(p[a]);
+                    pk = wide;
+                }
+            } else {
+                pk = p;
+            }
+            const math::slot_result r = detail::slot_loss<L, PK>(fast, logits.data() + slot * A, pk, y, prm, scale, g);
             if (r.status == math::slot_status::nonfinite_logit) {
                 const double v = static_cast<double>(logits.data()[slot * A + r.index]);
                 throw value_error(std::string(op), slot_name(t, k) + ", byte " + std::to_string(r.index),
                                   std::string("logit is ") + (std::isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf"));
             }
             if (r.status == math::slot_status::bad_target) {
-                const double v = static_cast<double>(targets[slot * A + r.index]);
+                const double v = static_cast<double>(pk[r.index]);
                 throw value_error(std::string(op), slot_name(t, k) + ", byte " + std::to_string(r.index),
                                   "teacher probability " + std::to_string(v) +
                                       " is not finite and non-negative");
@@ -387,6 +426,33 @@ byte_loss_result byte_loss_entry(std::string_view op, const Logits& logits, cons
     });
 }
 
+/// The front end of the slot-targets overloads: checks the view against the logits, runs the
+/// driver with the view's layout.
+template <class Logits, class P, class Grad, class PerSlot>
+byte_loss_result targets_entry(std::string_view op, const Logits& logits, const slot_targets_view<P>& targets,
+                               const math::slot_params& prm, loss_reduction reduction, Grad&& grad, PerSlot&& per_slot) {
+    const auto tk = bld::byte_head_shape(logits, op);
+    targets.check(op);
+    if (tk[0] != targets.tokens || tk[1] != targets.heads)
+        throw shape_error(std::string(op), "argument `logits`",
+                          "expected [" + std::to_string(targets.tokens) + ", " + std::to_string(targets.heads) +
+                              ", 260] to match the targets' slots, got " + detail::describe_tensor(logits) +
+                              " (flatten [batch, positions, K, 260] logits to [batch * positions, K, 260])");
+    if (targets.mask.device() != device_kind::cpu)
+        throw shape_error(std::string(op), "argument `targets`", "targets in CUDA memory need the CUDA backend");
+    const std::array<std::int64_t, 3> tka{tk[0], tk[1], static_cast<std::int64_t>(alphabet_size)};
+    const target_rows rows{targets.layout == target_layout::compact, targets.slots.data(), targets.rows()};
+    const true_bytes_ref y{targets.true_bytes.data(), false};
+    return detail::visit_real3(op, logits, "logits", tka, [&](auto lv) {
+        using L = std::remove_const_t<typename decltype(lv)::element_type>;
+        L* g = detail::output_pointer<L>(grad, "grad", tka);
+        L* ps = detail::output_pointer<L>(per_slot, "per_slot", tk);
+        const P* p = prm.w_div != 0.0 ? targets.values.data() : nullptr;
+        return detail::run_byte_loss<L, std::remove_cv_t<P>>(op, lv, p, targets.mask.data(), y, prm, reduction, g, ps,
+                                                              rows);
+    });
+}
+
 }  // namespace detail
 
 /// One divergence term D(targets ‖ softmax(logits/τ)) per active slot, reduced.
@@ -415,6 +481,20 @@ inline constexpr struct byte_loss_fn {
                                       std::log(options.target_floor)};
         return detail::byte_loss_entry(op, logits, targets, no_tensor, mask, prm, options.reduction,
                                        grad, per_slot);
+    }
+    /// The same on slot targets (dense or compact; float, bf16 or double values): the mask is
+    /// the targets' own.
+    template <tensor_source Logits, target_type P, optional_tensor Grad = const no_tensor_t&,
+              optional_tensor PerSlot = const no_tensor_t&>
+    byte_loss_result operator()(const Logits& logits, const slot_targets_view<P>& targets,
+                                const byte_loss_options& options = {}, Grad&& grad = no_tensor,
+                                PerSlot&& per_slot = no_tensor) const {
+        constexpr std::string_view op = "bld::byte_loss";
+        detail::check_temperature(op, options.temperature);
+        detail::check_floor(op, options.target_floor);
+        const math::slot_params prm{1.0, 0.0, options.kind, 1.0 / options.temperature,
+                                      std::log(options.target_floor)};
+        return detail::targets_entry(op, logits, targets, prm, options.reduction, grad, per_slot);
     }
 } byte_loss{};
 
@@ -461,6 +541,26 @@ inline constexpr struct bld_loss_fn {
                                       1.0 / options.temperature, std::log(options.target_floor)};
         return detail::byte_loss_entry(op, logits, targets, true_bytes, mask, prm,
                                        options.reduction, grad, per_slot);
+    }
+    /// The same on slot targets (dense or compact; float, bf16 or double values), whose mask and
+    /// true bytes are the targets' own — what bld::distiller returns goes straight in:
+    ///   auto t = distiller.targets(batch);
+    ///   bld::bld_loss(logits, t.view<float>(), {}, grad);
+    /// @throws as above; shape_error when the logits' [T, K] is not the targets', or compact rows
+    ///         do not list the active slots in order.
+    template <tensor_source Logits, target_type P, optional_tensor Grad = const no_tensor_t&,
+              optional_tensor PerSlot = const no_tensor_t&>
+    byte_loss_result operator()(const Logits& logits, const slot_targets_view<P>& targets,
+                                const bld_loss_options& options = {}, Grad&& grad = no_tensor,
+                                PerSlot&& per_slot = no_tensor) const {
+        constexpr std::string_view op = "bld::bld_loss";
+        detail::check_weight(op, "lambda_byte", options.lambda_byte);
+        detail::check_weight(op, "lambda_kl", options.lambda_kl);
+        detail::check_temperature(op, options.temperature);
+        detail::check_floor(op, options.target_floor);
+        const math::slot_params prm{options.lambda_kl, options.lambda_byte, options.kind,
+                                      1.0 / options.temperature, std::log(options.target_floor)};
+        return detail::targets_entry(op, logits, targets, prm, options.reduction, grad, per_slot);
     }
 } bld_loss{};
 
