@@ -174,14 +174,36 @@ namespace detail {
 
 /// Position i of the canonical path into `out` (math::canonical_position_body, one lane).
 /// @pre the node's mass is > 0 (the caller checked it, with its top-k fallback).
+template <class Out>
 inline void run_position(math::position_kind kind, const node_sums& ns, const double* row_root, double carry,
-                         byte_distributions& out, std::size_t i, const char* op) {
+                         Out& out, std::size_t i, const char* op) {
     if (math::canonical_position_body(math::host_lanes{}, kind, math::node_sums_ref{ns.end, ns.child.data()}, row_root,
-                                      carry, out.at(i).data(), &out.dropped[i]) != math::position_status::ok)
+                                      carry, out.probs(i), &out.dropped(i)) != math::position_status::ok)
         throw_no_mass(op, i);
 }
 
+/// The sink that fills a byte_distributions.
+struct distributions_sink {
+    byte_distributions& d;
+    [[nodiscard]] double* probs(std::size_t i) noexcept { return d.at(i).data(); }
+    [[nodiscard]] double& dropped(std::size_t i) noexcept { return d.dropped[i]; }
+    [[nodiscard]] double& bound(std::size_t i) noexcept { return d.bound[i]; }
+    void finish(std::size_t) noexcept {}
+};
+
 } // namespace detail
+
+/// Where canonical_path_into writes position i (0 ≤ i < text bytes), in this order: probs(i)
+/// (260 doubles, zero on entry), dropped(i) and bound(i) (zero on entry), then finish(i) once the
+/// position is complete. byte_distributions is filled through one; bld::distiller writes each
+/// position straight into the slot that reads it.
+template <class S>
+concept position_sink = requires(S& s, std::size_t i) {
+    { s.probs(i) } -> std::same_as<double*>;
+    { s.dropped(i) } -> std::same_as<double&>;
+    { s.bound(i) } -> std::same_as<double&>;
+    s.finish(i);
+};
 
 /// Canonical-path projection over any row source (dense_rows, topk_rows, the fast path's rows).
 ///
@@ -207,18 +229,13 @@ inline void run_position(math::position_kind kind, const node_sums& ns, const do
 /// @throws value_error / alignment_error for bad ids or text, shape_error for too few rows, the
 ///         row source's error for a bad row (when first read), value_error for a prefix of
 ///         probability 0 or a position without mass.
-template <class Rows>
-[[nodiscard]] byte_distributions canonical_path_from(const byte_trie& trie, const Rows& rows,
-                                                     std::span<const std::int64_t> ids,
-                                                     std::optional<std::string_view> text = std::nullopt) {
+template <class Rows, position_sink Out>
+void canonical_path_into(const canonical_plan& plan, const Rows& rows, std::span<const std::int64_t> ids, Out& out) {
     const char* op = "canonical-path projection";
-    const canonical_plan plan = canonical_plan::build(trie, ids, text);
-    const std::size_t m = ids.size(), L = plan.bytes.size();
+    const std::size_t m = ids.size();
     if (rows.count() < m)
         throw shape_error(op, "rows", "one teacher row per token is needed: " + std::to_string(m) + " tokens, " +
                                           std::to_string(rows.count()) + " rows");
-    byte_distributions out;
-    out.resize(L);
     node_sums ns, boundary_ns; // this position's node sums; the previous boundary's (for its carry)
     row_summary cur = rows.summary(0); // the summary of the row the current position reads
     for (std::size_t i = 0; i < plan.positions.size(); ++i) {
@@ -226,7 +243,8 @@ template <class Rows>
         const bool last = p.kind == math::position_kind::check; // the last token's node: its M > 0 check only
         if (p.kind == math::position_kind::root) {
             detail::run_position(p.kind, ns, cur.root.data(), 0.0, out, i, op);
-            out.bound[i] = rows.residual(0);
+            out.bound(i) = rows.residual(0);
+            out.finish(i);
             continue;
         }
         const double carry =
@@ -239,15 +257,19 @@ template <class Rows>
         if (!(M > 0) && res > 0) {
             // Top-k row that lists none of this token's prefix: the conditional is unknown.
             // Fall back (next row's root at a boundary, uniform bytes inside) with bound 1.
-            if (p.kind == math::position_kind::inside) {
-                for (std::size_t a = 0; a < 256; ++a) out.at(i)[a] = 1.0 / 256.0;
+            if (!last) {
+                double* probs = out.probs(i);
+                if (p.kind == math::position_kind::inside) {
+                    for (std::size_t a = 0; a < 256; ++a) probs[a] = 1.0 / 256.0;
+                } else if (p.kind == math::position_kind::boundary) {
+                    cur = rows.summary(p.next_row);
+                    for (std::size_t a = 0; a < root_bin_count; ++a) probs[a] = cur.root[a];
+                }
+                out.bound(i) = 1.0;
+                out.dropped(i) = carry;
+                out.finish(i);
             } else if (p.kind == math::position_kind::boundary) {
                 cur = rows.summary(p.next_row);
-                for (std::size_t a = 0; a < root_bin_count; ++a) out.at(i)[a] = cur.root[a];
-            }
-            if (!last) {
-                out.bound[i] = 1.0;
-                out.dropped[i] = carry;
             }
             boundary_ns = ns; // all zero: the next position's carry is 0
             continue;
@@ -261,14 +283,28 @@ template <class Rows>
         if (p.kind == math::position_kind::boundary) {
             const row_summary next = rows.summary(p.next_row);
             detail::run_position(p.kind, ns, next.root.data(), carry, out, i, op);
-            out.bound[i] = listed + rows.residual(p.next_row);
+            out.bound(i) = listed + rows.residual(p.next_row);
+            out.finish(i);
             cur = next;
             boundary_ns = ns;
         } else {
             detail::run_position(p.kind, ns, nullptr, carry, out, i, op);
-            out.bound[i] = listed;
+            out.bound(i) = listed;
+            out.finish(i);
         }
     }
+}
+
+/// canonical_path_into a byte_distributions (see canonical_path_into for the algorithm).
+template <class Rows>
+[[nodiscard]] byte_distributions canonical_path_from(const byte_trie& trie, const Rows& rows,
+                                                     std::span<const std::int64_t> ids,
+                                                     std::optional<std::string_view> text = std::nullopt) {
+    const canonical_plan plan = canonical_plan::build(trie, ids, text);
+    byte_distributions out;
+    out.resize(plan.bytes.size());
+    detail::distributions_sink sink{out};
+    canonical_path_into(plan, rows, ids, sink);
     return out;
 }
 
