@@ -12,3 +12,4 @@
 #include "bld/backends/simd/loss_kernel.hpp"
 #include "bld/backends/simd/row_pass.hpp"
 #include "bld/projection/fast_rows.hpp"
+#include "bld/targets/distiller.hpp"

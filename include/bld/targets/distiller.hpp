@@ -1,0 +1,606 @@
+// bld/targets/distiller.hpp — the trainer's route from a batch of teacher rows to slot targets.
+//
+// A `bld::distiller` is built once from the teacher's and the student's vocabularies and the
+// options (byte heads K, target layout and precision, row order, projection path, threads). It
+// owns the teacher's sorted trie and SIMD row plan (and, when the program includes
+// <bld/cuda.cuh> in a CUDA translation unit, builds a device projector on first use). One call,
+// `targets(batch)`, turns a padded or ragged batch — teacher rows, teacher ids, student ids —
+// into a `target_batch` [batch, positions, K] that bld::bld_loss reads directly.
+//
+// Conventions (docs/06_trainers.md walks through them with a Hugging Face model):
+//
+// * Teacher ids are the teacher's *input* ids of a sequence: leading special tokens (BOS, chat
+//   markers) and trailing ones (EOS) are context, not text; a special token between text tokens
+//   is an error. Row j of the teacher's logits is, by default, the distribution of teacher id j
+//   given the ids before it. With `shifted` (a causal LM's own outputs, as Hugging Face returns
+//   them) row j predicts id j + 1; then the first text token needs a row before it — a BOS — and
+//   without one its bytes get no targets (their slots are masked) and the distributions start
+//   at its end, given a token boundary there.
+// * Student ids are the student's input ids; special tokens are allowed (their slots are
+//   masked). Output position p holds the slots of student token p, or with `shifted` those of
+//   token p + 1 — the token that the student's hidden state at p predicts, so that the byte
+//   head applied to hidden state p lines up with targets[p]; the last position then has none.
+// * A padded batch gives each sequence's valid range by starts and lengths (or masks); the
+//   padding's slots are masked. Teacher rows may be in id order or, with row_order::trie, in
+//   row_plan::permutation() order — free for a trainer that permutes the teacher's unembedding
+//   rows once (W_sorted = W[permutation()], logits = h · W_sortedᵀ).
+// * The texts, when given, are checked against both token streams (alignment_error naming the
+//   first differing byte).
+//
+// Threads work over sequences, each sequence alone, so the result is bit-identical for every
+// thread count. projection_path::reference runs the fp64 scalar reference instead of the SIMD
+// row pass (for testing; about 25× slower).
+#pragma once
+
+#include "bld/core/error.hpp"
+#include "bld/core/parallel.hpp"
+#include "bld/core/tensor.hpp"
+#include "bld/projection/canonical_path.hpp"
+#include "bld/projection/canonical_plan.hpp"
+#include "bld/projection/device_projection.hpp"
+#include "bld/projection/fast_rows.hpp"
+#include "bld/backends/simd/row_pass.hpp"
+#include "bld/targets/alignment.hpp"
+#include "bld/targets/slot_targets.hpp"
+#include "bld/vocab/trie.hpp"
+#include "bld/vocab/vocabulary.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bld {
+
+/// Which implementation of the canonical-path projection a distiller runs.
+enum class projection_path : std::uint8_t {
+    fast,      ///< the SIMD row pass (CPU) or the CUDA kernels (device rows)
+    reference, ///< the fp64 scalar reference (CPU, id-ordered rows): for tests
+};
+
+/// The column order of the teacher's rows.
+enum class row_order : std::uint8_t {
+    id,   ///< column c = token id c
+    trie, ///< column k = id row_plan::permutation()[k] (distiller::permutation())
+};
+
+/// Options of a distiller (fixed at construction).
+struct distiller_options {
+    std::size_t heads = 10;                       ///< K, byte heads of the student (1..260)
+    target_layout layout = target_layout::compact; ///< compact (active slots only) or dense
+    dtype precision = dtype::f32;                 ///< target values: f32 or bf16
+    row_order rows = row_order::id;               ///< column order of the teacher rows
+    projection_path path = projection_path::fast;
+    bool shifted = false;                         ///< model outputs at position i predict token i + 1
+    parallel_options parallel{};                  ///< threads over sequences (0: all cores)
+    simd::level level = simd::level::automatic;
+};
+
+/// Valid ranges of a padded batch: per sequence either start + length, or a mask (one
+/// contiguous run of ones: left or right padding). Empty spans / views mean "the whole row".
+struct batch_ranges {
+    std::span<const std::int64_t> teacher_starts, teacher_lengths; ///< [B] each, or empty
+    std::span<const std::int64_t> student_starts, student_lengths; ///< [B] each, or empty
+    tensor_view<const std::uint8_t, 2> teacher_mask;               ///< [B, S_t] or empty
+    tensor_view<const std::uint8_t, 2> student_mask;               ///< [B, S_s] or empty
+    std::span<const std::string_view> texts;                       ///< [B] or empty: checked
+};
+
+/// A padded batch: teacher logits [B, S_t, V] (float, bf16, f16 or double), the teacher's
+/// input ids [B, S_t], the student's input ids [B, S_s], and the valid ranges.
+template <class T>
+struct distill_batch {
+    tensor_view<const T, 3> teacher_logits;
+    tensor_view<const std::int64_t, 2> teacher_ids;
+    tensor_view<const std::int64_t, 2> student_ids;
+    batch_ranges ranges{};
+};
+
+/// One sequence of a ragged batch: its teacher rows [n_t, V] (one per teacher id), teacher ids
+/// [n_t], student ids [n_s] and, optionally, its text.
+template <class T>
+struct distill_sequence {
+    tensor_view<const T, 2> teacher_rows;
+    std::span<const std::int64_t> teacher_ids;
+    std::span<const std::int64_t> student_ids;
+    std::optional<std::string_view> text = std::nullopt;
+};
+
+namespace detail {
+
+/// One sequence's work, however it arrived.
+template <class T>
+struct distill_job {
+    const T* rows = nullptr;                 ///< row of input position 0 (host or device memory)
+    std::int64_t row_index = 0;              ///< its index in the batch's row matrix
+    std::span<const std::int64_t> teacher;   ///< the valid teacher input ids
+    std::int64_t teacher_first = 0;          ///< input position of teacher[0] (rows are indexed from it)
+    std::span<const std::int64_t> student;   ///< the valid student input ids
+    std::int64_t out_token = 0;              ///< flat token (b · positions + p) of student[0]
+    std::optional<std::string_view> text;
+    std::size_t index = 0;                   ///< sequence number, for errors
+};
+
+/// What phase 1 (alignment) leaves for phase 2 (projection) of one sequence.
+struct aligned_sequence {
+    std::span<const std::int64_t> projected;  ///< the teacher ids projected (rows exist for them)
+    std::int64_t first_row = 0;               ///< input position whose row predicts projected[0]
+    std::vector<std::int64_t> slot_of_byte;   ///< per projected byte: the flat slot reading it, or −1
+    std::int64_t active = 0;
+};
+
+/// Writes the positions a sequence's slots read into the target batch, one at a time.
+template <class P>
+struct slot_sink {
+    const aligned_sequence* seq;
+    P* values;            ///< [rows, 260]
+    float* dropped;       ///< [slots]
+    std::int64_t* slots;  ///< compact: [rows]; null: dense
+    std::int64_t row;     ///< compact: next row to write
+    alignas(64) double scratch[alphabet_size];
+    double drop = 0.0, bound_unused = 0.0;
+
+    [[nodiscard]] double* probs(std::size_t) noexcept {
+        std::fill(std::begin(scratch), std::end(scratch), 0.0);
+        drop = 0.0;
+        return scratch;
+    }
+    [[nodiscard]] double& dropped_at(std::size_t) noexcept { return drop; }
+    void finish(std::size_t i) noexcept {
+        const std::int64_t slot = seq->slot_of_byte[i];
+        if (slot < 0) return;
+        const std::int64_t r = slots != nullptr ? row++ : slot;
+        if (slots != nullptr) slots[r] = slot;
+        P* dst = values + r * static_cast<std::int64_t>(alphabet_size);
+        for (std::size_t a = 0; a < alphabet_size; ++a) dst[a] = static_cast<P>(static_cast<float>(scratch[a]));
+        dropped[slot] = static_cast<float>(drop);
+    }
+};
+
+/// slot_sink under the names position_sink asks for.
+template <class P>
+struct slot_sink_adapter {
+    slot_sink<P>& s;
+    [[nodiscard]] double* probs(std::size_t i) noexcept { return s.probs(i); }
+    [[nodiscard]] double& dropped(std::size_t i) noexcept { return s.dropped_at(i); }
+    [[nodiscard]] double& bound(std::size_t) noexcept { return s.bound_unused; }
+    void finish(std::size_t i) noexcept { s.finish(i); }
+};
+
+[[nodiscard]] inline std::string seq_name(std::size_t b) { return "sequence " + std::to_string(b); }
+
+} // namespace detail
+
+/// The trainer-facing route from teacher rows to slot targets (see the top of this header).
+class distiller {
+public:
+    /// @param teacher the teacher's trie (shared: the distiller keeps it alive)
+    /// @param student the student's vocabulary
+    /// @throws value_error for options outside their domain
+    distiller(std::shared_ptr<const byte_trie> teacher, std::shared_ptr<const vocabulary> student,
+              const distiller_options& options = {})
+        : teacher_(require(std::move(teacher), "teacher")), student_(require(std::move(student), "student")),
+          options_(checked(options)), plan_(*teacher_), device_(std::make_shared<device_state>()) {}
+    /// Builds the teacher's trie from its vocabulary.
+    distiller(vocabulary teacher, vocabulary student, const distiller_options& options = {})
+        : distiller(std::make_shared<const byte_trie>(std::move(teacher)),
+                    std::make_shared<const vocabulary>(std::move(student)), options) {}
+
+    [[nodiscard]] const distiller_options& options() const noexcept { return options_; }
+    [[nodiscard]] const byte_trie& teacher() const noexcept { return *teacher_; }
+    [[nodiscard]] const vocabulary& student() const noexcept { return *student_; }
+    [[nodiscard]] const row_plan& plan() const noexcept { return plan_; }
+    /// The trie order of the teacher's columns: with row_order::trie, column k of a row holds
+    /// the logit of id permutation()[k]. Permute the teacher's unembedding rows once with it.
+    [[nodiscard]] std::span<const std::uint32_t> permutation() const noexcept { return plan_.permutation(); }
+    /// Columns a teacher row needs: the vocabulary's ids (id order) or permutation().size()
+    /// (trie order). Wider rows are fine (padding columns are ignored).
+    [[nodiscard]] std::size_t row_width() const noexcept {
+        return options_.rows == row_order::trie ? plan_.permutation().size() : plan_.vocab_size();
+    }
+
+    /// Targets of a padded batch, [B, S_s, K] in the student's input positions.
+    /// @throws shape_error for inconsistent shapes (naming the argument and sequence),
+    ///         value_error for bad ids or ranges, alignment_error when a sequence's two token
+    ///         streams (or its text) differ, the projection's errors for bad rows.
+    template <class T>
+    [[nodiscard]] target_batch targets(const distill_batch<T>& batch) const {
+        static_assert(logit_type<T>, "teacher logits are float, bf16, f16 or double");
+        const char* op = "bld::distiller::targets";
+        const auto& L = batch.teacher_logits;
+        const std::int64_t B = L.extent(0), St = L.extent(1), V = L.extent(2);
+        if (batch.teacher_ids.extent(0) != B || batch.teacher_ids.extent(1) != St)
+            throw shape_error(op, "teacher_ids",
+                              "expected [" + std::to_string(B) + ", " + std::to_string(St) +
+                                  "] to match teacher_logits [B, S_t, V] = " + detail::format_extents(L.extents()) +
+                                  ", got " + detail::format_extents(batch.teacher_ids.extents()));
+        if (batch.student_ids.extent(0) != B)
+            throw shape_error(op, "student_ids",
+                              "expected " + std::to_string(B) + " sequences (the batch size of teacher_logits), got " +
+                                  detail::format_extents(batch.student_ids.extents()));
+        if (batch.teacher_ids.device() != device_kind::cpu || batch.student_ids.device() != device_kind::cpu)
+            throw shape_error(op, batch.teacher_ids.device() != device_kind::cpu ? "teacher_ids" : "student_ids",
+                              "token ids are read on the host: pass them in CPU memory");
+        const std::int64_t Ss = batch.student_ids.extent(1);
+        const auto tr = ranges_of(batch.ranges.teacher_starts, batch.ranges.teacher_lengths, batch.ranges.teacher_mask, B,
+                                  St, "teacher");
+        const auto sr = ranges_of(batch.ranges.student_starts, batch.ranges.student_lengths, batch.ranges.student_mask, B,
+                                  Ss, "student");
+        if (!batch.ranges.texts.empty() && static_cast<std::int64_t>(batch.ranges.texts.size()) != B)
+            throw shape_error(op, "texts", "expected one text per sequence (" + std::to_string(B) + "), got " +
+                                               std::to_string(batch.ranges.texts.size()));
+        std::vector<detail::distill_job<T>> jobs(static_cast<std::size_t>(B));
+        for (std::int64_t b = 0; b < B; ++b) {
+            auto& j = jobs[static_cast<std::size_t>(b)];
+            j.index = static_cast<std::size_t>(b);
+            j.rows = L.data() + b * St * V;
+            j.row_index = b * St;
+            const auto [t0, tn] = tr[static_cast<std::size_t>(b)];
+            const auto [s0, sn] = sr[static_cast<std::size_t>(b)];
+            j.teacher = {batch.teacher_ids.data() + b * St + t0, static_cast<std::size_t>(tn)};
+            j.teacher_first = t0;
+            j.student = {batch.student_ids.data() + b * Ss + s0, static_cast<std::size_t>(sn)};
+            j.out_token = b * Ss + s0;
+            if (!batch.ranges.texts.empty()) j.text = batch.ranges.texts[static_cast<std::size_t>(b)];
+        }
+        return run(jobs, B, Ss, V, L.device(), L.device_index(), B * St);
+    }
+
+    /// Targets of a ragged batch: [sequences, longest student sequence, K], right-padded.
+    /// @pre every sequence's rows are in the same memory (host, or one CUDA device) with the
+    ///      same width, one row per teacher id.
+    template <class T>
+    [[nodiscard]] target_batch targets(std::span<const distill_sequence<T>> seqs) const {
+        static_assert(logit_type<T>, "teacher logits are float, bf16, f16 or double");
+        const char* op = "bld::distiller::targets";
+        const auto B = static_cast<std::int64_t>(seqs.size());
+        std::int64_t Ss = 0, V = seqs.empty() ? static_cast<std::int64_t>(row_width()) : seqs[0].teacher_rows.extent(1);
+        const device_kind dev = seqs.empty() ? device_kind::cpu : seqs[0].teacher_rows.device();
+        if (dev == device_kind::cuda)
+            throw shape_error(op, "teacher_rows", "a ragged batch is read on the host; pass device rows as a padded batch");
+        std::vector<detail::distill_job<T>> jobs(seqs.size());
+        for (std::size_t b = 0; b < seqs.size(); ++b) {
+            const auto& s = seqs[b];
+            if (s.teacher_rows.extent(1) != V)
+                throw shape_error(op, detail::seq_name(b) + ", teacher_rows",
+                                  "every sequence's rows have the same width: " + std::to_string(V) + " columns, got " +
+                                      std::to_string(s.teacher_rows.extent(1)));
+            if (s.teacher_rows.device() != device_kind::cpu)
+                throw shape_error(op, detail::seq_name(b) + ", teacher_rows", "expected host memory");
+            if (static_cast<std::size_t>(s.teacher_rows.extent(0)) != s.teacher_ids.size())
+                throw shape_error(op, detail::seq_name(b) + ", teacher_rows",
+                                  "one row per teacher id: " + std::to_string(s.teacher_ids.size()) + " ids, " +
+                                      std::to_string(s.teacher_rows.extent(0)) + " rows");
+            Ss = std::max<std::int64_t>(Ss, static_cast<std::int64_t>(s.student_ids.size()));
+        }
+        for (std::size_t b = 0; b < seqs.size(); ++b) {
+            auto& j = jobs[b];
+            j.index = b;
+            j.rows = seqs[b].teacher_rows.data();
+            j.teacher = seqs[b].teacher_ids;
+            j.student = seqs[b].student_ids;
+            j.out_token = static_cast<std::int64_t>(b) * Ss;
+            j.text = seqs[b].text;
+        }
+        return run(jobs, B, Ss, V, device_kind::cpu, 0, 0);
+    }
+
+    /// Targets of any tensor types (span views, Eigen, libtorch): teacher logits [B, S_t, V]
+    /// (float32, bfloat16, float16 or float64), ids [B, S] int64; or a single sequence with
+    /// logits [S_t, V] and ids [S].
+    /// @throws shape_error for a wrong rank or dtype, naming the argument
+    template <tensor_source Logits, tensor_source TeacherIds, tensor_source StudentIds>
+    [[nodiscard]] target_batch targets(const Logits& teacher_logits, const TeacherIds& teacher_ids,
+                                       const StudentIds& student_ids, const batch_ranges& ranges = {}) const {
+        const char* op = "bld::distiller::targets";
+        const auto rank = tensor_extents(teacher_logits).size();
+        if (rank != 2 && rank != 3)
+            throw shape_error(op, "teacher_logits",
+                              "expected [B, S_t, V] (or one sequence [S_t, V]), got " + detail::describe_tensor(teacher_logits));
+        const auto dev = detail::adapter_of<Logits>::device(teacher_logits);
+        const auto run_as = [&]<class T>() {
+            distill_batch<T> b;
+            if (rank == 3) {
+                b.teacher_logits = as_view<const T, 3>(teacher_logits, "teacher_logits", any_extents<3>(), dev);
+                b.teacher_ids = as_view<const std::int64_t, 2>(teacher_ids, "teacher_ids");
+                b.student_ids = as_view<const std::int64_t, 2>(student_ids, "student_ids");
+            } else {
+                const auto l = as_view<const T, 2>(teacher_logits, "teacher_logits", any_extents<2>(), dev);
+                b.teacher_logits = tensor_view<const T, 3>(l.data(), {1, l.extent(0), l.extent(1)}, l.device(), l.device_index());
+                const auto t = as_view<const std::int64_t, 1>(teacher_ids, "teacher_ids");
+                const auto s = as_view<const std::int64_t, 1>(student_ids, "student_ids");
+                b.teacher_ids = tensor_view<const std::int64_t, 2>(t.data(), {1, t.extent(0)});
+                b.student_ids = tensor_view<const std::int64_t, 2>(s.data(), {1, s.extent(0)});
+            }
+            b.ranges = ranges;
+            return targets(b);
+        };
+        switch (tensor_dtype(teacher_logits, "teacher_logits")) {
+            case dtype::f32: return run_as.template operator()<float>();
+            case dtype::bf16: return run_as.template operator()<bf16>();
+            case dtype::f16: return run_as.template operator()<f16>();
+            case dtype::f64: return run_as.template operator()<double>();
+            default:
+                throw shape_error(op, "teacher_logits",
+                                  "expected float32, bfloat16, float16 or float64 logits, got " +
+                                      detail::describe_tensor(teacher_logits));
+        }
+    }
+
+private:
+    struct device_state {
+        std::mutex mutex;
+        std::unique_ptr<device_projector> projector;
+    };
+
+    template <class P>
+    static std::shared_ptr<const P> require(std::shared_ptr<const P> p, const char* what) {
+        if (!p) throw value_error("bld::distiller", what, "null vocabulary");
+        return p;
+    }
+
+    static distiller_options checked(const distiller_options& o) {
+        const char* op = "bld::distiller";
+        if (o.heads < 1 || o.heads > alphabet_size)
+            throw value_error(op, "heads", "K must be in 1..260, got " + std::to_string(o.heads));
+        if (o.precision != dtype::f32 && o.precision != dtype::bf16)
+            throw value_error(op, "precision",
+                              "targets are float32 or bfloat16, not " + std::string(to_string(o.precision)));
+        if (o.path == projection_path::reference && o.rows == row_order::trie)
+            throw value_error(op, "path", "the reference projection reads rows in id order (row_order::id)");
+        (void)simd::resolve(o.level, op);
+        return o;
+    }
+
+    /// (start, length) of each sequence's valid range.
+    static std::vector<std::array<std::int64_t, 2>> ranges_of(std::span<const std::int64_t> starts,
+                                                              std::span<const std::int64_t> lengths,
+                                                              tensor_view<const std::uint8_t, 2> mask, std::int64_t B,
+                                                              std::int64_t S, const std::string& side) {
+        const char* op = "bld::distiller::targets";
+        std::vector<std::array<std::int64_t, 2>> r(static_cast<std::size_t>(B), std::array<std::int64_t, 2>{0, S});
+        if (mask.data() != nullptr) {
+            if (!starts.empty() || !lengths.empty())
+                throw value_error(op, side + "_mask", "give either a mask or starts/lengths, not both");
+            if (mask.extent(0) != B || mask.extent(1) != S)
+                throw shape_error(op, side + "_mask",
+                                  "expected [" + std::to_string(B) + ", " + std::to_string(S) + "], got " +
+                                      detail::format_extents(mask.extents()));
+            for (std::int64_t b = 0; b < B; ++b) {
+                const std::uint8_t* m = mask.data() + b * S;
+                std::int64_t s0 = 0;
+                while (s0 < S && m[s0] == 0) ++s0;
+                std::int64_t s1 = s0;
+                while (s1 < S && m[s1] != 0) ++s1;
+                for (std::int64_t q = s1; q < S; ++q)
+                    if (m[q] != 0)
+                        throw value_error(op, side + "_mask, " + detail::seq_name(static_cast<std::size_t>(b)),
+                                          "the valid positions are not one contiguous run (position " +
+                                              std::to_string(q) + " is valid after a gap at " + std::to_string(s1) +
+                                              "): only left or right padding is supported");
+                r[static_cast<std::size_t>(b)] = {s0, s1 - s0};
+            }
+            return r;
+        }
+        const auto check_size = [&](std::span<const std::int64_t> v, const char* what) {
+            if (!v.empty() && static_cast<std::int64_t>(v.size()) != B)
+                throw shape_error(op, side + "_" + what,
+                                  "expected one per sequence (" + std::to_string(B) + "), got " + std::to_string(v.size()));
+        };
+        check_size(starts, "starts");
+        check_size(lengths, "lengths");
+        for (std::int64_t b = 0; b < B; ++b) {
+            const std::int64_t s0 = starts.empty() ? 0 : starts[static_cast<std::size_t>(b)];
+            const std::int64_t n = lengths.empty() ? S - s0 : lengths[static_cast<std::size_t>(b)];
+            if (s0 < 0 || n < 0 || s0 + n > S)
+                throw value_error(op, side + " range, " + detail::seq_name(static_cast<std::size_t>(b)),
+                                  "start " + std::to_string(s0) + " and length " + std::to_string(n) +
+                                      " run past the " + std::to_string(S) + " padded positions");
+            r[static_cast<std::size_t>(b)] = {s0, n};
+        }
+        return r;
+    }
+
+    /// Phase 1 of one sequence: teacher context, alignment, mask and true bytes; returns which
+    /// projected byte each slot reads.
+    template <class T>
+    detail::aligned_sequence align(const detail::distill_job<T>& j, target_batch& out) const {
+        detail::aligned_sequence a;
+        const auto& tv = teacher_->vocab();
+        const auto is_special = [&](std::int64_t id) {
+            return id >= 0 && static_cast<std::uint64_t>(id) < tv.size() &&
+                   tv.kinds()[static_cast<std::size_t>(id)] == token_kind::special;
+        };
+        std::size_t lead = 0, end = j.teacher.size();
+        while (lead < end && is_special(j.teacher[lead])) ++lead;
+        while (end > lead && is_special(j.teacher[end - 1])) --end;
+        const auto text_ids = j.teacher.subspan(lead, end - lead);
+        slot_alignment al;
+        try {
+            al = align_slots(*student_, j.student, tv, text_ids, options_.heads, j.text);
+        } catch (const error& e) {
+            rethrow_in(e, j.index);
+        }
+        // Rows: position q's row predicts input id q (or q + 1 when shifted).
+        std::size_t skip = 0; // text tokens without a row (shifted, no context before the text)
+        if (options_.shifted && lead == 0 && !text_ids.empty()) skip = 1;
+        a.projected = text_ids.subspan(std::min(skip, text_ids.size()));
+        a.first_row = static_cast<std::int64_t>(lead + skip) - (options_.shifted ? 1 : 0);
+        std::int64_t skip_bytes = 0;
+        for (std::size_t q = 0; q < skip; ++q)
+            skip_bytes += static_cast<std::int64_t>(tv.unchecked_bytes(static_cast<std::size_t>(text_ids[q])).size());
+        std::size_t bytes = 0;
+        for (const auto id : a.projected) bytes += tv.unchecked_bytes(static_cast<std::size_t>(id)).size();
+        a.slot_of_byte.assign(bytes, -1);
+
+        const auto K = static_cast<std::int64_t>(options_.heads);
+        const auto n = static_cast<std::int64_t>(j.student.size());
+        auto* mask = out.mask_storage().data();
+        auto* ybytes = out.true_bytes_storage().data();
+        for (std::int64_t p = 0; p < n; ++p) {
+            const std::int64_t src = options_.shifted ? p + 1 : p; // the student token whose bytes position p predicts
+            if (src >= n) continue;
+            for (std::int64_t k = 0; k < K; ++k) {
+                const auto s = static_cast<std::size_t>(src * K + k);
+                if (!al.mask[s]) continue;
+                const std::int64_t pos = al.teacher_offset[s] - skip_bytes;
+                if (pos < 0) continue; // inside the teacher's first token, which has no row
+                const std::int64_t slot = (j.out_token + p) * K + k;
+                a.slot_of_byte[static_cast<std::size_t>(pos)] = slot;
+                mask[slot] = 1;
+                ybytes[slot] = al.true_byte[s];
+                ++a.active;
+            }
+        }
+        return a;
+    }
+
+    [[noreturn]] static void rethrow_in(const error& e, std::size_t b) {
+        const std::string where = detail::seq_name(b) + (e.location().empty() ? "" : ", " + e.location());
+        if (dynamic_cast<const alignment_error*>(&e)) throw alignment_error(e.operation(), where, e.reason());
+        if (dynamic_cast<const shape_error*>(&e)) throw shape_error(e.operation(), where, e.reason());
+        if (dynamic_cast<const value_error*>(&e)) throw value_error(e.operation(), where, e.reason());
+        throw;
+    }
+
+    template <class T>
+    target_batch run(std::vector<detail::distill_job<T>>& jobs, std::int64_t B, std::int64_t Ss, std::int64_t V,
+                     device_kind dev, int device_index, std::int64_t total_rows) const {
+        const char* op = "bld::distiller::targets";
+        if (V < static_cast<std::int64_t>(row_width()))
+            throw shape_error(op, "teacher_logits",
+                              "rows of " + std::to_string(V) + " columns are narrower than the teacher's " +
+                                  (options_.rows == row_order::trie ? "trie order (" : "vocabulary (") +
+                                  std::to_string(row_width()) + " columns)");
+        target_batch out(B, Ss, static_cast<std::int64_t>(options_.heads), options_.layout, options_.precision);
+        std::vector<detail::aligned_sequence> al(jobs.size());
+        parallel_for(jobs.size(), options_.parallel, [&](std::size_t b0, std::size_t b1, std::size_t) {
+            for (std::size_t b = b0; b < b1; ++b) al[b] = align(jobs[b], out);
+        });
+        // Compact rows: each sequence's active slots are a contiguous run, in sequence order.
+        std::vector<std::int64_t> first(jobs.size() + 1, 0);
+        for (std::size_t b = 0; b < jobs.size(); ++b) first[b + 1] = first[b] + al[b].active;
+        out.allocate_values(first.back());
+        if (dev == device_kind::cuda) {
+            if constexpr (std::same_as<std::remove_cv_t<T>, double>) {
+                throw shape_error(op, "teacher_logits", "float64 logits are read on the host only");
+            } else {
+                project_on_device(jobs, al, out, first, V, device_index, total_rows);
+            }
+            return out;
+        }
+        parallel_for(jobs.size(), options_.parallel, [&](std::size_t b0, std::size_t b1, std::size_t) {
+            for (std::size_t b = b0; b < b1; ++b) {
+                try {
+                    project(jobs[b], al[b], out, first[b], V);
+                } catch (const error& e) {
+                    rethrow_in(e, b);
+                }
+            }
+        });
+        return out;
+    }
+
+    template <class P>
+    detail::slot_sink<P> sink_for(const detail::aligned_sequence& a, target_batch& out, std::int64_t first_row) const {
+        detail::slot_sink<P> s;
+        s.seq = &a;
+        P* values;
+        if constexpr (std::same_as<P, float>) values = out.values_f32_storage().data();
+        else values = out.values_bf16_storage().data();
+        s.values = values;
+        s.dropped = out.dropped_storage().data();
+        s.slots = options_.layout == target_layout::compact ? out.slots_storage().data() : nullptr;
+        s.row = first_row;
+        return s;
+    }
+
+    template <class T>
+    void project(const detail::distill_job<T>& j, const detail::aligned_sequence& a, target_batch& out,
+                 std::int64_t first_row, std::int64_t V) const {
+        if (a.projected.empty() || a.active == 0) return;
+        const tensor_view<const T, 2> rows(j.rows + (j.teacher_first + a.first_row) * V,
+                                           {static_cast<std::int64_t>(a.projected.size()), V});
+        const canonical_plan plan = canonical_plan::build(*teacher_, a.projected, std::nullopt);
+        const auto with_sink = [&](auto&& row_source) {
+            if (options_.precision == dtype::f32) {
+                auto s = sink_for<float>(a, out, first_row);
+                detail::slot_sink_adapter<float> ad{s};
+                canonical_path_into(plan, row_source, a.projected, ad);
+            } else {
+                auto s = sink_for<bf16>(a, out, first_row);
+                detail::slot_sink_adapter<bf16> ad{s};
+                canonical_path_into(plan, row_source, a.projected, ad);
+            }
+        };
+        if constexpr (row_kernel_reads<T>) {
+            if (options_.path == projection_path::fast) {
+                with_sink(dense_rows<T>(plan_, rows, options_.rows == row_order::trie, options_.level));
+                return;
+            }
+        } else {
+            if (options_.rows == row_order::trie)
+                throw value_error("bld::distiller::targets", "teacher_logits",
+                                  std::string(to_string(dtype_of<T>)) + " rows are read in id order only");
+        }
+        with_sink(reference::dense_rows<T>(*teacher_, rows));
+    }
+
+    template <class T>
+    void project_on_device(const std::vector<detail::distill_job<T>>& jobs, const std::vector<detail::aligned_sequence>& al,
+                           target_batch& out, const std::vector<std::int64_t>& first, std::int64_t V, int device_index,
+                           std::int64_t total_rows) const {
+        const char* op = "bld::distiller::targets";
+        std::vector<device_sequence> seqs;
+        std::vector<std::size_t> which;
+        for (std::size_t b = 0; b < jobs.size(); ++b) {
+            if (al[b].projected.empty() || al[b].active == 0) continue;
+            seqs.push_back({jobs[b].row_index + jobs[b].teacher_first + al[b].first_row, al[b].projected});
+            which.push_back(b);
+        }
+        if (seqs.empty()) return;
+        std::vector<byte_distributions> d;
+        {
+            std::lock_guard<std::mutex> lock(device_->mutex);
+            if (!device_->projector) {
+                const auto factory = device_projection_registry::cuda.load(std::memory_order_acquire);
+                if (factory == nullptr)
+                    throw shape_error(op, "teacher_logits",
+                                      "the logits are in CUDA memory, but this program has no CUDA backend: include "
+                                      "<bld/cuda.cuh> in a CUDA translation unit (link bld::cuda), or copy the logits "
+                                      "to the host");
+                device_->projector = factory(*teacher_);
+            }
+            d = device_->projector->canonical_paths(dtype_of<T>, jobs.front().rows - jobs.front().row_index * V, total_rows, V,
+                                                    device_index, options_.rows == row_order::trie, seqs, nullptr);
+        }
+        for (std::size_t q = 0; q < which.size(); ++q) {
+            const auto b = which[q];
+            const auto emit = [&]<class P>(detail::slot_sink<P> s) {
+                for (std::size_t i = 0; i < d[q].positions; ++i) {
+                    double* p = s.probs(i);
+                    const auto src = d[q].at(i);
+                    std::copy(src.begin(), src.end(), p);
+                    s.dropped_at(i) = d[q].dropped[i];
+                    s.finish(i);
+                }
+            };
+            if (options_.precision == dtype::f32) emit(sink_for<float>(al[b], out, first[b]));
+            else emit(sink_for<bf16>(al[b], out, first[b]));
+        }
+    }
+
+    std::shared_ptr<const byte_trie> teacher_;
+    std::shared_ptr<const vocabulary> student_;
+    distiller_options options_;
+    row_plan plan_;
+    std::shared_ptr<device_state> device_;
+};
+
+} // namespace bld
