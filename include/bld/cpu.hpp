@@ -4,7 +4,9 @@
 //   * the canonical path on the SIMD row pass, and over many texts (bld/projection/fast_rows.hpp);
 //   * the byte loss's SIMD slot kernel, registered with the loss on inclusion
 //     (bld/backends/simd/loss_kernel.hpp): bld::byte_loss / bld_loss / byte_cross_entropy on
-//     float logits take it for the forward KL and the byte CE.
+//     float logits take it for the forward KL and the byte CE;
+//   * bld::distiller, the trainer's route from a batch of teacher rows to slot targets
+//     (bld/targets/distiller.hpp).
 #pragma once
 
 #include "bld/bld.hpp"
