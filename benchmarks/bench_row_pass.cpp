@@ -16,6 +16,8 @@
 //   row_pass_threads/llama3/f32/{simd,stream}/threads:{1,2}   the batch on 1 and 2 threads
 // Canonical projection of a real Llama-3 text (its reference token ids), random rows:
 //   canonical/llama3/{reference,simd,trie_ordered}, canonical_texts/llama3/threads:{1,2}
+//   (canonical/: also us_per_teacher_row, and x_stream = median time ÷ the median streaming
+//   read of the same rows, read beside each iteration with the timer paused)
 // Covering beam (K = 10, ε = 0.01) on a toy vocabulary (the text's bytes and substrings) with a
 // cached bigram teacher — the library's own cost per byte:
 //   beam/toy
@@ -39,6 +41,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -344,6 +348,12 @@ bool close_distributions(const bld::byte_distributions& a, const bld::byte_distr
     return true;
 }
 
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 void text_counters(benchmark::State& state, std::size_t bytes, std::size_t logit_bytes) {
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * bytes));
     state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * logit_bytes));
@@ -362,8 +372,33 @@ void canonical(benchmark::State& state, int mode) {
     };
     const auto ref = bld::reference::canonical_path(plan.trie(), rows_of(d, 0, false), t.ids, t.text);
     if (mode != 0 && !close_distributions(run(), ref)) return fail(state, "fast canonical path disagrees with the reference");
-    for (auto _ : state) benchmark::DoNotOptimize(run());
+    // Beside each iteration (timer paused), a streaming read of the same rows: the per-teacher-row
+    // floor, measured interleaved with the projection so the ratio sees the same machine load.
+    const auto view = rows_of(d, 0, mode == 2);
+    const std::size_t row_bytes = static_cast<std::size_t>(view.extent(0) * view.extent(1)) * sizeof(float);
+    std::vector<double> t_run, t_stream;
+    std::uint32_t sink = 0;
+    using clock = std::chrono::steady_clock;
+    for (auto _ : state) {
+        state.PauseTiming();
+        const auto s0 = clock::now();
+        sink += bld::simd::stream_read(view.data(), row_bytes);
+        t_stream.push_back(std::chrono::duration<double>(clock::now() - s0).count());
+        state.ResumeTiming();
+        const auto r0 = clock::now();
+        benchmark::DoNotOptimize(run());
+        t_run.push_back(std::chrono::duration<double>(clock::now() - r0).count());
+    }
+    benchmark::DoNotOptimize(sink);
     text_counters(state, t.text.size(), t.ids.size() * plan.vocab_size() * sizeof(float));
+    const double rows = static_cast<double>(t.ids.size());
+    state.counters["us_per_teacher_row"] = benchmark::Counter(static_cast<double>(state.iterations()) * rows * 1e-6,
+                                                              benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    if (!t_run.empty()) {
+        const double run_med = median(t_run), stream_med = median(t_stream);
+        state.counters["stream_us_per_row"] = stream_med / rows * 1e6;
+        state.counters["x_stream"] = run_med / stream_med;
+    }
 }
 
 /// All texts, canonical_paths with `threads`.

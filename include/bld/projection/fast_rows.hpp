@@ -19,6 +19,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -51,6 +53,28 @@ public:
     [[nodiscard]] std::span<const T> row(std::size_t j) const noexcept {
         return {rows_.data() + j * static_cast<std::size_t>(rows_.extent(1)), static_cast<std::size_t>(rows_.extent(1))};
     }
+    /// Optional, before the first summary: row j will be asked for the node of ids[j]'s first
+    /// byte (the canonical path's depth-1 request, the largest node of a row: a quarter of
+    /// Llama-3's ids start with a space). Its sums then come out of the root pass itself —
+    /// for rows in id order the tile kernel bins ids by their first two bytes
+    /// (row_plan::node_tile), for trie-ordered rows the node's children are segments of the
+    /// root pass — instead of a second read (and, in id order, a gather) of the row. Ids that
+    /// are not text tokens are skipped here (canonical_plan::build reports them).
+    void expect_first_nodes(std::span<const std::int64_t> ids) {
+        const auto& trie = plan_->trie();
+        const auto& v = trie.vocab();
+        first_.assign(count(), byte_trie::npos);
+        for (std::size_t j = 0; j < ids.size() && j < count(); ++j) {
+            const auto id = ids[j];
+            if (id < 0 || static_cast<std::uint64_t>(id) >= v.size() || plan_->bins()[static_cast<std::size_t>(id)] >= 256)
+                continue;
+            const auto b = v.unchecked_bytes(static_cast<std::size_t>(id));
+            if (!b.empty()) first_[j] = trie.child(byte_trie::root, static_cast<std::uint8_t>(b[0]));
+        }
+        first_sums_.assign(count() * first_stride, 0.0);
+        first_shift_.assign(count(), 0.0f);
+        first_ok_.assign(count(), 0);
+    }
     /// Root masses (probabilities), validating the row.
     [[nodiscard]] row_summary summary(std::size_t j) const {
         const std::size_t b = j / block;
@@ -60,7 +84,8 @@ public:
                                               {static_cast<std::int64_t>(r1 - r0), rows_.extent(1)});
             const std::span<row_summary> out(sums_.data() + r0, r1 - r0);
             const std::span<std::uint8_t> bad(bad_.data() + r0, r1 - r0);
-            if (trie_ordered_) summarize_trie_ordered(sub, out, bad);
+            if (trie_ordered_) summarize_trie_ordered(sub, r0, out, bad);
+            else if (!first_.empty()) summarize_with_nodes(sub, r0, out, bad);
             else detail::summarize_rows_flagged(*plan_, sub, out, bad, parallel_options{}, level_);
             done_[b] = 1;
         }
@@ -69,6 +94,21 @@ public:
     }
     /// Node sums with the kernel's shift; the factor converts them to probabilities.
     double node(std::size_t j, const row_summary& s, byte_trie::node_index n, node_sums& out) const {
+        if (!first_.empty() && first_[j] == n && first_ok_[j]) {
+            // From the root pass (expect_first_nodes), unless the node holds so little of the
+            // row's mass (in units of e^shift) that terms the pass flushed below e^−86.6 of the
+            // row's shift could matter: then the node's own shift (sum_node) is the safe way.
+            const double* q = first_sums_.data() + j * first_stride;
+            const auto kids = plan_->trie().children(n);
+            out.end = q[0];
+            out.child.fill(0.0);
+            double total = q[0];
+            for (std::size_t c = 0; c < kids.size(); ++c) {
+                out.child[kids[c].byte] = q[1 + c];
+                total += q[1 + c];
+            }
+            if (total >= min_fused_total) return s.probability(first_shift_[j]);
+        }
         const double shift = sum_node(*plan_, row(j), n, out, scratch_, trie_ordered_, level_);
         if (!(shift > -std::numeric_limits<double>::infinity())) {
             out = node_sums{};
@@ -80,18 +120,110 @@ public:
 
 private:
     static constexpr std::size_t block = 16;
+    /// Per row: the first node's end sum, then its children's (≤ 256) in byte order.
+    static constexpr std::size_t first_stride = 1 + 256;
+    /// A first node whose sums (units of e^shift of the row) total less than this is summed
+    /// again with its own shift: terms below e^−86.6 of the row's shift are flushed to 0 by the
+    /// root pass, which could only show in conditionals of a node this light.
+    static constexpr double min_fused_total = 1.0 / 65536.0;
 
-    void summarize_trie_ordered(tensor_view<const T, 2> sub, std::span<row_summary> out, std::span<std::uint8_t> bad) const {
+    void summarize_trie_ordered(tensor_view<const T, 2> sub, std::size_t r0, std::span<row_summary> out,
+                                std::span<std::uint8_t> bad) const {
         using E = std::remove_cv_t<T>;
         const auto k = simd::detail::kernels_for<E>(level_);
-        const auto bounds = plan_->root_bounds();
-        std::array<double, root_bin_count> sums{};
+        const auto rb = plan_->root_bounds();
+        const auto& trie = plan_->trie();
+        std::array<double, root_bin_count + 256> sums{};
+        std::array<std::uint32_t, root_bin_count + 257> bounds{};
         for (std::size_t r = 0; r < out.size(); ++r) {
-            const auto q = k.segment_sums(sub.data() + r * static_cast<std::size_t>(sub.extent(1)), bounds.data(), root_bin_count, sums.data());
+            const E* x = sub.data() + r * static_cast<std::size_t>(sub.extent(1));
+            const std::size_t j = r0 + r;
+            const auto f = first_.empty() ? byte_trie::npos : first_[j];
+            if (f == byte_trie::npos) {
+                const auto q = k.segment_sums(x, rb.data(), root_bin_count, sums.data());
+                bad[r] = detail::usable(q) ? 0 : 1;
+                if (!bad[r]) detail::finish_summary(sums.data(), q.max, q.shift, out[r]);
+                continue;
+            }
+            // The root segments with first byte b's split into its end tokens and children.
+            const auto& nd = trie.node(f);
+            const auto kids = trie.children(f);
+            const std::size_t b = nd.byte, nk = kids.size();
+            for (std::size_t t = 0; t <= b; ++t) bounds[t] = rb[t];
+            bounds[b + 1] = nd.end_hi;
+            for (std::size_t c = 0; c < nk; ++c) bounds[b + 2 + c] = kids[c].hi;
+            for (std::size_t t = b + 1; t <= root_bin_count; ++t) bounds[t + nk] = rb[t];
+            const auto q = k.segment_sums(x, bounds.data(), root_bin_count + nk, sums.data());
             bad[r] = detail::usable(q) ? 0 : 1;
-            if (!bad[r]) detail::finish_summary(sums.data(), q.max, q.shift, out[r]);
+            if (bad[r]) continue;
+            double* fs = first_sums_.data() + j * first_stride;
+            double node_total = sums[b];
+            fs[0] = sums[b];
+            for (std::size_t c = 0; c < nk; ++c) {
+                fs[1 + c] = sums[b + 1 + c];
+                node_total += sums[b + 1 + c];
+            }
+            for (std::size_t t = b + 1; t < root_bin_count; ++t) sums[t] = sums[t + nk];
+            sums[b] = node_total;
+            detail::finish_summary(sums.data(), q.max, q.shift, out[r]);
+            first_shift_[j] = q.shift;
+            first_ok_[j] = 1;
         }
     }
+
+    /// Rows in id order with expect_first_nodes: the tile kernel on the node plan, W rows at
+    /// a time; root masses and first-node sums are folded from the two-byte bins.
+    void summarize_with_nodes(tensor_view<const T, 2> sub, std::size_t r0, std::span<row_summary> out,
+                              std::span<std::uint8_t> bad) const {
+        using E = std::remove_cv_t<T>;
+        namespace sd = simd::detail;
+        const auto k = sd::kernels_for<E>(level_);
+        const std::size_t W = k.width, R = out.size(), n = static_cast<std::size_t>(sub.extent(1));
+        const auto tp = detail::row_plan_access::node_tile(*plan_);
+        const auto start = detail::row_plan_access::node_bin_start(*plan_);
+        const std::size_t nb = tp.nbins, nreal = detail::node_bin_base + start[256];
+        const auto& trie = plan_->trie();
+        if (accf_.size() < nb * W) {
+            accf_.reset(nb * W);
+            accd_.reset(nb * W);
+        }
+        std::vector<const E*> ptrs(W);
+        std::array<sd::tile_row_head, 16> head{};
+        bins_.resize(nreal);
+        std::array<double, root_bin_count> root{};
+        for (std::size_t t0 = 0; t0 < R; t0 += W) {
+            for (std::size_t r = 0; r < W; ++r) ptrs[r] = sub.data() + (t0 + r < R ? t0 + r : t0) * n;
+            k.tile_bin_pass(tp, ptrs.data(), accf_.data(), accd_.data(), head.data());
+            for (std::size_t r = 0; r < W && t0 + r < R; ++r) {
+                const std::size_t l = head[r].lane;
+                const double* acc = accd_.data();
+                for (std::size_t v = 0; v < nreal; ++v) bins_[v] = acc[v * W + l];
+                for (std::size_t v = nreal; v < nb; ++v) bins_[tp.real_bin[v]] += acc[v * W + l];
+                // Root: a first byte's exact token, then its two-byte prefixes in byte order.
+                for (std::size_t b = 0; b < 256; ++b) {
+                    double t = bins_[b];
+                    for (std::uint32_t g = start[b]; g < start[b + 1]; ++g) t += bins_[detail::node_bin_base + g];
+                    root[b] = t;
+                }
+                root[stop_symbol] = bins_[stop_symbol];
+                bool finite = head[r].ok && head[r].max > -std::numeric_limits<float>::infinity();
+                for (std::size_t b = 0; b < root_bin_count; ++b) finite = finite && std::isfinite(root[b]);
+                const std::size_t j = r0 + t0 + r;
+                bad[t0 + r] = finite ? 0 : 1;
+                if (!finite) continue;
+                detail::finish_summary(root.data(), head[r].max, head[r].shift, out[t0 + r]);
+                const auto f = first_[j];
+                if (f == byte_trie::npos) continue;
+                const std::size_t b = trie.node(f).byte;
+                double* fs = first_sums_.data() + j * first_stride;
+                fs[0] = bins_[b];
+                for (std::uint32_t g = start[b]; g < start[b + 1]; ++g) fs[1 + g - start[b]] = bins_[detail::node_bin_base + g];
+                first_shift_[j] = head[r].shift;
+                first_ok_[j] = 1;
+            }
+        }
+    }
+
     [[noreturn]] void raise(std::size_t j) const {
         if (!trie_ordered_) {
             (void)reference::summarize_row(plan_->trie(), plan_->bins(), row(j), j); // throws the reference's error
@@ -106,6 +238,22 @@ private:
         throw value_error("teacher row pass", "row " + std::to_string(j), "no finite logit among the vocabulary's ids");
     }
 
+    /// A 64-byte aligned buffer (the tile kernel's accumulators).
+    template <class U>
+    struct aligned_buffer {
+        struct del {
+            void operator()(U* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+        };
+        std::unique_ptr<U[], del> p;
+        std::size_t n = 0;
+        void reset(std::size_t count) {
+            p.reset(static_cast<U*>(::operator new[](count * sizeof(U), std::align_val_t{64})));
+            n = count;
+        }
+        [[nodiscard]] U* data() const noexcept { return p.get(); }
+        [[nodiscard]] std::size_t size() const noexcept { return n; }
+    };
+
     const row_plan* plan_;
     tensor_view<const T, 2> rows_;
     bool trie_ordered_;
@@ -113,6 +261,13 @@ private:
     mutable std::vector<row_summary> sums_;
     mutable std::vector<std::uint8_t> bad_, done_;
     mutable std::vector<float> scratch_;
+    std::vector<byte_trie::node_index> first_;     ///< per row: node of ids[j]'s first byte, or npos
+    mutable std::vector<double> first_sums_;       ///< per row: first_stride sums (units of e^shift)
+    mutable std::vector<float> first_shift_;
+    mutable std::vector<std::uint8_t> first_ok_;
+    mutable aligned_buffer<float> accf_;
+    mutable aligned_buffer<double> accd_;
+    mutable std::vector<double> bins_;
 };
 
 /// canonical_path on the fast path (see the top of this header); rows in id order
@@ -132,7 +287,9 @@ template <class T>
         (void)simd::resolve(lvl, "canonical-path projection");
         return reference::canonical_path(plan.trie(), rows, ids, text);
     } else {
-        return canonical_path_from(plan.trie(), dense_rows<T>(plan, rows, trie_ordered, lvl), ids, text);
+        dense_rows<T> source(plan, rows, trie_ordered, lvl);
+        source.expect_first_nodes(ids);
+        return canonical_path_from(plan.trie(), source, ids, text);
     }
 }
 

@@ -34,6 +34,12 @@ inline constexpr std::size_t chunk_ids = 256;
 /// (maximum, then exponentials) while in L1; the per-chunk work (a horizontal maximum, the
 /// shift rule) is spread over 64 vectors.
 inline constexpr std::size_t segment_chunk = 1024;
+/// segment_sums prefetches (into L2) this many chunks ahead of its maximum pass.
+#ifndef BLD_SEGMENT_PREFETCH
+inline constexpr std::size_t segment_prefetch = 4;
+#else
+inline constexpr std::size_t segment_prefetch = BLD_SEGMENT_PREFETCH;
+#endif
 /// The tile kernel prefetches (into L2) this many chunks ahead: W rows at a stride of a whole
 /// row are W short streams at once, more than the hardware prefetchers follow.
 inline constexpr std::size_t prefetch_chunks = 2;
@@ -81,6 +87,14 @@ struct tile_result {
     float shift = 0;
     bool valid = false; ///< no NaN / +Inf among the row's ids
     double sums[root_bin_count] = {};
+};
+
+/// One row's head of tile_bin_pass: its maximum, shift, accumulator lane and validation.
+struct tile_row_head {
+    float max = 0;
+    float shift = 0;
+    std::uint32_t lane = 0;
+    bool ok = false; ///< no NaN / +Inf seen (the sums may still be non-finite)
 };
 
 struct segment_result {
@@ -159,6 +173,7 @@ struct kernel_table {
     std::size_t width;
     void (*tile_row_pass)(const tile_plan&, const T* const*, tile_workspace&, tile_result*);
     segment_result (*segment_sums)(const T*, const std::uint32_t*, std::size_t, double*);
+    void (*tile_bin_pass)(const tile_plan&, const T* const*, float*, double*, tile_row_head*);
 };
 
 template <class T>
@@ -166,20 +181,20 @@ template <class T>
     switch (l) {
 #if BLD_SIMD_X86
         case level::avx512:
-            return {avx512_ns::W, &avx512_ns::tile_row_pass<T>, &avx512_ns::segment_sums<T>};
+            return {avx512_ns::W, &avx512_ns::tile_row_pass<T>, &avx512_ns::segment_sums<T>, &avx512_ns::tile_bin_pass<T>};
         case level::avx2:
-            return {avx2_ns::W, &avx2_ns::tile_row_pass<T>, &avx2_ns::segment_sums<T>};
+            return {avx2_ns::W, &avx2_ns::tile_row_pass<T>, &avx2_ns::segment_sums<T>, &avx2_ns::tile_bin_pass<T>};
 #endif
 #if BLD_SIMD_SSE2
         case level::sse2:
-            return {sse2_ns::W, &sse2_ns::tile_row_pass<T>, &sse2_ns::segment_sums<T>};
+            return {sse2_ns::W, &sse2_ns::tile_row_pass<T>, &sse2_ns::segment_sums<T>, &sse2_ns::tile_bin_pass<T>};
 #endif
 #if BLD_SIMD_NEON
         case level::neon:
-            return {neon_ns::W, &neon_ns::tile_row_pass<T>, &neon_ns::segment_sums<T>};
+            return {neon_ns::W, &neon_ns::tile_row_pass<T>, &neon_ns::segment_sums<T>, &neon_ns::tile_bin_pass<T>};
 #endif
         default:
-            return {scalar_ns::W, &scalar_ns::tile_row_pass<T>, &scalar_ns::segment_sums<T>};
+            return {scalar_ns::W, &scalar_ns::tile_row_pass<T>, &scalar_ns::segment_sums<T>, &scalar_ns::tile_bin_pass<T>};
     }
 }
 

@@ -55,7 +55,14 @@ namespace detail {
 /// What the SIMD kernels read from a row_plan (kept out of its public interface).
 struct row_plan_access {
     [[nodiscard]] static simd::detail::tile_plan tile(const row_plan& plan) noexcept;
+    /// The node plan: the tile kernel's bins one level down (see row_plan::node_tile).
+    [[nodiscard]] static simd::detail::tile_plan node_tile(const row_plan& plan) noexcept;
+    /// Node-plan bins of first byte b's children: [node_bin_base + start[b], + start[b + 1]). [257]
+    [[nodiscard]] static std::span<const std::uint32_t> node_bin_start(const row_plan& plan) noexcept;
 };
+/// Node-plan bins: 0..255 the tokens that are exactly one byte b, 256 STOP, 257 ignored ids,
+/// then one bin per depth-2 trie node (first byte b, second byte c), grouped by b in byte order.
+inline constexpr std::size_t node_bin_base = root_bin_count + 1;
 } // namespace detail
 
 /// What the fast row pass precomputes from a trie, once per vocabulary (O(vocab) time and
@@ -99,6 +106,96 @@ private:
         p.flush_start = flush_start_.data();
         p.flush_bins = flush_bins_.data();
         return p;
+    }
+
+    /// The node plan (through detail::row_plan_access): ids binned by their first two bytes,
+    /// so one tile pass gives every row its root masses and the node sums of any first byte.
+    [[nodiscard]] simd::detail::tile_plan node_tile() const noexcept {
+        simd::detail::tile_plan p = tile();
+        p.nbins = node_real_bin_.size();
+        p.bins = node_tile_bins_.data();
+        p.real_bin = node_real_bin_.data();
+        p.flush_start = node_flush_start_.data();
+        p.flush_bins = node_flush_bins_.data();
+        return p;
+    }
+
+    /// The node plan's arrays (the root plan's ignore_add / chunk_has_ignored serve it too):
+    /// the same rules as build() — copies of frequent bins, a static flush schedule — over the
+    /// bins of detail::node_bin_base. The schedule is built block by block over the bins each
+    /// block touches (thousands of bins: a dense sweep per block would cost V·bins).
+    void build_node_plan() {
+        namespace sd = simd::detail;
+        using detail::node_bin_base;
+        const std::size_t V = bins_.size();
+        const std::size_t blocks = (V + sd::flush_block - 1) / sd::flush_block;
+        const std::size_t padded = blocks * sd::flush_block;
+        std::vector<std::uint32_t> real(padded, sd::discard_bin);
+        for (std::size_t i = 0; i < V; ++i)
+            if (bins_[i] == stop_symbol) real[i] = stop_symbol;
+        const auto order = trie_->order();
+        const auto firsts = trie_->children(byte_trie::root);
+        node_bin_start_.assign(root_bin_count, 0);
+        std::uint32_t g = 0;
+        std::size_t f = 0;
+        for (std::size_t b = 0; b < 256; ++b) {
+            node_bin_start_[b] = g;
+            if (f >= firsts.size() || firsts[f].byte != b) continue;
+            const trie_node& nd = firsts[f++];
+            for (std::uint32_t k = nd.lo; k < nd.end_hi; ++k) real[order[k]] = static_cast<std::uint32_t>(b);
+            for (const trie_node& c : trie_->children(static_cast<byte_trie::node_index>(&nd - trie_->nodes().data()))) {
+                for (std::uint32_t k = c.lo; k < c.hi; ++k) real[order[k]] = static_cast<std::uint32_t>(node_bin_base + g);
+                ++g;
+            }
+        }
+        node_bin_start_[256] = g;
+        const std::size_t nreal = node_bin_base + g;
+        if (nreal > 0xFFFF) throw value_error("SIMD row plan", trie_->vocab().source(), "too many two-byte prefixes");
+        std::vector<std::size_t> count(nreal, 0);
+        for (std::size_t i = 0; i < V; ++i)
+            if (real[i] != sd::discard_bin) ++count[real[i]];
+        node_real_bin_.resize(nreal);
+        for (std::size_t b = 0; b < nreal; ++b) node_real_bin_[b] = static_cast<std::uint16_t>(b);
+        std::vector<std::vector<std::uint16_t>> copies(nreal);
+        for (std::size_t b = 0; b < nreal; ++b) {
+            copies[b].push_back(static_cast<std::uint16_t>(b));
+            if (b == sd::discard_bin) continue;
+            const std::size_t extra = std::min<std::size_t>(7, count[b] * 16 / std::max<std::size_t>(V, 1));
+            for (std::size_t c = 0; c < extra && node_real_bin_.size() < 0xFFFF; ++c) {
+                copies[b].push_back(static_cast<std::uint16_t>(node_real_bin_.size()));
+                node_real_bin_.push_back(static_cast<std::uint16_t>(b));
+            }
+        }
+        node_tile_bins_.assign(padded, sd::discard_bin);
+        std::vector<std::size_t> dealt(nreal, 0);
+        for (std::size_t i = 0; i < V; ++i) {
+            const auto b = real[i];
+            if (b == sd::discard_bin) continue;
+            node_tile_bins_[i] = copies[b][dealt[b]++ % copies[b].size()];
+        }
+        const std::size_t nb = node_real_bin_.size();
+        std::vector<unsigned> since(nb, 0), occ(nb, 0);
+        std::vector<std::uint16_t> touched;
+        node_flush_start_.assign(blocks + 1, 0);
+        node_flush_bins_.clear();
+        for (std::size_t k = 0; k < blocks; ++k) {
+            touched.clear();
+            for (std::size_t i = k * sd::flush_block; i < (k + 1) * sd::flush_block; ++i) {
+                const auto b = node_tile_bins_[i];
+                if (b == sd::discard_bin) continue;
+                if (occ[b]++ == 0) touched.push_back(b);
+            }
+            std::sort(touched.begin(), touched.end());
+            for (const auto b : touched) {
+                if (since[b] + occ[b] > sd::flush_every) {
+                    node_flush_bins_.push_back(b);
+                    since[b] = 0;
+                }
+                since[b] += occ[b];
+                occ[b] = 0;
+            }
+            node_flush_start_[k + 1] = static_cast<std::uint32_t>(node_flush_bins_.size());
+        }
     }
 
     void build() {
@@ -181,6 +278,7 @@ private:
         if (trie_->node(byte_trie::root).end_hi != 0)
             throw value_error("SIMD row plan", trie_->vocab().source(), "a text token with no bytes");
         root_bounds_[root_bin_count] = static_cast<std::uint32_t>(perm_.size());
+        build_node_plan();
     }
 
     const byte_trie* trie_;
@@ -193,9 +291,18 @@ private:
     std::vector<std::uint16_t> flush_bins_;
     std::vector<std::uint32_t> perm_;
     std::vector<std::uint32_t> root_bounds_;
+    std::vector<std::uint16_t> node_tile_bins_;
+    std::vector<std::uint16_t> node_real_bin_;
+    std::vector<std::uint32_t> node_flush_start_;
+    std::vector<std::uint16_t> node_flush_bins_;
+    std::vector<std::uint32_t> node_bin_start_;
 };
 
 inline simd::detail::tile_plan detail::row_plan_access::tile(const row_plan& plan) noexcept { return plan.tile(); }
+inline simd::detail::tile_plan detail::row_plan_access::node_tile(const row_plan& plan) noexcept { return plan.node_tile(); }
+inline std::span<const std::uint32_t> detail::row_plan_access::node_bin_start(const row_plan& plan) noexcept {
+    return plan.node_bin_start_;
+}
 
 namespace detail {
 
