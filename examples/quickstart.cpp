@@ -1,5 +1,5 @@
 // Quickstart: from a teacher's token rows to byte targets and the BLD loss of a student's byte
-// head — the whole method on a vocabulary small enough to read. docs/00_quickstart.md shows
+// head — the trainer's route (bld::distiller → bld::bld_loss) on a vocabulary small enough to read. docs/00_quickstart.md shows
 // the regions between the [doc:...] markers; CI compiles and runs this file.
 #include <bld/bld.hpp>
 #include <bld/cpu.hpp>
@@ -21,7 +21,9 @@ int main() {
     bld::vocabulary student_vocab = bld::vocabulary::from_entries(
         {{0, "", token_kind::special, "<s>"}, {1, " t", token_kind::text, ""}, {2, "he cat", token_kind::text, ""}},
         "student");
-    bld::byte_trie teacher(std::move(teacher_vocab)); // sorted byte trie: nodes are ranges
+    // The distiller owns the teacher's sorted byte trie and the SIMD row plan: build it once.
+    const std::size_t K = 4; // byte heads
+    const bld::distiller distiller(std::move(teacher_vocab), std::move(student_vocab), {.heads = K});
     // [/doc:vocab]
 
     // [doc:targets]
@@ -35,28 +37,27 @@ int main() {
     for (auto& z : rows) z = noise(rng);
     for (std::size_t k = 0; k < teacher_ids.size(); ++k) rows[k * 7 + static_cast<std::size_t>(teacher_ids[k])] += 4.f;
 
-    const std::size_t K = 4; // byte heads
-    bld::slot_targets t = bld::canonical_targets(
-        student_vocab, student_ids, teacher, bld::tensor_view<const float, 2>(rows.data(), {2, 7}), teacher_ids, K);
-    // t.targets: [3 tokens, 4 heads, 260] teacher next-byte distributions;
-    // t.alignment.mask / .true_byte: which slots take part, and their text bytes.
+    // One call per batch: here one sequence ([S_t, V] rows, [S] ids); a trainer passes
+    // [B, S_t, V] logits with [B, S] ids and the padding's starts/lengths or masks.
+    const bld::target_batch t = distiller.targets(bld::tensor_view<const float, 2>(rows.data(), {2, 7}),
+                                                  teacher_ids, student_ids);
+    // t: [1 sequence, 3 positions, 4 heads] slots; t.values_f32(): the teacher's next-byte
+    // distribution of each active slot only (compact), t.mask() / t.true_bytes(): which slots
+    // take part, and their text bytes.
     // [/doc:targets]
 
     // [doc:loss]
     // The student's byte-head logits [tokens, K, 260] (a model would produce them).
-    const auto T = static_cast<std::int64_t>(student_ids.size()), Kh = static_cast<std::int64_t>(K);
+    const std::int64_t T = t.tokens(), Kh = t.heads();
     std::vector<float> logits(static_cast<std::size_t>(T * Kh * 260), 0.f), grad(logits.size());
-    std::vector<std::int64_t> true_bytes(t.alignment.true_byte.begin(), t.alignment.true_byte.end());
     const bld::byte_loss_result r = bld::bld_loss(
         bld::tensor_view<const float, 3>(logits.data(), {T, Kh, 260}),
-        bld::tensor_view<const float, 3>(t.targets.data(), {T, Kh, 260}),
-        bld::tensor_view<const std::int64_t, 2>(true_bytes.data(), {T, Kh}),
-        bld::tensor_view<const std::uint8_t, 2>(t.alignment.mask.data(), {T, Kh}),
+        t.view<float>(),         // targets, mask and true bytes, shaped
         bld::bld_loss_options{}, // λ_b = 1, λ_KL = 0.1, forward KL, eq. 5 reduction
         bld::tensor_view<float, 3>(grad.data(), {T, Kh, 260}));
     std::printf("BLD byte loss %.4f over %lld active slots of %lld tokens\n", r.value,
                 static_cast<long long>(r.active_slots), static_cast<long long>(r.active_tokens));
     // [/doc:loss]
     // " t" has 2 bytes (2 slots), "he cat" 6 bytes of which K = 4 get a head; <s> has none.
-    return r.active_slots == 6 && r.active_tokens == 2 ? 0 : 1;
+    return r.active_slots == 6 && r.active_tokens == 2 && t.active_slots() == 6 ? 0 : 1;
 }
