@@ -42,6 +42,8 @@ struct eigen_dense_adapter {
     static constexpr bool is_vector = X::IsVectorAtCompileTime != 0;
     static constexpr bool row_major = X::IsRowMajor != 0;
 
+    static constexpr std::size_t static_rank = is_vector ? 1 : 2;
+    using static_element = std::conditional_t<std::is_same_v<scalar, Eigen::bfloat16>, bf16, scalar>;
     static constexpr dtype scalar_type(const X&) noexcept { return eigen_scalar_dtype<scalar>(); }
     static constexpr std::size_t rank(const X&) noexcept { return is_vector ? 1 : 2; }
     static std::int64_t extent(const X& m, std::size_t d) noexcept {

@@ -311,6 +311,8 @@ concept tensor_source = requires(const std::remove_cvref_t<T>& t, std::size_t d)
 /// tensor_view is its own adapter.
 template <class E, std::size_t R>
 struct tensor_adapter<tensor_view<E, R>> {
+    static constexpr std::size_t static_rank = R;
+    using static_element = std::remove_cv_t<E>;
     static constexpr dtype scalar_type(const tensor_view<E, R>&) noexcept { return dtype_of<E>; }
     static constexpr std::size_t rank(const tensor_view<E, R>&) noexcept { return R; }
     static constexpr std::int64_t extent(const tensor_view<E, R>& v, std::size_t d) noexcept {
@@ -325,6 +327,8 @@ struct tensor_adapter<tensor_view<E, R>> {
 /// std::span is a 1-D tensor (use `shaped(span, extents)` for more dimensions).
 template <class E, std::size_t N>
 struct tensor_adapter<std::span<E, N>> {
+    static constexpr std::size_t static_rank = 1;
+    using static_element = std::remove_cv_t<E>;
     static constexpr dtype scalar_type(const std::span<E, N>&) noexcept { return dtype_of<E>; }
     static constexpr std::size_t rank(const std::span<E, N>&) noexcept { return 1; }
     static constexpr std::int64_t extent(const std::span<E, N>& s, std::size_t) noexcept {
@@ -341,6 +345,8 @@ template <class E, class A>
 struct tensor_adapter<std::vector<E, A>> {
     static_assert(!std::is_same_v<E, bool>, "bld: std::vector<bool> is bit-packed; use "
                                             "std::vector<std::uint8_t> for masks");
+    static constexpr std::size_t static_rank = 1;
+    using static_element = E;
     static constexpr dtype scalar_type(const std::vector<E, A>&) noexcept { return dtype_of<E>; }
     static constexpr std::size_t rank(const std::vector<E, A>&) noexcept { return 1; }
     static constexpr std::int64_t extent(const std::vector<E, A>& v, std::size_t) noexcept {
@@ -356,6 +362,49 @@ namespace detail {
 
 template <class T>
 using adapter_of = tensor_adapter<std::remove_cvref_t<T>>;
+
+template <class T>
+constexpr std::size_t static_rank_of() noexcept {
+    if constexpr (requires { adapter_of<T>::static_rank; }) return adapter_of<T>::static_rank;
+    else return 0;
+}
+
+template <class T, class... E>
+constexpr bool static_element_in() noexcept {
+    if constexpr (requires { typename adapter_of<T>::static_element; })
+        return (std::same_as<typename adapter_of<T>::static_element, E> || ...);
+    else return true;
+}
+
+}  // namespace detail
+
+// ------------------------------------------------------------------------------------------
+// What a tensor type says at compile time
+//
+// An adapter may declare `static constexpr std::size_t static_rank` and `using static_element`
+// when every tensor of its type has that rank / element type (tensor_view, std::span,
+// std::vector, Eigen's dense types do; torch::Tensor does not). bld's entry points constrain
+// their arguments with the concepts below, so a tensor_view<const float, 2> passed where
+// [T, K, 260] logits are expected, or int32 rows passed as logits, fail to compile; tensors
+// whose type does not say are checked at run time (as_view, a shape_error naming the argument).
+
+/// T's rank is R, or its type does not say.
+template <class T, std::size_t R>
+concept rank_may_be = tensor_source<T> && (detail::static_rank_of<T>() == 0 || detail::static_rank_of<T>() == R);
+
+/// T's elements are one of E..., or its type does not say.
+template <class T, class... E>
+concept element_may_be = tensor_source<T> && detail::static_element_in<T, E...>();
+
+/// Teacher logit rows: rank R, float / bf16 / f16 / double elements (as far as the type says).
+template <class T, std::size_t R>
+concept logit_tensor = rank_may_be<T, R> && element_may_be<T, float, bf16, f16, double>;
+
+/// Token ids: rank R, int64 elements (as far as the type says).
+template <class T, std::size_t R>
+concept id_tensor = rank_may_be<T, R> && element_may_be<T, std::int64_t>;
+
+namespace detail {
 
 template <class T>
 int device_index_of(const T& t) {

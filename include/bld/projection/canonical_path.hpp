@@ -313,11 +313,32 @@ namespace reference {
 /// The reference canonical-path projection (fp64 row pass) from dense logits rows
 /// [rows ≥ tokens, n ≥ vocab] (float, bf16 or double). `text`, if given, must equal the ids' bytes (else bld::alignment_error with the first
 /// differing offset).
-template <class T>
+template <logit_type T>
 [[nodiscard]] byte_distributions canonical_path(const byte_trie& trie, tensor_view<const T, 2> rows,
                                                 std::span<const std::int64_t> ids,
                                                 std::optional<std::string_view> text = std::nullopt) {
     return canonical_path_from(trie, dense_rows<T>(trie, rows), ids, text);
+}
+
+/// reference::canonical_path on rows of any tensor type (span views, Eigen, libtorch; float32,
+/// bfloat16, float16 or float64, rank 2; a type that says otherwise fails to compile).
+/// @throws shape_error naming `rows` for a wrong rank, dtype, layout or device
+template <logit_tensor<2> Rows>
+    requires(!std::same_as<std::remove_cvref_t<Rows>, tensor_view<const float, 2>> &&
+             !std::same_as<std::remove_cvref_t<Rows>, tensor_view<const bf16, 2>> &&
+             !std::same_as<std::remove_cvref_t<Rows>, tensor_view<const f16, 2>> &&
+             !std::same_as<std::remove_cvref_t<Rows>, tensor_view<const double, 2>>)
+[[nodiscard]] byte_distributions canonical_path(const byte_trie& trie, const Rows& rows, std::span<const std::int64_t> ids,
+                                                std::optional<std::string_view> text = std::nullopt) {
+    switch (tensor_dtype(rows, "rows")) {
+        case dtype::f32: return canonical_path(trie, as_view<const float, 2>(rows, "rows"), ids, text);
+        case dtype::bf16: return canonical_path(trie, as_view<const bf16, 2>(rows, "rows"), ids, text);
+        case dtype::f16: return canonical_path(trie, as_view<const f16, 2>(rows, "rows"), ids, text);
+        case dtype::f64: return canonical_path(trie, as_view<const double, 2>(rows, "rows"), ids, text);
+        default:
+            throw shape_error("canonical-path projection", "argument `rows`",
+                              "expected float32, bfloat16, float16 or float64 logits, got " + detail::describe_tensor(rows));
+    }
 }
 
 } // namespace reference

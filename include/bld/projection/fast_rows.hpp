@@ -273,7 +273,7 @@ private:
 /// canonical_path on the fast path (see the top of this header); rows in id order
 /// [rows ≥ tokens, n ≥ vocab], or trie-ordered rows with `trie_ordered` (n ≥ permutation size;
 /// then the error for a bad logit names the id, as "column" of the reference).
-template <class T>
+template <logit_type T>
 [[nodiscard]] byte_distributions canonical_path(const row_plan& plan, tensor_view<const T, 2> rows,
                                                      std::span<const std::int64_t> ids,
                                                      std::optional<std::string_view> text = std::nullopt,
@@ -290,6 +290,28 @@ template <class T>
         dense_rows<T> source(plan, rows, trie_ordered, lvl);
         source.expect_first_nodes(ids);
         return canonical_path_from(plan.trie(), source, ids, text);
+    }
+}
+
+/// canonical_path on rows of any tensor type (span views, Eigen, libtorch; float32, bfloat16,
+/// float16 or float64, rank 2; a type that says otherwise fails to compile).
+/// @throws shape_error naming `rows` for a wrong rank, dtype, layout or device
+template <logit_tensor<2> Rows>
+    requires(!std::same_as<std::remove_cvref_t<Rows>, tensor_view<const float, 2>> &&
+             !std::same_as<std::remove_cvref_t<Rows>, tensor_view<const bf16, 2>> &&
+             !std::same_as<std::remove_cvref_t<Rows>, tensor_view<const f16, 2>> &&
+             !std::same_as<std::remove_cvref_t<Rows>, tensor_view<const double, 2>>)
+[[nodiscard]] byte_distributions canonical_path(const row_plan& plan, const Rows& rows, std::span<const std::int64_t> ids,
+                                                std::optional<std::string_view> text = std::nullopt,
+                                                bool trie_ordered = false, simd::level lvl = simd::level::automatic) {
+    switch (tensor_dtype(rows, "rows")) {
+        case dtype::f32: return canonical_path(plan, as_view<const float, 2>(rows, "rows"), ids, text, trie_ordered, lvl);
+        case dtype::bf16: return canonical_path(plan, as_view<const bf16, 2>(rows, "rows"), ids, text, trie_ordered, lvl);
+        case dtype::f16: return canonical_path(plan, as_view<const f16, 2>(rows, "rows"), ids, text, trie_ordered, lvl);
+        case dtype::f64: return canonical_path(plan, as_view<const double, 2>(rows, "rows"), ids, text, trie_ordered, lvl);
+        default:
+            throw shape_error("canonical-path projection", "argument `rows`",
+                              "expected float32, bfloat16, float16 or float64 logits, got " + detail::describe_tensor(rows));
     }
 }
 

@@ -295,7 +295,9 @@ public:
     /// (float32, bfloat16, float16 or float64), ids [B, S] int64; or a single sequence with
     /// logits [S_t, V] and ids [S].
     /// @throws shape_error for a wrong rank or dtype, naming the argument
-    template <tensor_source Logits, tensor_source TeacherIds, tensor_source StudentIds>
+    template <class Logits, class TeacherIds, class StudentIds>
+        requires(logit_tensor<Logits, 3> || logit_tensor<Logits, 2>) &&
+                (id_tensor<TeacherIds, 2> || id_tensor<TeacherIds, 1>) && (id_tensor<StudentIds, 2> || id_tensor<StudentIds, 1>)
     [[nodiscard]] target_batch targets(const Logits& teacher_logits, const TeacherIds& teacher_ids,
                                        const StudentIds& student_ids, const batch_ranges& ranges = {}) const {
         const char* op = "bld::distiller::targets";
