@@ -6,7 +6,14 @@
 #include <bld/backends/cuda/canonical.cuh>
 #include <bld/backends/cuda/error.cuh>
 #include <bld/backends/cuda/loss.cuh>
+#include <bld/backends/cuda/projector.cuh>
+#include <bld/backends/cuda/registration.cuh>
 #include <bld/backends/cuda/row_pass.cuh>
+#include <bld/backends/cuda/stream.cuh>
+#include <bld/loss/byte_loss.hpp>
+
+#include <cstdint>
+#include <type_traits>
 
 namespace bld::cuda {
 
@@ -17,8 +24,10 @@ template void node_sums<float>(const device_trie&, tensor_view<const float, 2>, 
                                node_sums_out, cudaStream_t);
 template void node_sums<bf16>(const device_trie&, tensor_view<const bf16, 2>, const node_request*, std::size_t,
                               node_sums_out, cudaStream_t);
-template void throw_if_bad_rows<float>(const std::int32_t*, tensor_view<const float, 2>, cudaStream_t, std::size_t);
-template void throw_if_bad_rows<bf16>(const std::int32_t*, tensor_view<const bf16, 2>, cudaStream_t, std::size_t);
+template void throw_if_bad_rows<float>(const std::int32_t*, tensor_view<const float, 2>, cudaStream_t, std::size_t,
+                                       std::span<const std::uint32_t>);
+template void throw_if_bad_rows<bf16>(const std::int32_t*, tensor_view<const bf16, 2>, cudaStream_t, std::size_t,
+                                      std::span<const std::uint32_t>);
 
 // Canonical path.
 template device_byte_distributions canonical_path<float>(const device_trie&, tensor_view<const float, 2>,
@@ -28,34 +37,63 @@ template device_byte_distributions canonical_path<bf16>(const device_trie&, tens
                                                         std::span<const std::int64_t>, std::optional<std::string_view>,
                                                         cudaStream_t);
 
-// Losses: float/double logits × float/double targets × int32/int64 true bytes.
-#define BLD_INSTANTIATE_LOSS(L, P, Y)                                                                            \
-    template pending_loss bld_loss<L, P, Y>(tensor_view<const L, 3>, tensor_view<const P, 3>,                 \
-                                            tensor_view<const Y, 2>, tensor_view<const std::uint8_t, 2>,      \
-                                            const bld_loss_options&, tensor_view<L, 3>, tensor_view<L, 2>,    \
-                                            cudaStream_t);
-BLD_INSTANTIATE_LOSS(float, float, std::int32_t)
-BLD_INSTANTIATE_LOSS(float, float, std::int64_t)
-BLD_INSTANTIATE_LOSS(float, double, std::int64_t)
-BLD_INSTANTIATE_LOSS(double, double, std::int64_t)
-BLD_INSTANTIATE_LOSS(double, float, std::int32_t)
-#undef BLD_INSTANTIATE_LOSS
-template pending_loss byte_loss<float, float>(tensor_view<const float, 3>, tensor_view<const float, 3>,
-                                              tensor_view<const std::uint8_t, 2>, const byte_loss_options&,
-                                              tensor_view<float, 3>, tensor_view<float, 2>, cudaStream_t);
-template pending_loss byte_loss<double, double>(tensor_view<const double, 3>, tensor_view<const double, 3>,
-                                                tensor_view<const std::uint8_t, 2>, const byte_loss_options&,
-                                                tensor_view<double, 3>, tensor_view<double, 2>, cudaStream_t);
-template pending_loss byte_cross_entropy<float, std::int64_t>(tensor_view<const float, 3>,
-                                                              tensor_view<const std::int64_t, 2>,
-                                                              tensor_view<const std::uint8_t, 2>,
-                                                              const byte_cross_entropy_options&, tensor_view<float, 3>,
-                                                              tensor_view<float, 2>, cudaStream_t);
-template pending_loss byte_cross_entropy<double, std::int32_t>(tensor_view<const double, 3>,
-                                                               tensor_view<const std::int32_t, 2>,
-                                                               tensor_view<const std::uint8_t, 2>,
-                                                               const byte_cross_entropy_options&,
-                                                               tensor_view<double, 3>, tensor_view<double, 2>,
-                                                               cudaStream_t);
-
 }  // namespace bld::cuda
+
+// The projector (every row dtype goes through its one virtual call) and the registration.
+static_assert(std::is_base_of_v<bld::device_projector, bld::cuda::projector>);
+static_assert(!std::is_constructible_v<bld::cuda::projector, bld::byte_trie&&>);
+std::vector<bld::byte_distributions> bld_compile_all_project(const bld::byte_trie& trie, const void* rows,
+                                                             std::span<const bld::device_sequence> seqs) {
+    bld::cuda::projector p(trie);
+    auto a = p.canonical_paths(bld::dtype::f32, rows, 4, 300, 0, false, seqs, nullptr);
+    auto b = p.canonical_paths(bld::dtype::bf16, rows, 4, 300, 0, true, seqs, nullptr);
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+}
+bool bld_compile_all_registered() { return bld::cuda::detail::cuda_backend_registered; }
+
+// Losses: the launcher instantiates the slot kernel for every (logits, targets, true bytes)
+// type; these calls instantiate the argument conventions: views, no_tensor, uint8 / bool masks,
+// int32 / int64 bytes, the bld::cuda function objects and the host entries' CUDA dispatch.
+namespace {
+using bld::device_kind;
+using bld::tensor_view;
+constexpr std::int64_t T = 2, K = 3, A = 260;
+
+template <class L, class P, class Y, class M>
+double every_entry(const L* z, const P* p, const Y* y, const M* m, L* g, L* s) {
+    const tensor_view<const L, 3> logits(z, {T, K, A}, device_kind::cuda);
+    const tensor_view<const P, 3> targets(p, {T, K, A}, device_kind::cuda);
+    const tensor_view<const Y, 2> bytes(y, {T, K}, device_kind::cuda);
+    const tensor_view<const M, 2> mask(m, {T, K}, device_kind::cuda);
+    const tensor_view<L, 3> grad(g, {T, K, A}, device_kind::cuda);
+    const tensor_view<L, 2> per_slot(s, {T, K}, device_kind::cuda);
+    double v = bld::cuda::bld_loss(logits, targets, bytes, mask, {}, grad, per_slot).get().value;
+    v += bld::cuda::byte_loss(logits, targets, bld::no_tensor).get().value;
+    v += bld::cuda::byte_cross_entropy(logits, bytes, mask, {}, bld::no_tensor, per_slot).get().value;
+    v += bld::bld_loss(logits, targets, bytes, mask, {}, grad).value;
+    v += bld::byte_loss(logits, targets, mask).value;
+    v += bld::byte_cross_entropy(logits, bytes, bld::no_tensor, {}, grad, per_slot).value;
+    return v;
+}
+}  // namespace
+
+double bld_compile_all_losses(const void* z, const void* p, const void* y, const void* m, void* g, void* s) {
+    double v = 0;
+    v += every_entry(static_cast<const float*>(z), static_cast<const float*>(p), static_cast<const std::int32_t*>(y),
+                     static_cast<const std::uint8_t*>(m), static_cast<float*>(g), static_cast<float*>(s));
+    v += every_entry(static_cast<const double*>(z), static_cast<const double*>(p), static_cast<const std::int64_t*>(y),
+                     static_cast<const bool*>(m), static_cast<double*>(g), static_cast<double*>(s));
+    v += every_entry(static_cast<const float*>(z), static_cast<const double*>(p), static_cast<const std::int64_t*>(y),
+                     static_cast<const bool*>(m), static_cast<float*>(g), static_cast<float*>(s));
+    return v;
+}
+
+// Slot targets views (dense or compact; float32, bf16 and double values) through both entries.
+double bld_compile_all_views(tensor_view<const float, 3> z32, tensor_view<const double, 3> z64,
+                             const bld::slot_targets_view<float>& f, const bld::slot_targets_view<bld::bf16>& b,
+                             const bld::slot_targets_view<double>& d) {
+    double v = bld::cuda::bld_loss(z32, f).get().value + bld::cuda::byte_loss(z64, b).get().value;
+    v += bld::bld_loss(z32, b, {}).value + bld::byte_loss(z64, d).value + bld::bld_loss(z64, f).value;
+    return v;
+}

@@ -77,6 +77,33 @@ template <class L>
                                               std::span<const std::uint8_t> mask, std::int64_t T, std::int64_t K,
                                               const bld::byte_cross_entropy_options& options);
 
+/// Device memory for the host-compiled tests (cudaMalloc; the legacy default stream): a copy of
+/// `bytes` host bytes, or zeros when `host` is null. read() synchronises the device and copies
+/// back. Host code builds bld::tensor_view<…, device_kind::cuda> over data().
+class device_block {
+public:
+    device_block(const void* host, std::size_t bytes);
+    template <class T>
+    explicit device_block(const std::vector<T>& v) : device_block(v.data(), v.size() * sizeof(T)) {}
+    ~device_block();
+    device_block(const device_block&) = delete;
+    device_block& operator=(const device_block&) = delete;
+    [[nodiscard]] void* data() const noexcept { return data_; }
+    template <class T>
+    [[nodiscard]] T* as() const noexcept { return static_cast<T*>(data_); }
+    void read(void* host) const;
+    template <class T>
+    [[nodiscard]] std::vector<T> read_as() const {
+        std::vector<T> v(bytes_ / sizeof(T));
+        read(v.data());
+        return v;
+    }
+
+private:
+    void* data_ = nullptr;
+    std::size_t bytes_ = 0;
+};
+
 /// A view whose memory is on the host although it says cuda: the kernels must refuse it.
 void row_pass_host_pointer(const bld::byte_trie& trie, std::span<const float> rows, std::size_t R, std::size_t N);
 

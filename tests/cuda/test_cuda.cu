@@ -104,12 +104,6 @@ std::vector<double> widen(const std::vector<L>& v) {
     return std::vector<double>(v.begin(), v.end());
 }
 
-bld::tensor_view<const std::uint8_t, 2> mask_view(const bld::cuda::device_buffer<std::uint8_t>& m, std::int64_t T,
-                                                  std::int64_t K) {
-    if (m.data() == nullptr) return {};
-    return bld::tensor_view<const std::uint8_t, 2>(m.data(), {T, K}, bld::device_kind::cuda);
-}
-
 }  // namespace
 
 // ---- device ------------------------------------------------------------------------------------
@@ -209,22 +203,31 @@ bld::byte_distributions canonical_path(const bld::byte_trie& trie, std::span<con
 
 constexpr auto A = static_cast<std::int64_t>(bld::alphabet_size);  // the last extent of byte-head tensors
 
+/// Calls f(mask) with the mask's device view, or with bld::no_tensor when it is empty (all active).
+template <class F>
+decltype(auto) with_mask(const bld::cuda::device_buffer<std::uint8_t>& m, std::int64_t T, std::int64_t K, F&& f) {
+    if (m.data() == nullptr) return f(bld::no_tensor);
+    return f(bld::tensor_view<const std::uint8_t, 2>(m.data(), {T, K}, bld::device_kind::cuda));
+}
+
 template <class L>
 loss_results bld_loss(std::span<const L> logits, std::span<const L> targets, std::span<const std::int64_t> true_bytes,
                       std::span<const std::uint8_t> mask, std::int64_t T, std::int64_t K,
                       const bld::bld_loss_options& options) {
     stream_guard sg;
+    const bld::cuda::stream_scope on(sg.s);
     const auto z = to_device(logits, sg.s);
     const auto p = to_device(targets, sg.s);
     const auto y = to_device(true_bytes, sg.s);
     const auto m = to_device(mask, sg.s);
     bld::cuda::device_buffer<L> grad(static_cast<std::size_t>(T * K) * bld::alphabet_size, sg.s), per(static_cast<std::size_t>(T * K), sg.s);
-    const auto pending = bld::cuda::bld_loss<L, L, std::int64_t>(
-        bld::tensor_view<const L, 3>(z.data(), {T, K, A}, bld::device_kind::cuda),
-        bld::tensor_view<const L, 3>(p.data(), {T, K, A}, bld::device_kind::cuda),
-        bld::tensor_view<const std::int64_t, 2>(y.data(), {T, K}, bld::device_kind::cuda), mask_view(m, T, K), options,
-        bld::tensor_view<L, 3>(grad.data(), {T, K, A}, bld::device_kind::cuda),
-        bld::tensor_view<L, 2>(per.data(), {T, K}, bld::device_kind::cuda), sg.s);
+    const auto pending = with_mask(m, T, K, [&](const auto& mv) {
+        return bld::cuda::bld_loss(bld::tensor_view<const L, 3>(z.data(), {T, K, A}, bld::device_kind::cuda),
+                                   bld::tensor_view<const L, 3>(p.data(), {T, K, A}, bld::device_kind::cuda),
+                                   bld::tensor_view<const std::int64_t, 2>(y.data(), {T, K}, bld::device_kind::cuda), mv,
+                                   options, bld::tensor_view<L, 3>(grad.data(), {T, K, A}, bld::device_kind::cuda),
+                                   bld::tensor_view<L, 2>(per.data(), {T, K}, bld::device_kind::cuda));
+    });
     loss_results r;
     r.result = pending.get();
     r.grad = widen(to_host(grad.data(), grad.size(), sg.s));
@@ -242,14 +245,16 @@ loss_results byte_loss(std::span<const double> logits, std::span<const double> t
                        std::span<const std::uint8_t> mask, std::int64_t T, std::int64_t K,
                        const bld::byte_loss_options& options) {
     stream_guard sg;
+    const bld::cuda::stream_scope on(sg.s);
     const auto z = to_device(logits, sg.s);
     const auto p = to_device(targets, sg.s);
     const auto m = to_device(mask, sg.s);
     bld::cuda::device_buffer<double> grad(static_cast<std::size_t>(T * K) * bld::alphabet_size, sg.s);
-    const auto pending = bld::cuda::byte_loss<double, double>(
-        bld::tensor_view<const double, 3>(z.data(), {T, K, A}, bld::device_kind::cuda),
-        bld::tensor_view<const double, 3>(p.data(), {T, K, A}, bld::device_kind::cuda), mask_view(m, T, K), options,
-        bld::tensor_view<double, 3>(grad.data(), {T, K, A}, bld::device_kind::cuda), {}, sg.s);
+    const auto pending = with_mask(m, T, K, [&](const auto& mv) {
+        return bld::cuda::byte_loss(bld::tensor_view<const double, 3>(z.data(), {T, K, A}, bld::device_kind::cuda),
+                                    bld::tensor_view<const double, 3>(p.data(), {T, K, A}, bld::device_kind::cuda), mv,
+                                    options, bld::tensor_view<double, 3>(grad.data(), {T, K, A}, bld::device_kind::cuda));
+    });
     loss_results r;
     r.result = pending.get();
     r.grad = to_host(grad.data(), grad.size(), sg.s);
@@ -260,18 +265,38 @@ loss_results byte_cross_entropy(std::span<const double> logits, std::span<const 
                                 std::span<const std::uint8_t> mask, std::int64_t T, std::int64_t K,
                                 const bld::byte_cross_entropy_options& options) {
     stream_guard sg;
+    const bld::cuda::stream_scope on(sg.s);
     const auto z = to_device(logits, sg.s);
     const auto y = to_device(true_bytes, sg.s);
     const auto m = to_device(mask, sg.s);
     bld::cuda::device_buffer<double> per(static_cast<std::size_t>(T * K), sg.s);
-    const auto pending = bld::cuda::byte_cross_entropy<double, std::int32_t>(
-        bld::tensor_view<const double, 3>(z.data(), {T, K, A}, bld::device_kind::cuda),
-        bld::tensor_view<const std::int32_t, 2>(y.data(), {T, K}, bld::device_kind::cuda), mask_view(m, T, K), options,
-        {}, bld::tensor_view<double, 2>(per.data(), {T, K}, bld::device_kind::cuda), sg.s);
+    const auto pending = with_mask(m, T, K, [&](const auto& mv) {
+        return bld::cuda::byte_cross_entropy(bld::tensor_view<const double, 3>(z.data(), {T, K, A}, bld::device_kind::cuda),
+                                             bld::tensor_view<const std::int32_t, 2>(y.data(), {T, K}, bld::device_kind::cuda),
+                                             mv, options, bld::no_tensor,
+                                             bld::tensor_view<double, 2>(per.data(), {T, K}, bld::device_kind::cuda));
+    });
     loss_results r;
     r.result = pending.get();
     r.per_slot = to_host(per.data(), per.size(), sg.s);
     return r;
+}
+
+// ---- device memory for the host-compiled tests --------------------------------------------------------
+
+device_block::device_block(const void* host, std::size_t bytes) : bytes_(bytes) {
+    if (bytes == 0) return;
+    bld::cuda::check(cudaMalloc(&data_, bytes), op, "cudaMalloc");
+    if (host != nullptr) bld::cuda::check(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), op, "cudaMemcpy");
+    else bld::cuda::check(cudaMemset(data_, 0, bytes), op, "cudaMemset");
+}
+device_block::~device_block() {
+    if (data_ != nullptr) (void)cudaFree(data_);
+}
+void device_block::read(void* host) const {
+    if (bytes_ == 0) return;
+    bld::cuda::check(cudaDeviceSynchronize(), op, "cudaDeviceSynchronize");
+    bld::cuda::check(cudaMemcpy(host, data_, bytes_, cudaMemcpyDeviceToHost), op, "cudaMemcpy");
 }
 
 // ---- benchmark -----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ double bld_two_tu_cuda_b(const bld::cuda::device_trie& dt, bld::tensor_view<cons
 // The loss launchers (loss.cuh) here; the row pass and canonical path in two_tu_b.cu; each file
 // instantiates kernels from every CUDA header through the launchers it calls.
 double bld_two_tu_cuda_a(bld::tensor_view<const float, 3> logits, bld::tensor_view<const std::int32_t, 2> bytes) {
-    return bld::cuda::byte_cross_entropy<float, std::int32_t>(logits, bytes, {}, {}, {}, {}, nullptr).get().value;
+    return bld::cuda::byte_cross_entropy(logits, bytes, bld::no_tensor).get().value;
 }
 
 int main(int argc, char**) {

@@ -15,7 +15,8 @@ double bld_two_tu_cuda_b(const bld::cuda::device_trie& dt, bld::tensor_view<cons
     const std::int64_t ids[1] = {0};
     auto dist = bld::cuda::canonical_path<float>(dt, rows, ids, std::nullopt, nullptr);
     const std::int32_t* bytes = nullptr;
-    auto loss = bld::cuda::byte_cross_entropy<float, std::int32_t>(
-        {}, bld::tensor_view<const std::int32_t, 2>(bytes, {0, 0}), {}, {}, {}, {}, nullptr);
+    const bld::tensor_view<const float, 3> none({}, {0, 1, 260}, bld::device_kind::cuda);
+    auto loss = bld::cuda::byte_cross_entropy(none, bld::tensor_view<const std::int32_t, 2>(bytes, {0, 1}, bld::device_kind::cuda),
+                                              bld::no_tensor);
     return loss.get().value + static_cast<double>(dist.positions());
 }

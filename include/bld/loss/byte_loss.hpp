@@ -55,6 +55,7 @@
 //   every slot with a bad input (whose error the reference names), takes the reference.
 #pragma once
 
+#include "bld/backends/device_loss.hpp"
 #include "bld/backends/slot_kernel.hpp"
 #include "bld/core/alphabet.hpp"
 #include "bld/core/error.hpp"
@@ -405,6 +406,10 @@ byte_loss_result byte_loss_entry(std::string_view op, const Logits& logits, cons
                                  const math::slot_params& prm, loss_reduction reduction, Grad&& grad,
                                  PerSlot&& per_slot) {
     const auto tk = bld::byte_head_shape(logits, op);
+    if (detail::on_device(logits)) {  // CUDA tensors: the registered backend (bld/backends/device_loss.hpp)
+        const auto d = detail::device_loss_entry(op, tk, logits, targets, true_bytes, mask, prm, reduction, grad, per_slot);
+        return {d.value, d.active_slots, d.active_tokens};
+    }
     const std::array<std::int64_t, 3> tka{tk[0], tk[1], static_cast<std::int64_t>(alphabet_size)};
     const std::uint8_t* m = detail::mask_pointer(op, mask, tk);
     true_bytes_ref y;
@@ -438,8 +443,10 @@ byte_loss_result targets_entry(std::string_view op, const Logits& logits, const 
                           "expected [" + std::to_string(targets.tokens) + ", " + std::to_string(targets.heads) +
                               ", 260] to match the targets' slots, got " + detail::describe_tensor(logits) +
                               " (flatten [batch, positions, K, 260] logits to [batch * positions, K, 260])");
-    if (targets.mask.device() != device_kind::cpu)
-        throw shape_error(std::string(op), "argument `targets`", "targets in CUDA memory need the CUDA backend");
+    if (detail::on_device(logits) || targets.mask.device() != device_kind::cpu) {  // bld/backends/device_loss.hpp
+        const auto d = detail::device_targets_entry(op, tk, logits, targets, prm, reduction, grad, per_slot);
+        return {d.value, d.active_slots, d.active_tokens};
+    }
     const std::array<std::int64_t, 3> tka{tk[0], tk[1], static_cast<std::int64_t>(alphabet_size)};
     const target_rows rows{targets.layout == target_layout::compact, targets.slots.data(), targets.rows()};
     const true_bytes_ref y{targets.true_bytes.data(), false};
@@ -460,7 +467,9 @@ byte_loss_result targets_entry(std::string_view op, const Logits& logits, const 
 /// @pre  logits [T, K, 260] float32/float64 with 1 ≤ K ≤ 260; targets [T, K, 260]
 ///       float32/float64 (probabilities); mask [T, K] uint8/bool or `no_tensor` (all active);
 ///       grad [T, K, 260] with the logits' dtype, or `no_tensor`; per_slot [T, K] with the
-///       logits' dtype, or `no_tensor`. All on the CPU, dense row-major.
+///       logits' dtype, or `no_tensor`. All on the CPU, or all on one CUDA device (bld's
+///       CUDA kernels, registered by <bld/cuda.cuh> in a linked nvcc translation unit:
+///       bld/backends/device_loss.hpp), dense row-major.
 /// @returns the reduced value (see the file comment); writes ∂value/∂logits into `grad`
 ///          (zeros at inactive slots; `grad` may alias `logits`) and the unreduced per-slot
 ///          values into `per_slot` (zeros at inactive slots).

@@ -75,41 +75,66 @@ public:
     /// The host plan (requests, positions) the kernels ran.
     [[nodiscard]] const canonical_plan& plan() const noexcept { return plan_; }
 
-    /// Synchronises the stream and throws what canonical_path would have thrown (first error in
-    /// the CPU's order): value_error for bad logits, a zero-probability prefix or a position
-    /// without mass; cuda_error for a failed kernel.
-    void check() const {
+    /// Host copies of a result's statuses (and distributions): download() queues the copies,
+    /// raise_first_error() reads them once the stream has reached them.
+    struct host_copy {
+        std::vector<std::int32_t> rows, positions;
+        byte_distributions out;
+    };
+
+    /// Queues the copies of the statuses — and, with `distributions`, of the probabilities and
+    /// dropped masses — into `h` on the result's stream. Copies into pageable memory: each
+    /// returns once its data has arrived, so the first waits for the kernels before it.
+    void download(host_copy& h, bool distributions) const {
+        h.rows.resize(rows_.rows);
+        h.positions.resize(pos_status_.size());
+        check_copy(h.rows.data(), rows_.status.data(), h.rows.size() * sizeof(std::int32_t));
+        check_copy(h.positions.data(), pos_status_.data(), h.positions.size() * sizeof(std::int32_t));
+        if (!distributions) return;
+        h.out.resize(positions());
+        check_copy(h.out.probs.data(), probs_.data(), h.out.probs.size() * sizeof(double));
+        check_copy(h.out.dropped.data(), dropped_.data(), h.out.dropped.size() * sizeof(double));
+    }
+
+    /// After download() and a synchronisation of the stream: throws what canonical_path would
+    /// have thrown (first error in the CPU's order): value_error for bad logits, a
+    /// zero-probability prefix or a position without mass.
+    void raise_first_error(const host_copy& h) const {
         constexpr const char* op = "canonical-path projection";
-        std::vector<std::int32_t> rs(rows_.rows), ps(pos_status_.size());
-        check_copy(rs.data(), rows_.status.data(), rs.size() * sizeof(std::int32_t));
-        check_copy(ps.data(), pos_status_.data(), ps.size() * sizeof(std::int32_t));
-        bld::cuda::check(cudaStreamSynchronize(stream_), "bld::cuda::canonical_path", "cudaStreamSynchronize");
         const auto bad_row = [&](std::size_t r) {
-            if (rs[r] != row_ok) throw_row(r);
+            if (h.rows[r] != row_ok) throw_row(r);
         };
         bad_row(0);
-        for (std::size_t i = 0; i < ps.size(); ++i) {
+        for (std::size_t i = 0; i < h.positions.size(); ++i) {
             const auto& p = plan_.positions[i];
-            if (ps[i] == static_cast<std::int32_t>(math::position_status::zero_prefix)) {
+            if (h.positions[i] == static_cast<std::int32_t>(math::position_status::zero_prefix)) {
                 const std::uint32_t j = plan_.request_token[p.request];
                 throw value_error(op, "token position " + std::to_string(j) + " (id " + std::to_string(ids_[j]) + ", row " +
                                           std::to_string(j) + ")",
                                   "the teacher row gives this token's prefix probability 0");
             }
             if (p.kind == math::position_kind::boundary) bad_row(p.next_row);
-            if (ps[i] == static_cast<std::int32_t>(math::position_status::no_mass)) bld::detail::throw_no_mass(op, i);
+            if (h.positions[i] == static_cast<std::int32_t>(math::position_status::no_mass)) bld::detail::throw_no_mass(op, i);
         }
     }
 
-    /// check(), then copies the distributions to the host.
-    [[nodiscard]] byte_distributions to_host() const {
-        check();
-        byte_distributions out;
-        out.resize(positions());
-        check_copy(out.probs.data(), probs_.data(), out.probs.size() * sizeof(double));
-        check_copy(out.dropped.data(), dropped_.data(), out.dropped.size() * sizeof(double));
+    /// Synchronises the stream and throws what canonical_path would have thrown (first error in
+    /// the CPU's order): value_error for bad logits, a zero-probability prefix or a position
+    /// without mass; cuda_error for a failed kernel.
+    void check() const {
+        host_copy h;
+        download(h, false);
         bld::cuda::check(cudaStreamSynchronize(stream_), "bld::cuda::canonical_path", "cudaStreamSynchronize");
-        return out;
+        raise_first_error(h);
+    }
+
+    /// check(), then the distributions on the host.
+    [[nodiscard]] byte_distributions to_host() const {
+        host_copy h;
+        download(h, true);
+        bld::cuda::check(cudaStreamSynchronize(stream_), "bld::cuda::canonical_path", "cudaStreamSynchronize");
+        raise_first_error(h);
+        return std::move(h.out);
     }
 
 private:
@@ -137,20 +162,22 @@ private:
     device_buffer<std::int32_t> pos_status_;
     const void* logits_ = nullptr;
     std::int64_t row_stride_ = 0;
+    std::span<const std::uint32_t> column_ids_;  // trie-ordered rows: the id of each column
     void (*throw_row_fn_)(const device_byte_distributions&, std::size_t) = nullptr;
 
     template <class T>
     static void throw_row_typed(const device_byte_distributions& self, std::size_t r) {
         const tensor_view<const T, 2> one(static_cast<const T*>(self.logits_) + static_cast<std::int64_t>(r) * self.row_stride_,
                                           {1, self.row_stride_}, device_kind::cuda);
-        throw_if_bad_rows<T>(self.rows_.status.data() + r, one, self.stream_, r);
+        throw_if_bad_rows<T>(self.rows_.status.data() + r, one, self.stream_, r, self.column_ids_);
     }
 };
 
 /// The canonical path of a text on the GPU (canonical_path's math, float32 or bf16 rows).
 ///
 /// @pre rows: a cuda view [≥ m, N ≥ V], row j = the teacher's distribution of token j given the
-///      tokens before it (token-id column order); ids: the text's m token ids (host memory);
+///      tokens before it, columns in `dt`'s column order (token ids, or the trie order with V =
+///      its text + special ids); ids: the text's m token ids (host memory);
 ///      text: if given, must equal the ids' bytes. The trie of `dt` and `stream` outlive the result.
 /// @returns the distributions in device memory; nothing is synchronised (call check() or
 ///          to_host() to see errors).
@@ -162,17 +189,19 @@ template <logit_type T>
                                                        std::span<const std::int64_t> ids,
                                                        std::optional<std::string_view> text, cudaStream_t stream) {
     constexpr const char* op = "canonical-path projection";
+    detail::require_cuda_view(rows, op, "rows");
+    detail::check_row_width(dt, rows.extent(1), op);  // the CPU's fast path checks the width first
     device_byte_distributions out;
     out.plan_ = canonical_plan::build(dt.host(), ids, text);
     const auto m = static_cast<std::size_t>(out.plan_.tokens);
     if (static_cast<std::size_t>(rows.extent(0)) < m)
         throw shape_error(op, "rows", "one teacher row per token is needed: " + std::to_string(m) + " tokens, " +
                                           std::to_string(rows.extent(0)) + " rows");
-    detail::check_rows_view(dt, rows, "bld::cuda::canonical_path");
     out.ids_.assign(ids.begin(), ids.end());
     out.stream_ = stream;
     out.logits_ = rows.data();
     out.row_stride_ = rows.extent(1);
+    out.column_ids_ = dt.column_ids();
     out.throw_row_fn_ = &device_byte_distributions::template throw_row_typed<T>;
 
     const tensor_view<const T, 2> used(rows.data(), {static_cast<std::int64_t>(m), rows.extent(1)}, device_kind::cuda,

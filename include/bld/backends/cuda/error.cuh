@@ -106,9 +106,10 @@ private:
 namespace detail {
 
 /// Throws shape_error unless `p` (non-null) is memory the device can address: device or
-/// managed memory. Host pointers (pageable or pinned) are refused: they would be legal for a
-/// few kernels on some systems, but slow and not what a caller means.
-inline void require_device_pointer(const void* p, std::string_view op, std::string_view argument) {
+/// managed memory (of CUDA device `device`, when it is ≥ 0). Host pointers (pageable or pinned)
+/// are refused: they would be legal for a few kernels on some systems, but slow and not what a
+/// caller means.
+inline void require_device_pointer(const void* p, std::string_view op, std::string_view argument, int device = -1) {
     if (p == nullptr) return;
     cudaPointerAttributes attr{};
     const cudaError_t rc = cudaPointerGetAttributes(&attr, p);
@@ -119,6 +120,11 @@ inline void require_device_pointer(const void* p, std::string_view op, std::stri
     if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged) {
         throw shape_error(std::string(op), "argument `" + std::string(argument) + "`",
                           "expected device memory (a view with device cuda), got a host pointer");
+    }
+    if (device >= 0 && attr.type == cudaMemoryTypeDevice && attr.device != device) {
+        throw shape_error(std::string(op), "argument `" + std::string(argument) + "`",
+                          "the view says cuda:" + std::to_string(device) + ", but its memory is on cuda:" +
+                              std::to_string(attr.device));
     }
 }
 

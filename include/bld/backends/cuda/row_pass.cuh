@@ -51,38 +51,70 @@ inline constexpr std::int32_t row_ok = -1;
 inline constexpr std::int32_t row_no_finite_logit = -2;
 
 
+/// How the columns of the rows a device_trie serves are ordered.
+enum class column_order : std::uint8_t {
+    ids,   ///< column c = token id c (the first V = vocabulary size columns count)
+    trie,  ///< column k = id of the trie order: byte_trie::order() (the text tokens in sorted byte
+           ///< order), then the special tokens by id — row_plan::permutation() of the CPU path
+};
+
 /// A byte trie in device memory: nodes, sorted order and the row-pass plan (row_pass_plan of
-/// root_bins(trie)). Keeps a pointer to the host trie, which plans the canonical path.
+/// root_bins(trie), permuted for trie-ordered columns). Keeps a pointer to the host trie, which
+/// plans the canonical path.
 /// @pre the host trie outlives this object; the stream outlives it too (buffers are freed on it).
 class device_trie {
 public:
     /// Keeps a pointer to the host trie: a temporary one would dangle.
-    device_trie(const byte_trie&& trie, cudaStream_t stream) = delete;
-    device_trie(const byte_trie& trie, cudaStream_t stream) : trie_(&trie) {
+    device_trie(const byte_trie&& trie, cudaStream_t stream, column_order columns = column_order::ids) = delete;
+    device_trie(const byte_trie& trie, cudaStream_t stream, column_order columns = column_order::ids)
+        : trie_(&trie), columns_(columns) {
         constexpr const char* op = "bld::cuda::device_trie";
         const auto nodes = trie.nodes();
         const auto order = trie.order();
-        const auto plan = detail::row_pass_plan::build(root_bins(trie));
+        const auto bins = root_bins(trie);
         nodes_ = device_buffer<trie_node>(nodes.size(), stream, op);
         nodes_.upload(nodes.data(), nodes.size(), op);
         order_ = device_buffer<std::uint32_t>(order.size(), stream, op);
-        order_.upload(order.data(), order.size(), op);
+        detail::row_pass_plan plan;
+        if (columns == column_order::ids) {
+            order_.upload(order.data(), order.size(), op);
+            plan = detail::row_pass_plan::build(bins);
+        } else {
+            // Column k holds id column_ids_[k]; sorted position k is column k, so the node sums
+            // gather through the identity.
+            column_ids_.assign(order.begin(), order.end());
+            for (std::size_t i = 0; i < bins.size(); ++i)
+                if (bins[i] == stop_symbol) column_ids_.push_back(static_cast<std::uint32_t>(i));
+            std::vector<std::uint16_t> permuted(column_ids_.size());
+            for (std::size_t k = 0; k < permuted.size(); ++k) permuted[k] = bins[column_ids_[k]];
+            std::vector<std::uint32_t> identity(order.size());
+            for (std::size_t k = 0; k < identity.size(); ++k) identity[k] = static_cast<std::uint32_t>(k);
+            order_.upload(identity.data(), identity.size(), op);
+            plan = detail::row_pass_plan::build(permuted);
+        }
         plan_ = device_buffer<std::uint32_t>(plan.entries.size(), stream, op);
         plan_.upload(plan.entries.data(), plan.entries.size(), op);
         vocab_size_ = plan.columns;
         chunks_ = plan.chunks;
+        // Pageable uploads return once staged; the plan's host memory may go.
     }
 
     [[nodiscard]] const byte_trie& host() const noexcept { return *trie_; }
     [[nodiscard]] const trie_node* nodes() const noexcept { return nodes_.data(); }
+    /// Sorted position → column (the trie's order for id-ordered rows, the identity for trie order).
     [[nodiscard]] const std::uint32_t* order() const noexcept { return order_.data(); }
     [[nodiscard]] const std::uint32_t* plan_entries() const noexcept { return plan_.data(); }
-    /// V: ids of the vocabulary (the columns a row must have).
+    /// The columns a row must have: the vocabulary's ids, or the trie order's text + special ids.
     [[nodiscard]] std::uint32_t vocab_size() const noexcept { return vocab_size_; }
     [[nodiscard]] std::uint32_t chunks() const noexcept { return chunks_; }
+    [[nodiscard]] column_order columns() const noexcept { return columns_; }
+    /// Trie order: the id of every column (host memory); empty for id order.
+    [[nodiscard]] std::span<const std::uint32_t> column_ids() const noexcept { return column_ids_; }
 
 private:
     const byte_trie* trie_;
+    column_order columns_ = column_order::ids;
+    std::vector<std::uint32_t> column_ids_;
     device_buffer<trie_node> nodes_;
     device_buffer<std::uint32_t> order_;
     device_buffer<std::uint32_t> plan_;
@@ -376,14 +408,21 @@ node_sums_kernel(const T* __restrict__ rows, std::int64_t stride, const trie_nod
     }
 }
 
+/// The CPU's check of a row's width (the fast path's message, for either column order).
+inline void check_row_width(const device_trie& dt, std::int64_t columns, const char* op) {
+    if (columns < static_cast<std::int64_t>(dt.vocab_size()))
+        throw shape_error(op, "row 0",
+                          "the row has " + std::to_string(columns) + " logits, fewer than the " +
+                              std::to_string(dt.vocab_size()) +
+                              (dt.columns() == column_order::ids ? " ids of the vocabulary ("
+                                                                 : " columns of the trie order (text + special ids) (") +
+                              dt.host().vocab().source() + ")");
+}
+
 template <class T>
 void check_rows_view(const device_trie& dt, const tensor_view<const T, 2>& rows, const char* op) {
     require_cuda_view(rows, op, "rows");
-    if (rows.extent(0) > 0 && rows.extent(1) < static_cast<std::int64_t>(dt.vocab_size()))
-        throw shape_error(op, "row 0",
-                          "the row has " + std::to_string(rows.extent(1)) + " logits, fewer than the " +
-                              std::to_string(dt.vocab_size()) + " ids of the vocabulary (" +
-                              dt.host().vocab().source() + ")");
+    if (rows.extent(0) > 0) check_row_width(dt, rows.extent(1), op);
 }
 
 }  // namespace detail
@@ -444,12 +483,14 @@ void node_sums(const device_trie& dt, tensor_view<const T, 2> rows, const node_r
 }
 
 /// Synchronises `stream`, and throws the error summarize_row would have thrown for the first
-/// bad row among the R statuses (device array), naming row `first_row + r`.
+/// bad row among the R statuses (device array), naming row `first_row + r` — and, for
+/// trie-ordered rows (`column_ids`: device_trie::column_ids()), the id of the bad column, as the
+/// CPU's trie-ordered path does.
 /// @throws value_error (NaN / +inf logit with its row and column; no finite logit), cuda_error.
 template <logit_type T>
     requires row_kernel_reads<T>
 void throw_if_bad_rows(const std::int32_t* status, tensor_view<const T, 2> rows, cudaStream_t stream,
-                       std::size_t first_row = 0) {
+                       std::size_t first_row = 0, std::span<const std::uint32_t> column_ids = {}) {
     constexpr const char* op = "bld::cuda::throw_if_bad_rows";
     const auto R = static_cast<std::size_t>(rows.extent(0));
     if (R == 0) return;
@@ -466,8 +507,9 @@ void throw_if_bad_rows(const std::int32_t* status, tensor_view<const T, 2> rows,
         check(cudaMemcpy(&raw, rows.data() + static_cast<std::int64_t>(r) * rows.extent(1) + st[r], sizeof(T),
                          cudaMemcpyDeviceToHost),
               op, "cudaMemcpy of the bad logit");
-        bld::detail::bad_logit(first_row + r, static_cast<std::size_t>(st[r]), static_cast<double>(static_cast<float>(raw)),
-                               "teacher row pass");
+        const auto column = static_cast<std::size_t>(st[r]);
+        bld::detail::bad_logit(first_row + r, column_ids.empty() ? column : column_ids[column],
+                               static_cast<double>(static_cast<float>(raw)), "teacher row pass");
     }
 }
 
