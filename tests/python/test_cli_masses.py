@@ -97,5 +97,38 @@ class MassesAgainstNumpy(unittest.TestCase):
         self.check("llama3", [b"", b" t", b" the", b"\xe4\xb8", b"\n"])
 
 
+class ProjectFastAgainstReference(unittest.TestCase):
+    """`bld-cli project --logits` runs the fast row pass; `--reference` the fp64 scalar reference.
+    On a real text (its reference encoding) with random rows they agree within the fast path's
+    documented tolerance: relative 1e-5 on every conditional at a node of mass >= 1e-12, so on
+    every probability up to 1e-5 of it plus the float64 floor; each row is a distribution."""
+
+    def test_llama3_text(self):
+        path = os.path.join(DATA, "tokenizers", "llama3", "tokenizer.json")
+        with open(os.path.join(DATA, "ref", "llama3.encode.tsv"), encoding="ascii") as f:
+            recs = [line.rstrip("\n").split("\t") for line in f]
+        corpus, text_hex, ids = next(r for r in recs if 12 <= len(r[2].split()) <= 30)
+        ids = np.array([int(i) for i in ids.split()], dtype=np.int64)
+        V = len(vocab_bytes(path))
+        rng = np.random.default_rng(7)
+        logits = (rng.standard_normal((len(ids), V + 5)) * 3.0).astype(np.float32)  # padded columns
+        with tempfile.TemporaryDirectory() as d:
+            x, i = os.path.join(d, "x.npy"), os.path.join(d, "ids.npy")
+            np.save(x, logits)
+            np.save(i, ids)
+            out = {}
+            for mode, extra in (("fast", []), ("reference", ["--reference"])):
+                o, dr = os.path.join(d, mode + ".npy"), os.path.join(d, mode + ".dropped.npy")
+                subprocess.run([CLI, "project", "--tokenizer", path, "--logits", x, "--ids", i, "--text-hex", text_hex,
+                                "--out", o, "--dropped", dr, *extra], check=True, capture_output=True, text=True)
+                out[mode] = (np.load(o), np.load(dr))
+        fast, ref = out["fast"][0], out["reference"][0]
+        self.assertEqual(fast.shape, (len(bytes.fromhex(text_hex)), 260))
+        self.assertEqual(fast.shape, ref.shape)
+        self.assertLess(np.abs(fast.sum(axis=1) - 1).max(), 1e-9)
+        self.assertTrue(np.all(np.abs(fast - ref) <= 1e-5 * ref + 1e-300), np.abs(fast - ref).max())
+        self.assertTrue(np.all(np.abs(out["fast"][1] - out["reference"][1]) <= 1e-5 * out["reference"][1] + 1e-12))
+
+
 if __name__ == "__main__":
     unittest.main()
