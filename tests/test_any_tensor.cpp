@@ -76,3 +76,18 @@ TEST_CASE("any tensor type: mutable views and Eigen matrices project like const 
     CHECK_THROWS_WITH_AS((void)bld::canonical_path(plan, col, ids), doctest::Contains("`rows`"), bld::shape_error);
 #endif
 }
+
+namespace {
+template <class L, class P, class Y, class M>
+concept bld_loss_takes = requires(const L& l, const P& p, const Y& y, const M& m) { bld::bld_loss(l, p, y, m); };
+using f3 = bld::tensor_view<const float, 3>;
+using u2 = bld::tensor_view<const std::uint8_t, 2>;
+using i2 = bld::tensor_view<const std::int64_t, 2>;
+static_assert(bld_loss_takes<f3, f3, i2, u2>);
+static_assert(bld_loss_takes<f3, bld::tensor_view<double, 3>, bld::tensor_view<std::int32_t, 2>, bld::no_tensor_t>);
+static_assert(!bld_loss_takes<bld::tensor_view<const float, 2>, f3, i2, u2>);  // logits of rank 2
+static_assert(!bld_loss_takes<f3, bld::tensor_view<const bld::bf16, 3>, i2, u2>); // bf16 dense targets
+static_assert(!bld_loss_takes<f3, f3, bld::tensor_view<const float, 2>, u2>);  // float true bytes
+static_assert(!bld_loss_takes<f3, f3, i2, bld::tensor_view<const float, 2>>);  // float mask
+static_assert(!bld_loss_takes<f3, f3, i2, std::vector<std::uint8_t>>);          // rank-1 mask
+} // namespace

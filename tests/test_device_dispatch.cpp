@@ -13,6 +13,8 @@
 
 #include <doctest/doctest.h>
 
+#include "dynamic_tensor.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -140,10 +142,10 @@ TEST_CASE("device dispatch: dtype and extent errors on the device are the CPU pa
     const registered r(&recording_runner);
     std::vector<std::int32_t> wrong(T * K);
     const tensor_view<const std::int32_t, 2> int_mask(wrong.data(), {T, K}, device_kind::cuda);
-    CHECK(contains(message_of<bld::shape_error>([&] { (void)bld::bld_loss(f.logits(), f.targets(), f.bytes(), int_mask); }),
+    CHECK(contains(message_of<bld::shape_error>([&] { (void)bld::bld_loss(f.logits(), f.targets(), f.bytes(), bld_test::erase(int_mask)); }),
                    "argument `mask`: expected a uint8 or bool [T, K] mask, got int32 [3, 2] on cuda"));
     const tensor_view<const float, 2> float_bytes(f.p.data(), {T, K}, device_kind::cuda);
-    CHECK(contains(message_of<bld::shape_error>([&] { (void)bld::bld_loss(f.logits(), f.targets(), float_bytes, f.mask()); }),
+    CHECK(contains(message_of<bld::shape_error>([&] { (void)bld::bld_loss(f.logits(), f.targets(), bld_test::erase(float_bytes), f.mask()); }),
                    "expected int32 or int64 [T, K] bytes"));
     const tensor_view<const float, 3> short_targets(f.p.data(), {T, K - 1, A}, device_kind::cuda);
     CHECK(contains(message_of<bld::shape_error>([&] { (void)bld::byte_loss(f.logits(), short_targets, f.mask()); }),

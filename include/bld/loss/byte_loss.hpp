@@ -142,6 +142,25 @@ inline constexpr no_tensor_t no_tensor{};
 template <class T>
 concept optional_tensor = std::same_as<std::remove_cvref_t<T>, no_tensor_t> || tensor_source<T>;
 
+// What the losses' arguments may be, as far as their types say (bld/core/tensor.hpp): a
+// tensor_view of the wrong rank or element type does not compile; a torch::Tensor is checked
+// when the call runs.
+
+/// Byte-head logits or dense targets [T, K, 260]: float or double.
+template <class T>
+concept loss_values = rank_may_be<T, 3> && element_may_be<T, float, double>;
+/// True bytes [T, K]: int32 or int64.
+template <class T>
+concept loss_bytes = rank_may_be<T, 2> && element_may_be<T, std::int32_t, std::int64_t>;
+/// The slot mask [T, K] (uint8 or bool), or `no_tensor`.
+template <class T>
+concept loss_mask = std::same_as<std::remove_cvref_t<T>, no_tensor_t> ||
+                    (rank_may_be<T, 2> && element_may_be<T, std::uint8_t, bool>);
+/// An output of rank R (float or double), or `no_tensor`.
+template <class T, std::size_t R>
+concept loss_output = std::same_as<std::remove_cvref_t<T>, no_tensor_t> ||
+                      (rank_may_be<T, R> && element_may_be<T, float, double>);
+
 /// The [T, K] of byte-head logits, checked: rank 3, last dimension 260, 1 ≤ K ≤ 260 (use it
 /// to size outputs before a loss call).
 /// @throws shape_error otherwise, naming `op` and the argument `logits`.
@@ -478,8 +497,8 @@ byte_loss_result targets_entry(std::string_view op, const Logits& logits, const 
 ///         or non-finite teacher probability at an active slot, and for bad options. Outputs
 ///         are unspecified after a throw.
 inline constexpr struct byte_loss_fn {
-    template <tensor_source Logits, tensor_source Targets, optional_tensor Mask,
-              optional_tensor Grad = const no_tensor_t&, optional_tensor PerSlot = const no_tensor_t&>
+    template <loss_values Logits, loss_values Targets, loss_mask Mask, loss_output<3> Grad = const no_tensor_t&,
+              loss_output<2> PerSlot = const no_tensor_t&>
     byte_loss_result operator()(const Logits& logits, const Targets& targets, const Mask& mask,
                                 const byte_loss_options& options = {}, Grad&& grad = no_tensor,
                                 PerSlot&& per_slot = no_tensor) const {
@@ -493,8 +512,8 @@ inline constexpr struct byte_loss_fn {
     }
     /// The same on slot targets (dense or compact; float, bf16 or double values): the mask is
     /// the targets' own.
-    template <tensor_source Logits, target_type P, optional_tensor Grad = const no_tensor_t&,
-              optional_tensor PerSlot = const no_tensor_t&>
+    template <loss_values Logits, target_type P, loss_output<3> Grad = const no_tensor_t&,
+              loss_output<2> PerSlot = const no_tensor_t&>
     byte_loss_result operator()(const Logits& logits, const slot_targets_view<P>& targets,
                                 const byte_loss_options& options = {}, Grad&& grad = no_tensor,
                                 PerSlot&& per_slot = no_tensor) const {
@@ -514,8 +533,8 @@ inline constexpr struct byte_loss_fn {
 /// @returns and writes as `byte_loss`.
 /// @throws as `byte_loss`, and value_error naming the slot for a true byte outside 0..259.
 inline constexpr struct byte_cross_entropy_fn {
-    template <tensor_source Logits, tensor_source TrueBytes, optional_tensor Mask,
-              optional_tensor Grad = const no_tensor_t&, optional_tensor PerSlot = const no_tensor_t&>
+    template <loss_values Logits, loss_bytes TrueBytes, loss_mask Mask, loss_output<3> Grad = const no_tensor_t&,
+              loss_output<2> PerSlot = const no_tensor_t&>
     byte_loss_result operator()(const Logits& logits, const TrueBytes& true_bytes, const Mask& mask,
                                 const byte_cross_entropy_options& options = {},
                                 Grad&& grad = no_tensor, PerSlot&& per_slot = no_tensor) const {
@@ -534,9 +553,8 @@ inline constexpr struct byte_cross_entropy_fn {
 /// @returns and writes as `byte_loss`.
 /// @throws as `byte_loss` and `byte_cross_entropy`; value_error for a negative or non-finite λ.
 inline constexpr struct bld_loss_fn {
-    template <tensor_source Logits, tensor_source Targets, tensor_source TrueBytes,
-              optional_tensor Mask, optional_tensor Grad = const no_tensor_t&,
-              optional_tensor PerSlot = const no_tensor_t&>
+    template <loss_values Logits, loss_values Targets, loss_bytes TrueBytes, loss_mask Mask,
+              loss_output<3> Grad = const no_tensor_t&, loss_output<2> PerSlot = const no_tensor_t&>
     byte_loss_result operator()(const Logits& logits, const Targets& targets,
                                 const TrueBytes& true_bytes, const Mask& mask,
                                 const bld_loss_options& options = {}, Grad&& grad = no_tensor,
@@ -557,8 +575,8 @@ inline constexpr struct bld_loss_fn {
     ///   bld::bld_loss(logits, t.view<float>(), {}, grad);
     /// @throws as above; shape_error when the logits' [T, K] is not the targets', or compact rows
     ///         do not list the active slots in order.
-    template <tensor_source Logits, target_type P, optional_tensor Grad = const no_tensor_t&,
-              optional_tensor PerSlot = const no_tensor_t&>
+    template <loss_values Logits, target_type P, loss_output<3> Grad = const no_tensor_t&,
+              loss_output<2> PerSlot = const no_tensor_t&>
     byte_loss_result operator()(const Logits& logits, const slot_targets_view<P>& targets,
                                 const bld_loss_options& options = {}, Grad&& grad = no_tensor,
                                 PerSlot&& per_slot = no_tensor) const {
