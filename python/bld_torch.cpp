@@ -1,6 +1,7 @@
 // python/bld_torch.cpp — the C++ side of the `bld_torch` Python module.
 //
-// Built by python/build_bld_torch.py with torch.utils.cpp_extension (Debian's python3-torch).
+// Built with torch.utils.cpp_extension (Debian's python3-torch) by python/setup.py (`pip install
+// --no-build-isolation ./python`) or, for development, python/build_bld_torch.py.
 // The Python package (python/bld_torch/__init__.py) wraps `loss` in a torch.autograd.Function;
 // this file only converts tensors through bld's libtorch adapter, calls bld's loss function
 // objects (CUDA tensors: bld::cuda's, through bld_torch_cuda.cu, when built with CUDA) and maps
@@ -21,15 +22,14 @@
 #include <bld/loss/byte_loss.hpp>
 #include <bld/torch/loss.hpp>
 
+#include <algorithm>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <tuple>
 
 #ifdef BLD_TORCH_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
-#include "bld_torch_cuda.hpp"
+#include "bld_torch_cuda.hpp"  // bld_torch_cuda.cu registers bld's CUDA backend: CUDA tensors take the one loss path
 #endif
 
 namespace {
@@ -57,73 +57,6 @@ void require_dtype(const torch::Tensor& t, const char* name, std::initializer_li
                       std::string("expected ") + expected + ", got " + torch_dtype_name(t));
 }
 
-#ifdef BLD_TORCH_WITH_CUDA
-/// The loss on CUDA tensors (all on the logits' device, dense): bld::cuda's kernels on torch's
-/// current stream of that device; the value is read back (one synchronisation, as .item()).
-std::tuple<torch::Tensor, torch::Tensor>
-loss_cuda(const torch::Tensor& logits, const std::optional<torch::Tensor>& targets,
-          const std::optional<torch::Tensor>& true_bytes, const std::optional<torch::Tensor>& mask,
-          const std::string& mode, const std::string& kind, double temperature, const std::string& reduction_name,
-          double lambda_byte, double lambda_kl, double target_floor, bool need_grad) {
-    const auto same_device = [&](const std::optional<torch::Tensor>& t, const char* name) {
-        if (!t) return;
-        if (t->device() != logits.device())
-            throw bld::shape_error("bld_torch", std::string("argument `") + name + "`",
-                                   "on " + t->device().str() + ", but head_logits is on " + logits.device().str() +
-                                       " (one device per call)");
-        if (!t->is_contiguous())
-            throw bld::shape_error("bld_torch", std::string("argument `") + name + "`", "not contiguous");
-    };
-    same_device(logits, "head_logits");
-    same_device(targets, "teacher_targets");
-    same_device(true_bytes, "true_bytes");
-    same_device(mask, "mask");
-    bld_torch_cuda::loss_call c;
-    c.mode = mode == "ce" ? bld_torch_cuda::loss_mode::ce
-           : mode == "bld" ? bld_torch_cuda::loss_mode::bld
-                           : bld_torch_cuda::loss_mode::divergence;
-    if (mode != "ce" && mode != "bld" && mode != "divergence")
-        throw bld::value_error("bld_torch", "mode", "unknown mode " + mode);
-    c.kind = mode == "ce" ? bld::divergence::forward_kl : bld::parse_divergence(kind);
-    c.reduction = bld::parse_reduction(reduction_name);
-    c.temperature = temperature;
-    c.lambda_byte = lambda_byte;
-    c.lambda_kl = lambda_kl;
-    c.target_floor = target_floor;
-    const auto tk = bld::byte_head_shape(logits, "bld_torch");
-    c.T = tk[0];
-    c.K = tk[1];
-    c.logits_f64 = logits.scalar_type() == torch::kFloat64;
-    c.logits = logits.data_ptr();
-    if (c.mode != bld_torch_cuda::loss_mode::ce) {
-        if (!targets) throw bld::value_error("bld_torch", "teacher_targets", "required for kind \"" + kind + "\"");
-        c.targets_f64 = targets->scalar_type() == torch::kFloat64;
-        c.targets = targets->data_ptr();
-    }
-    if (c.mode != bld_torch_cuda::loss_mode::divergence) {
-        if (!true_bytes) throw bld::value_error("bld_torch", mode == "ce" ? "kind=\"ce\"" : "bld_loss", "needs true_bytes");
-        c.true_bytes_i64 = true_bytes->scalar_type() == torch::kInt64;
-        c.true_bytes = true_bytes->data_ptr();
-    }
-    if (mask) c.mask = static_cast<const std::uint8_t*>(mask->data_ptr()); // bool: one byte, 0 or 1
-    const auto opts = logits.options();
-    torch::Tensor grad = need_grad ? torch::empty({c.T, c.K, static_cast<std::int64_t>(bld::alphabet_size)}, opts) : torch::Tensor();
-    torch::Tensor per_slot = c.reduction == bld::loss_reduction::none ? torch::empty({c.T, c.K}, opts) : torch::Tensor();
-    c.grad = grad.defined() ? grad.data_ptr() : nullptr;
-    c.per_slot = per_slot.defined() ? per_slot.data_ptr() : nullptr;
-    const c10::cuda::CUDAGuard guard(logits.device());
-    c.device = logits.device().index();
-    c.stream = c10::cuda::getCurrentCUDAStream(logits.device().index()).stream();
-    bld::byte_loss_result r;
-    {
-        py::gil_scoped_release no_gil;
-        r = bld_torch_cuda::run_loss(c);
-    }
-    torch::Tensor value = per_slot.defined() ? per_slot : torch::full({}, r.value, opts);
-    return {value, grad};
-}
-#endif
-
 /// The one entry point: returns (value, grad). value is a 0-dim tensor, or the per-slot
 /// values [T, K] for reduction "none"; grad is ∂value/∂logits [T, K, 260] (slot by slot for
 /// "none"), or an undefined tensor when need_grad is false. Both have the logits' dtype.
@@ -140,16 +73,13 @@ loss(const torch::Tensor& logits, const std::optional<torch::Tensor>& targets,
     if (targets) require_dtype(*targets, "teacher_targets", {torch::kFloat32, torch::kFloat64}, "float32 or float64");
     if (true_bytes) require_dtype(*true_bytes, "true_bytes", {torch::kInt32, torch::kInt64}, "int32 or int64");
     if (mask) require_dtype(*mask, "mask", {torch::kBool, torch::kUInt8}, "bool or uint8");
-    if (logits.is_cuda()) {
-#ifdef BLD_TORCH_WITH_CUDA
-        return loss_cuda(logits, targets, true_bytes, mask, mode, kind, temperature, reduction_name, lambda_byte,
-                         lambda_kl, target_floor, need_grad);
-#else
+#ifndef BLD_TORCH_WITH_CUDA
+    if (logits.is_cuda())
         throw bld::shape_error("bld_torch", "argument `head_logits`",
                                "a CUDA tensor, but this bld_torch was built without CUDA (build it with "
                                "python/build_bld_torch.py against a CUDA build of torch)");
 #endif
-    }
+    // CUDA tensors go the same way: bld::bld_loss & co. run bld's CUDA kernels on torch's stream.
 
     const bld::loss_reduction reduction = bld::parse_reduction(reduction_name);
     const bld::divergence div = mode == "ce" ? bld::divergence::forward_kl : bld::parse_divergence(kind);
@@ -192,6 +122,92 @@ loss(const torch::Tensor& logits, const std::optional<torch::Tensor>& targets,
 /// A loaded tokenizer: its vocabulary and sorted byte trie (shared, immutable).
 struct tokenizer {
     std::shared_ptr<const bld::byte_trie> trie;
+
+    [[nodiscard]] const bld::vocabulary& vocab() const { return trie->vocab(); }
+
+    /// The file format the loader read: "encoder.json + vocab.bpe", "tiktoken" or "tokenizer.json".
+    [[nodiscard]] std::string format() const {
+        const auto& v = vocab();
+        if (std::filesystem::path(v.source()).filename() == "encoder.json") return "encoder.json + vocab.bpe";
+        for (const auto& n : v.transformations().notes)
+            if (n.starts_with("tiktoken:")) return "tiktoken";
+        return "tokenizer.json";
+    }
+
+    /// `id` as an index into the vocabulary; IndexError naming the method, the id and the range.
+    [[nodiscard]] std::size_t checked_id(std::int64_t id, const char* method) const {
+        const auto n = vocab().size();
+        if (id < 0 || static_cast<std::uint64_t>(id) >= n)
+            throw py::index_error(std::string("bld_torch.Tokenizer.") + method + ": id " + std::to_string(id) +
+                                  " is outside the vocabulary's ids 0.." + std::to_string(n - 1) + " (" +
+                                  vocab().source() + ")");
+        return static_cast<std::size_t>(id);
+    }
+
+    /// The id of a special token by name; KeyError listing (some of) the known names.
+    [[nodiscard]] std::int64_t special_id(const std::string& name) const {
+        const auto id = vocab().find_special(name);
+        if (id >= 0) return id;
+        // Named tokens first, placeholders ("<|reserved_special_token_7|>", "<unused3>") after them.
+        std::vector<std::string_view> names;
+        for (const auto& s : vocab().specials()) names.push_back(s.first);
+        std::stable_partition(names.begin(), names.end(), [](std::string_view n) {
+            return n.find("reserved") == std::string_view::npos && n.find("unused") == std::string_view::npos;
+        });
+        std::string known;
+        constexpr std::size_t shown = 16;
+        for (std::size_t i = 0; i < names.size() && i < shown; ++i)
+            known += std::string(i ? ", " : "") + std::string(names[i]);
+        if (names.empty()) known = "none";
+        else if (names.size() > shown)
+            known += ", ... (" + std::to_string(names.size()) + " in all; see Tokenizer.special_ids)";
+        throw py::key_error("bld_torch.Tokenizer.special_id: no special token named " + bld::quote_token(name) + " in " +
+                            vocab().source() + "; its special tokens: " + known);
+    }
+
+    /// The lowest id whose text bytes equal `b`; KeyError when no text token spells them.
+    [[nodiscard]] std::int64_t id_of(const py::object& b) const {
+        if (!PyBytes_Check(b.ptr()) && !PyByteArray_Check(b.ptr()))
+            throw py::type_error(std::string("bld_torch.Tokenizer.id_of: expected bytes (a token's text bytes, e.g. "
+                                             "\"hello\".encode()), got ") + Py_TYPE(b.ptr())->tp_name);
+        const std::string s = PyBytes_Check(b.ptr()) ? std::string(py::bytes(b))
+                                                     : std::string(PyByteArray_AsString(b.ptr()),
+                                                                   static_cast<std::size_t>(PyByteArray_Size(b.ptr())));
+        const auto n = trie->find(s);
+        if (n == bld::byte_trie::npos || trie->node(n).end_hi == trie->node(n).lo)
+            throw py::key_error("bld_torch.Tokenizer.id_of: no text token of " + vocab().source() + " has the bytes " +
+                                bld::quote_token(s));
+        return trie->order()[trie->node(n).lo];  // ties are sorted by id: the lowest id of equal bytes
+    }
+
+    [[nodiscard]] std::string repr() const {
+        const auto& v = vocab();
+        const auto& t = v.transformations();
+        std::string r = "<bld_torch.Tokenizer " + format() + " '" + v.source() + "': vocab_size=" +
+                        std::to_string(v.size()) + ", text_tokens=" + std::to_string(v.text_tokens()) +
+                        ", special_tokens=" + std::to_string(v.special_tokens()) + ", dummy_prefix=" +
+                        dummy_prefix_name(t.dummy_prefix);
+        if (t.decoder_strips_leading_space) r += ", decoder_strips_leading_space=True";
+        if (!t.normalizer.empty()) r += ", normalizer=" + t.normalizer;
+        return r + ">";
+    }
+
+    static const char* dummy_prefix_name(bld::dummy_prefix_rule rule) {
+        switch (rule) {
+            case bld::dummy_prefix_rule::always: return "always";
+            case bld::dummy_prefix_rule::if_absent: return "if_absent";
+            case bld::dummy_prefix_rule::none: break;
+        }
+        return "none";
+    }
+    static const char* kind_name(bld::token_kind kind) {
+        switch (kind) {
+            case bld::token_kind::text: return "text";
+            case bld::token_kind::special: return "special";
+            case bld::token_kind::absent: break;
+        }
+        return "absent";
+    }
 };
 
 tokenizer load_tokenizer(const std::string& path, const std::vector<std::string>& specials) {
@@ -217,7 +233,8 @@ canonical_targets(const torch::Tensor& teacher_logits, const torch::Tensor& teac
                   const tokenizer& teacher, const tokenizer& student, std::int64_t k, const std::optional<py::bytes>& text) {
     if (!teacher_logits.defined())
         throw bld::shape_error("bld_torch.canonical_targets", "argument `teacher_logits`", "undefined tensor");
-    require_dtype(teacher_logits, "teacher_logits", {torch::kFloat32, torch::kBFloat16}, "float32 or bfloat16");
+    require_dtype(teacher_logits, "teacher_logits", {torch::kFloat32, torch::kBFloat16, torch::kHalf},
+                  "float32, bfloat16 or float16");
     const auto tids = ids_of(teacher_ids, "teacher_ids");
     const auto sids = ids_of(student_ids, "student_ids");
     if (k < 1 || k > bld::max_byte_heads)
@@ -232,6 +249,10 @@ canonical_targets(const torch::Tensor& teacher_logits, const torch::Tensor& teac
         if (logits.scalar_type() == torch::kBFloat16)
             r = bld::canonical_targets(student.trie->vocab(), sids, *teacher.trie,
                                        bld::as_view<const bld::bf16, 2>(logits, "teacher_logits"), tids,
+                                       static_cast<std::size_t>(k), tv);
+        else if (logits.scalar_type() == torch::kHalf)
+            r = bld::canonical_targets(student.trie->vocab(), sids, *teacher.trie,
+                                       bld::as_view<const bld::f16, 2>(logits, "teacher_logits"), tids,
                                        static_cast<std::size_t>(k), tv);
         else
             r = bld::canonical_targets(student.trie->vocab(), sids, *teacher.trie,
@@ -284,13 +305,45 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           py::arg("mode"), py::arg("kind"), py::arg("temperature"), py::arg("reduction"),
           py::arg("lambda_byte"), py::arg("lambda_kl"), py::arg("target_floor"), py::arg("need_grad"),
           "(value, grad) of a bld byte loss; see bld/loss/byte_loss.hpp for the conventions.");
-    py::class_<tokenizer>(m, "Tokenizer")
-        .def_property_readonly("vocab_size", [](const tokenizer& t) { return t.trie->vocab().size(); })
-        .def_property_readonly("text_tokens", [](const tokenizer& t) { return t.trie->vocab().text_tokens(); })
+    py::class_<tokenizer>(m, "Tokenizer",
+                          "A tokenizer loaded by bld_torch.load_tokenizer: its vocabulary (id -> text bytes, special "
+                          "tokens) and sorted byte trie.")
+        .def_property_readonly("vocab_size", [](const tokenizer& t) { return t.vocab().size(); },
+                               "Number of ids: the largest id + 1 (gaps included).")
+        .def_property_readonly("text_tokens", [](const tokenizer& t) { return t.vocab().text_tokens(); },
+                               "Number of ids with text bytes.")
+        .def_property_readonly("source", [](const tokenizer& t) { return t.vocab().source(); },
+                               "The file the vocabulary was read from.")
+        .def_property_readonly("format", &tokenizer::format,
+                               "\"tokenizer.json\", \"encoder.json + vocab.bpe\" or \"tiktoken\".")
+        .def_property_readonly("special_ids", [](const tokenizer& t) {
+            py::dict d;  // in id order
+            for (const auto& [name, id] : t.vocab().specials()) d[py::str(name)] = py::int_(id);
+            return d;
+        }, "Special tokens (no text bytes; their mass is STOP) as {name: id}, in id order.")
+        .def("special_id", &tokenizer::special_id, py::arg("name"),
+             "The id of the special token `name`; KeyError (listing the known names) when there is none.")
+        .def("id_of", &tokenizer::id_of, py::arg("token_bytes"),
+             "The id of the text token with exactly these bytes (the lowest id when several have them); KeyError "
+             "when none has.")
         .def("token_bytes", [](const tokenizer& t, std::int64_t id) {
-            if (id < 0) throw bld::value_error("bld_torch.Tokenizer.token_bytes", "id " + std::to_string(id), "negative id");
-            return py::bytes(std::string(t.trie->vocab().bytes(static_cast<std::size_t>(id))));
-        });
+            return py::bytes(std::string(t.vocab().bytes(t.checked_id(id, "token_bytes"))));
+        }, py::arg("id"), "The text bytes of `id` (b\"\" for special and absent ids); IndexError outside the vocabulary.")
+        .def("token_kind", [](const tokenizer& t, std::int64_t id) {
+            return tokenizer::kind_name(t.vocab().kind(t.checked_id(id, "token_kind")));
+        }, py::arg("id"), "\"text\", \"special\" or \"absent\" (an id no token has); IndexError outside the vocabulary.")
+        .def_property_readonly("dummy_prefix", [](const tokenizer& t) {
+            return tokenizer::dummy_prefix_name(t.vocab().transformations().dummy_prefix);
+        }, "When the encoder puts a space in front of the text: \"none\", \"always\" or \"if_absent\".")
+        .def_property_readonly("decoder_strips_leading_space", [](const tokenizer& t) {
+            return t.vocab().transformations().decoder_strips_leading_space;
+        })
+        .def_property_readonly("normalizer", [](const tokenizer& t) { return t.vocab().transformations().normalizer; },
+                               "Unicode normalisation the encoder applies first (\"NFC\", ...; \"\" for none).")
+        .def_property_readonly("notes", [](const tokenizer& t) { return t.vocab().transformations().notes; },
+                               "What else the loader saw (decoder steps, byte fallback), as text.")
+        .def("__len__", [](const tokenizer& t) { return t.vocab().size(); })
+        .def("__repr__", &tokenizer::repr);
     m.def("load_tokenizer", &load_tokenizer, py::arg("path"), py::arg("specials") = std::vector<std::string>{},
           "Load a tokenizer.json, a folder with encoder.json + vocab.bpe, or a .tiktoken file (specials: NAME=ID).");
     m.def("canonical_targets", &canonical_targets, py::arg("teacher_logits"), py::arg("teacher_ids"),
@@ -299,7 +352,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "canonical path.");
     m.attr("byte_alphabet_size") = static_cast<std::int64_t>(bld::alphabet_size);
 #ifdef BLD_TORCH_WITH_CUDA
-    m.attr("with_cuda") = true;
+    m.attr("with_cuda") = bld_torch_cuda::backend_registered();
 #else
     m.attr("with_cuda") = false;
 #endif

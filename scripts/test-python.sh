@@ -1,25 +1,68 @@
 #!/usr/bin/env bash
-# Build the bld_torch Python module and run its tests; exits non-zero on any failure.
+# Installs the bld_torch Python module with pip, runs its tests against the installed package,
+# then builds it the developer way and runs the docs' example; exits non-zero on any failure.
 #
-#   scripts/test-python.sh            # builds into build-py/
+#   scripts/test-python.sh            # everything under build-py/
 #   BLD_TORCH_BUILD=/tmp/x scripts/test-python.sh
 #
-# Needs Debian's python3-torch, libtorch-dev, ninja-build and g++; python3-pytest if present
-# (plain unittest otherwise). PYTHON overrides the interpreter (default /usr/bin/python3: the
-# one Debian's torch is installed for).
+# 1. pip: a fresh virtual environment OUT/venv that sees Debian's python3-torch
+#    (--system-site-packages), `pip install --no-build-isolation ./python` offline (objects kept
+#    in OUT/pip-build, so a rerun recompiles only what changed); bld_torch imported from it
+#    outside the source tree, one small loss.
+# 2. the test suite (tests/python/test_bld_torch.py) against that installed package.
+# 3. the developer route, python/build_bld_torch.py --out OUT (PYTHONPATH=OUT), checked by the
+#    docs' PyTorch example (docs/02_embedding.md).
+#
+# Needs Debian's python3-torch, libtorch-dev, ninja-build, g++, python3-venv and python3-pip;
+# python3-pytest if present (plain unittest otherwise). PYTHON overrides the interpreter (default
+# /usr/bin/python3: the one Debian's torch is installed for).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-/usr/bin/python3}"
 out="${BLD_TORCH_BUILD:-$repo/build-py}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+venv="$out/venv"
+elsewhere="$out/cwd"  # an empty working directory: nothing importable from the tree or OUT
 
-"$python" "$repo/python/build_bld_torch.py" --out "$out"
-export BLD_TORCH_BUILD="$out"
+# ---- 1. pip install into a fresh venv ---------------------------------------------------------
+rm -rf "$venv" "$elsewhere"
+mkdir -p "$elsewhere"
+"$python" -m venv --system-site-packages "$venv"
+echo "test-python.sh: pip install --no-build-isolation $repo/python (into $venv)"
+(cd "$elsewhere" && BLD_TORCH_BUILD_DIR="$out/pip-build" \
+    "$venv/bin/pip" install --no-build-isolation --no-index --disable-pip-version-check --quiet "$repo/python")
+(cd "$elsewhere" && "$venv/bin/python" - "$repo" <<'EOF'
+import pathlib
+import sys
 
-if "$python" -c "import pytest" 2>/dev/null; then
-    "$python" -m pytest -q "$repo/tests/python/test_bld_torch.py"
+import torch
+
+import bld_torch
+
+where = pathlib.Path(bld_torch.__file__).resolve()
+repo = pathlib.Path(sys.argv[1]).resolve()
+assert where.is_relative_to(pathlib.Path(sys.prefix).resolve()), f"bld_torch imported from {where}, not the venv"
+assert not where.is_relative_to(repo / "python"), f"bld_torch imported from the source tree: {where}"
+z = torch.zeros(2, 3, 260, requires_grad=True)
+p = torch.full((2, 3, 260), 1.0 / 260, dtype=torch.float64)
+loss = bld_torch.byte_loss(z, p)  # uniform student, uniform teacher: KL = 0
+loss.backward()
+assert abs(loss.item()) < 1e-6 and z.grad.abs().max().item() < 1e-6, (loss.item(), z.grad.abs().max().item())
+print(f"test-python.sh: bld_torch {bld_torch.__version__} installed at {where.parent}; a small loss ran")
+EOF
+)
+
+# ---- 2. the test suite against the installed package ---------------------------------------
+export BLD_TORCH_INSTALLED=1
+if "$venv/bin/python" -c "import pytest" 2>/dev/null; then
+    (cd "$elsewhere" && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/tests/python/test_bld_torch.py")
 else
-    "$python" -m unittest discover -s "$repo/tests/python" -p "test_bld_torch.py" -v
+    (cd "$elsewhere" && "$venv/bin/python" -m unittest discover -s "$repo/tests/python" -p "test_bld_torch.py" -v)
 fi
-# The docs' PyTorch example (docs/02_embedding.md) runs against the module just built.
+unset BLD_TORCH_INSTALLED
+
+# ---- 3. the developer route: build_bld_torch.py, checked by the docs' example ---------------
+"$python" "$repo/python/build_bld_torch.py" --out "$out"
 PYTHONPATH="$out" "$python" "$repo/examples/bld_torch_example.py"

@@ -3,23 +3,31 @@ same formulas (written here), ByteHead, and clear errors for bad input.
 
 Run: scripts/test-python.sh, or after building
     BLD_TORCH_BUILD=build-py /usr/bin/python3 -m pytest tests/python
-(or `-m unittest discover -s tests/python` where pytest is missing).
+(or `-m unittest discover -s tests/python` where pytest is missing). With BLD_TORCH_INSTALLED=1
+the tests import the bld_torch that the interpreter has installed (pip install ./python) and
+check that it is that one, not the source tree's.
 """
 
 import itertools
+import json
 import math
 import os
 import pathlib
+import re
 import sys
 import unittest
 
 import torch
 
-_BUILD = os.environ.get("BLD_TORCH_BUILD",
-                        str(pathlib.Path(__file__).resolve().parents[2] / "build-py"))
-sys.path.insert(0, _BUILD)
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+_INSTALLED = os.environ.get("BLD_TORCH_INSTALLED") == "1"
+if not _INSTALLED:
+    _BUILD = os.environ.get("BLD_TORCH_BUILD", str(_REPO / "build-py"))
+    sys.path.insert(0, _BUILD)
 
 import bld_torch  # noqa: E402
+
+_DATA = os.environ.get("BLD_DATA_DIR", str(_REPO / ".cache" / "data"))
 
 A = 260
 KINDS = ("kl", "reverse_kl", "jsd", "tvd")
@@ -264,8 +272,9 @@ class BadInputTest(unittest.TestCase):
             self.assertIn(part, str(cm.exception))
 
     def test_dtypes(self):
-        self.assert_raises(TypeError, lambda: bld_torch.byte_loss(self.z.half(), self.p), "head_logits", "Half")
-        self.assert_raises(bld_torch.DtypeError, lambda: bld_torch.byte_loss(self.z.bfloat16(), self.p), "BFloat16")
+        self.assert_raises(TypeError, lambda: bld_torch.byte_loss(self.z.long(), self.p), "head_logits", "int64")
+        self.assert_raises(bld_torch.DtypeError, lambda: bld_torch.byte_loss(self.z.to(torch.complex64), self.p),
+                           "complex64", "bfloat16")
         self.assert_raises(TypeError, lambda: bld_torch.byte_loss(self.z, self.p.long()), "teacher_targets")
         self.assert_raises(TypeError, lambda: bld_torch.byte_loss(self.z, self.p, self.mask.float()), "mask")
         self.assert_raises(TypeError, lambda: bld_torch.byte_loss(self.z, None, kind="ce", true_bytes=self.y.float()),
@@ -305,10 +314,6 @@ class BadInputTest(unittest.TestCase):
         self.assert_raises(ValueError, lambda: bld_torch.byte_loss(self.z, self.p, reduction="mean"), "mean")
         self.assert_raises(ValueError, lambda: bld_torch.byte_loss(self.z, self.p, kind="ce"), "true_bytes")
         self.assert_raises(ValueError, lambda: bld_torch.bld_loss(self.z, self.p, self.y, lambda_kl=-1.0), "lambda_kl")
-
-
-if __name__ == "__main__":
-    unittest.main()
 
 
 @unittest.skipUnless(bld_torch.WITH_CUDA and torch.cuda.is_available(),
@@ -361,13 +366,14 @@ class CanonicalTargets(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        data = os.environ.get("BLD_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", ".cache", "data"))
+        data = _DATA
         cls.data = data
         cls.teacher = bld_torch.load_tokenizer(os.path.join(data, "tokenizers", "llama3", "tokenizer.json"))
         cls.student = bld_torch.load_tokenizer(os.path.join(data, "tokenizers", "gpt2"))
 
         def first(name):
-            line = open(os.path.join(data, "ref", name + ".encode.tsv")).readline().rstrip("\n").split("\t")
+            with open(os.path.join(data, "ref", name + ".encode.tsv"), encoding="utf-8") as f:
+                line = f.readline().rstrip("\n").split("\t")
             return bytes.fromhex(line[1]), torch.tensor([int(x) for x in line[2].split()], dtype=torch.int64)
 
         cls.text, cls.tids = first("llama3")
@@ -425,6 +431,25 @@ class CanonicalTargets(unittest.TestCase):
             self.assertEqual(len(again), 3)
             self.assertTrue(torch.equal(again[0], targets))
 
+    def test_float16_and_bfloat16_teacher_logits(self):
+        # Widening float16 / bfloat16 to float32 is exact, so the half-precision rows must give
+        # the targets of their float32 copies.
+        g = torch.Generator().manual_seed(4)
+        logits = torch.randn(len(self.tids), self.teacher.vocab_size, generator=g) * 3.0
+        for dtype in (torch.float16, torch.bfloat16):
+            with self.subTest(dtype=dtype):
+                low = logits.to(dtype)
+                got = bld_torch.canonical_targets(low, self.tids, self.sids, self.teacher, self.student, k=5,
+                                                  text=self.text, return_dropped=True)
+                want = bld_torch.canonical_targets(low.float(), self.tids, self.sids, self.teacher, self.student,
+                                                   k=5, text=self.text, return_dropped=True)
+                for a, b in zip(got, want):
+                    self.assertEqual(a.dtype, b.dtype)
+                    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        with self.assertRaises(bld_torch.DtypeError) as cm:
+            bld_torch.canonical_targets(logits.to(torch.int32), self.tids, self.sids, self.teacher, self.student)
+        self.assertIn("float16", str(cm.exception))
+
     def test_errors(self):
         m = len(self.tids)
         logits = torch.zeros(m, self.teacher.vocab_size)
@@ -443,3 +468,288 @@ class CanonicalTargets(unittest.TestCase):
             bld_torch.canonical_targets(bad, self.tids, self.sids, self.teacher, self.student, k=4)
         with self.assertRaises(bld_torch.Error):
             bld_torch.canonical_targets(logits, self.tids, self.sids, self.teacher, self.student, k=4, text=b"nope")
+
+
+class PackageTest(unittest.TestCase):
+    def test_version_is_the_projects(self):
+        m = re.search(r"project\(bld VERSION ([0-9.]+)", (_REPO / "CMakeLists.txt").read_text())
+        self.assertIsNotNone(m)
+        self.assertEqual(bld_torch.__version__, m.group(1))
+
+    def test_submodules_export_the_same_objects(self):
+        import bld_torch.head
+        import bld_torch.losses
+        import bld_torch.targets
+        self.assertIs(bld_torch.losses.bld_loss, bld_torch.bld_loss)
+        self.assertIs(bld_torch.losses.byte_loss, bld_torch.byte_loss)
+        self.assertIs(bld_torch.head.ByteHead, bld_torch.ByteHead)
+        self.assertIs(bld_torch.targets.canonical_targets, bld_torch.canonical_targets)
+        for name in bld_torch.__all__:
+            self.assertTrue(hasattr(bld_torch, name), name)
+
+    @unittest.skipUnless(_INSTALLED, "BLD_TORCH_INSTALLED=1: the pip-installed package")
+    def test_installed_package_is_imported(self):
+        import importlib.metadata
+        self.assertEqual(importlib.metadata.version("bld_torch"), bld_torch.__version__)
+        where = pathlib.Path(bld_torch.__file__).resolve()
+        self.assertTrue(where.is_relative_to(pathlib.Path(sys.prefix).resolve()), where)
+        self.assertFalse(where.is_relative_to(_REPO / "python"), where)
+        self.assertTrue(pathlib.Path(bld_torch._C.__file__).resolve().is_relative_to(where.parent))
+
+
+def ref_grad(fn, z, upstream=None):
+    """(value, d value / d z) of fn at z (a leaf copy), upstream weighting the outputs."""
+    zz = z.detach().clone().requires_grad_(True)
+    v = fn(zz)
+    (g,) = torch.autograd.grad(v, zz, upstream.to(v.dtype) if upstream is not None else torch.ones_like(v))
+    return v.detach(), g
+
+
+class LowPrecisionTest(unittest.TestCase):
+    """float16 / bfloat16 logits and targets (autocast) are computed in float32: the value is
+    float32, equal to bld's float32 value on the same (widened) numbers and to the plain-PyTorch
+    reference in float64 within float32 tolerance; the gradient has the logits' dtype and equals
+    bld's float32 gradient narrowed to it (and the reference's within one rounding)."""
+
+    def setUp(self):
+        self.z, self.p, self.y, self.mask = make_batch((2, 3), 4, seed=11)
+        self.up = torch.rand(2, 3, 4, dtype=torch.float64) + 0.5
+
+    def losses(self):
+        for kind, reduction in itertools.product(KINDS + ("ce", "bld"), REDUCTIONS):
+            if kind == "ce":
+                ours = lambda z, p, r=reduction: bld_torch.byte_loss(z, None, self.mask, kind="ce", reduction=r,
+                                                                     true_bytes=self.y)
+                ref = lambda z, p, r=reduction: ref_loss(z, p, self.y, self.mask, "ce", 1.0, r)
+            elif kind == "bld":
+                ours = lambda z, p, r=reduction: bld_torch.bld_loss(z, p, self.y, self.mask, lambda_kl=0.4,
+                                                                    kind="jsd", temperature=1.3, reduction=r)
+                ref = lambda z, p, r=reduction: ref_bld(z, p, self.y, self.mask, 1.0, 0.4, "jsd", 1.3, r)
+            else:
+                ours = lambda z, p, k=kind, r=reduction: bld_torch.byte_loss(z, p, self.mask, kind=k,
+                                                                             temperature=0.8, reduction=r)
+                ref = lambda z, p, k=kind, r=reduction: ref_loss(z, p, self.y, self.mask, k, 0.8, r)
+            yield kind, reduction, ours, ref
+
+    def test_half_logits(self):
+        for dtype in (torch.float16, torch.bfloat16):
+            z16 = self.z.to(dtype)
+            p = self.p.float()
+            for kind, reduction, ours, ref in self.losses():
+                with self.subTest(dtype=dtype, kind=kind, reduction=reduction):
+                    up = self.up if reduction == "none" else None
+                    v16, g16 = ref_grad(lambda z: ours(z, p), z16, up)
+                    v32, g32 = ref_grad(lambda z: ours(z, p), z16.float(), up)
+                    self.assertEqual(v16.dtype, torch.float32)
+                    self.assertEqual(g16.dtype, dtype)
+                    self.assertTrue(torch.equal(v16, v32))
+                    self.assertTrue(torch.equal(g16, g32.to(dtype)))
+                    vr, gr = ref_grad(lambda z: ref(z, p.double()), z16.double(), up)
+                    torch.testing.assert_close(v16.double(), vr, rtol=1e-5, atol=1e-5)
+                    torch.testing.assert_close(g16.double(), gr, rtol=torch.finfo(dtype).eps, atol=1e-5)
+
+    def test_half_targets(self):
+        for dtype, zdtype in itertools.product((torch.float16, torch.bfloat16), (torch.float32, torch.float64)):
+            p16 = self.p.to(dtype)
+            z = self.z.to(zdtype)
+            for kind, reduction, ours, ref in self.losses():
+                if kind == "ce":
+                    continue
+                with self.subTest(dtype=dtype, logits=zdtype, kind=kind, reduction=reduction):
+                    up = self.up if reduction == "none" else None
+                    v16, g16 = ref_grad(lambda x: ours(x, p16), z, up)
+                    v32, g32 = ref_grad(lambda x: ours(x, p16.float()), z, up)
+                    self.assertEqual(v16.dtype, zdtype)
+                    self.assertEqual(g16.dtype, zdtype)
+                    self.assertTrue(torch.equal(v16, v32))
+                    self.assertTrue(torch.equal(g16, g32))
+                    vr, gr = ref_grad(lambda x: ref(x, p16.double()), z.double(), up)
+                    torch.testing.assert_close(v16.double(), vr, rtol=1e-5, atol=1e-5)
+                    torch.testing.assert_close(g16.double(), gr, rtol=1e-5, atol=1e-5)
+
+    def test_autocast_byte_head(self):
+        torch.manual_seed(2)
+        head = bld_torch.ByteHead(16, k=4)
+        hidden = torch.randn(2, 5, 16)
+        targets = torch.softmax(2 * torch.randn(2, 5, 4, 260), -1)
+        y = targets.argmax(-1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = head(hidden)
+            loss = bld_torch.bld_loss(logits, targets, y)
+        self.assertEqual(logits.dtype, torch.bfloat16)
+        self.assertEqual(loss.dtype, torch.float32)
+        ref = ref_bld(logits.detach().double(), targets.double(), y, torch.ones(2, 5, 4, dtype=torch.bool),
+                      1.0, 0.1, "kl", 1.0, "eq5")
+        torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-5)
+        loss.backward()
+        self.assertEqual(head.weight.grad.dtype, torch.float32)
+        self.assertTrue(bool(torch.isfinite(head.weight.grad).all()))
+        self.assertGreater(float(head.weight.grad.abs().sum()), 0.0)
+
+
+def gpt2_byte_decoder():
+    """GPT-2's byte-level alphabet, inverted: the printable bytes stand for themselves, the other
+    bytes for the code points 256, 257, ... in byte order."""
+    printable = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF]
+    chars = {b: chr(b) for b in printable}
+    for n, b in enumerate(b for b in range(256) if b not in chars):
+        chars[b] = chr(256 + n)
+    return {c: b for b, c in chars.items()}
+
+
+class TokenizerTest(unittest.TestCase):
+    """bld_torch.Tokenizer against the tokenizer files themselves (read here with json)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = os.path.join(_DATA, "tokenizers")
+        cls.gpt2 = bld_torch.load_tokenizer(os.path.join(cls.dir, "gpt2"))
+        cls.llama3_path = os.path.join(cls.dir, "llama3", "tokenizer.json")
+        cls.llama3 = bld_torch.load_tokenizer(cls.llama3_path)
+
+    def test_gpt2_ids_and_bytes_match_encoder_json(self):
+        with open(os.path.join(self.dir, "gpt2", "encoder.json"), encoding="utf-8") as f:
+            encoder = json.load(f)
+        decode = gpt2_byte_decoder()
+        tok = self.gpt2
+        self.assertEqual(tok.vocab_size, max(encoder.values()) + 1)
+        self.assertEqual(len(tok), tok.vocab_size)
+        self.assertEqual(tok.special_ids, {"<|endoftext|>": encoder["<|endoftext|>"]})
+        first = {}
+        for piece, i in sorted(encoder.items(), key=lambda e: e[1]):
+            if piece == "<|endoftext|>":
+                self.assertEqual(tok.token_kind(i), "special")
+                self.assertEqual(tok.token_bytes(i), b"")
+                continue
+            b = bytes(decode[c] for c in piece)
+            first.setdefault(b, i)
+            self.assertEqual(tok.token_bytes(i), b)
+            self.assertEqual(tok.token_kind(i), "text")
+        self.assertEqual(tok.text_tokens, len(encoder) - 1)
+        for b, i in first.items():
+            self.assertEqual(tok.id_of(b), i)
+        self.assertEqual(tok.id_of(bytearray(b" the")), tok.id_of(b" the"))
+
+    def test_special_ids_match_the_files_added_tokens(self):
+        for name in ("llama2", "llama3", "qwen3", "gemma3"):
+            path = os.path.join(self.dir, name, "tokenizer.json")
+            with open(path, encoding="utf-8") as f:
+                added = json.load(f)["added_tokens"]
+            tok = self.llama3 if name == "llama3" else bld_torch.load_tokenizer(path)
+            with self.subTest(tokenizer=name):
+                want = {t["content"]: t["id"] for t in added if t["special"]}
+                self.assertEqual(tok.special_ids, want)
+                self.assertEqual(list(tok.special_ids.values()), sorted(want.values()))  # id order
+                for s, i in want.items():
+                    self.assertEqual(tok.special_id(s), i)
+                    self.assertEqual(tok.token_kind(i), "special")
+
+    def test_transformations_and_repr(self):
+        llama2_path = os.path.join(self.dir, "llama2", "tokenizer.json")
+        qwen3_path = os.path.join(self.dir, "qwen3", "tokenizer.json")
+        cl100k_path = os.path.join(self.dir, "cl100k", "cl100k_base.tiktoken")
+        with open(llama2_path, encoding="utf-8") as f:
+            normalizers = json.load(f)["normalizer"]["normalizers"]
+        self.assertIn({"type": "Prepend", "prepend": "\u2581"}, normalizers)  # the file's dummy prefix
+        llama2 = bld_torch.load_tokenizer(llama2_path)
+        self.assertEqual(llama2.dummy_prefix, "always")
+        with open(qwen3_path, encoding="utf-8") as f:
+            self.assertEqual(json.load(f)["normalizer"], {"type": "NFC"})
+        qwen3 = bld_torch.load_tokenizer(qwen3_path)
+        self.assertEqual(qwen3.normalizer, "NFC")
+        self.assertEqual(self.gpt2.dummy_prefix, "none")
+        cl100k = bld_torch.load_tokenizer(cl100k_path, specials=["<|endoftext|>=100257"])
+        self.assertEqual(cl100k.special_ids, {"<|endoftext|>": 100257})
+        for tok, fmt in ((self.gpt2, "encoder.json + vocab.bpe"), (llama2, "tokenizer.json"),
+                         (qwen3, "tokenizer.json"), (cl100k, "tiktoken")):
+            with self.subTest(source=tok.source):
+                self.assertEqual(tok.format, fmt)
+                r = repr(tok)
+                for part in (fmt, tok.source, f"vocab_size={tok.vocab_size}", f"text_tokens={tok.text_tokens}",
+                             f"special_tokens={len(tok.special_ids)}", f"dummy_prefix={tok.dummy_prefix}"):
+                    self.assertIn(part, r)
+        self.assertIn("normalizer=NFC", repr(qwen3))
+        self.assertTrue(os.path.samefile(llama2.source, llama2_path))
+
+    def test_errors(self):
+        tok = self.llama3
+        with self.assertRaises(KeyError) as cm:
+            tok.special_id("<|begin_of_txt|>")
+        msg = str(cm.exception)
+        for part in ("<|begin_of_txt|>", "<|begin_of_text|>", "<|eot_id|>", "256 in all", self.llama3_path):
+            self.assertIn(part, msg)
+        # The named tokens come first (in id order), the reserved placeholders after them.
+        with open(self.llama3_path, encoding="utf-8") as f:
+            added = sorted((t["id"], t["content"]) for t in json.load(f)["added_tokens"] if t["special"])
+        named = [name for _, name in added if "reserved" not in name]
+        self.assertIn("its special tokens: " + ", ".join(named) + ", <|reserved_special_token_0|>", msg)
+        with self.assertRaises(KeyError) as cm:
+            self.gpt2.special_id("</s>")
+        self.assertIn("<|endoftext|>", str(cm.exception))
+        for bad in (-1, tok.vocab_size, 2**40):
+            for method in (tok.token_bytes, tok.token_kind):
+                with self.subTest(id=bad, method=method.__name__):
+                    with self.assertRaises(IndexError) as cm:
+                        method(bad)
+                    self.assertIn(f"id {bad}", str(cm.exception))
+                    self.assertIn(f"0..{tok.vocab_size - 1}", str(cm.exception))
+        with self.assertRaises(TypeError) as cm:
+            tok.id_of("hello")
+        self.assertIn("expected bytes", str(cm.exception))
+        for missing in (b"", b"\xff\xfe\xfd\xfc\xfb\xfa\xf9"):
+            with self.assertRaises(KeyError):
+                tok.id_of(missing)
+        with self.assertRaises(TypeError):
+            bld_torch.load_tokenizer(self.llama3_path, specials="<x>=1")
+
+
+class ArgumentErrorTest(unittest.TestCase):
+    """Arguments of the wrong type or shape get a short message naming the argument."""
+
+    def setUp(self):
+        self.z, self.p, self.y, self.mask = make_batch((3,), 2, seed=2)
+
+    def assert_short(self, cls, fn, *parts, absent=()):
+        with self.assertRaises(cls) as cm:
+            fn()
+        msg = str(cm.exception)
+        self.assertLess(len(msg), 300, msg)
+        self.assertNotIn("Invoked with", msg)
+        for part in parts:
+            self.assertIn(part, msg)
+        for part in absent:
+            self.assertNotIn(part, msg)
+
+    def test_lists_instead_of_tensors(self):
+        tok = bld_torch.load_tokenizer(os.path.join(_DATA, "tokenizers", "gpt2"))
+        logits = torch.zeros(3, tok.vocab_size)
+        ids = torch.tensor([464, 3290, 13])
+        call = bld_torch.canonical_targets
+        self.assert_short(TypeError, lambda: call(logits, [464, 3290, 13], ids, tok, tok), "`teacher_ids`", "list")
+        self.assert_short(TypeError, lambda: call(logits, ids, [464, 3290, 13], tok, tok), "`student_ids`", "list")
+        self.assert_short(TypeError, lambda: call(logits.numpy(), ids, ids, tok, tok), "`teacher_logits`", "ndarray")
+        self.assert_short(TypeError, lambda: call(logits, ids, ids, "gpt2", tok), "`teacher`", "str")
+        self.assert_short(TypeError, lambda: call(logits, ids, ids, tok, tok, k=2.5), "`k`", "float")
+        self.assert_short(TypeError, lambda: call(logits, ids, ids, tok, tok, text="The dog."), "`text`", "str")
+        self.assert_short(TypeError, lambda: bld_torch.bld_loss(self.z, self.p, self.y.tolist()), "`true_bytes`",
+                          "list")
+        self.assert_short(TypeError, lambda: bld_torch.byte_loss(self.z, self.p, self.mask.tolist()), "`mask`", "list")
+        self.assert_short(TypeError, lambda: bld_torch.byte_loss(self.z.tolist(), self.p), "`head_logits`", "list")
+
+    def test_shape_errors_blame_the_right_argument(self):
+        z256 = self.z[..., :256]
+        for fn in (lambda: bld_torch.byte_loss(z256, self.p),
+                   lambda: bld_torch.bld_loss(z256, self.p, self.y),
+                   lambda: bld_torch.byte_loss(z256, None, kind="ce", true_bytes=self.y)):
+            self.assert_short(bld_torch.ShapeError, fn, "`head_logits`", "expected [..., K, 260]", "[3, 2, 256]",
+                              absent=("teacher_targets",))
+        self.assert_short(bld_torch.ShapeError, lambda: bld_torch.byte_loss(self.z, self.p[..., :256]),
+                          "`teacher_targets`", "[3, 2, 260]", "[3, 2, 256]")
+        self.assert_short(bld_torch.ShapeError, lambda: bld_torch.bld_loss(self.z, self.p[:, :1], self.y),
+                          "`teacher_targets`", "[3, 2, 260]", "[3, 1, 260]")
+        self.assert_short(bld_torch.ShapeError, lambda: bld_torch.bld_loss(self.z, self.p, self.y[:2]),
+                          "`true_bytes`", "[3, 2]", absent=("teacher_targets",))
+
+
+if __name__ == "__main__":
+    unittest.main()
