@@ -8,6 +8,11 @@
 #   BLD_BENCH_BASELINE=cfa19b6 bash scripts/bench.sh
 #                                    # also runs scripts/bench-baseline.sh cfa19b6: that
 #                                    # revision's row-pass kernels beside this tree's
+#   BLD_BENCH_ONLY=targets bash scripts/bench.sh
+#                                    # only the trainer route (bld_bench_targets, bld-cli
+#                                    # bench-targets, a few minutes): rewrites that section and
+#                                    # its acceptance block of docs/performance.md in place,
+#                                    # keeping the other sections (and their dated header)
 #
 # Needs the real data (bash scripts/fetch-data.sh), Google Benchmark, /usr/bin/python3 with
 # numpy and matplotlib (Debian: libbenchmark-dev python3-numpy python3-matplotlib). Run it on a
@@ -18,12 +23,22 @@ cd "$root"
 build=${BLD_BENCH_BUILD:-build/bench}
 jobs=${BLD_JOBS:-2}
 reps=${BLD_BENCH_REPS:-5}
-out="$build/bench-results"
+only=${BLD_BENCH_ONLY:-}
+case "$only" in
+    "") out="$build/bench-results" ;;
+    targets) out="$build/bench-results-targets" ;;
+    *) echo "bench.sh: BLD_BENCH_ONLY must be empty or 'targets', not '$only'" >&2; exit 2 ;;
+esac
 py=/usr/bin/python3
 
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBLD_BUILD_BENCHMARKS=ON -DBLD_BUILD_EXAMPLES=ON >/dev/null
-targets=(bld_bench_row_pass bld-cli)
-if grep -q "bench_loss" benchmarks/CMakeLists.txt; then targets+=(bld_bench_loss); fi
+if [ "$only" = targets ]; then
+    targets=(bld_bench_targets bld-cli)
+else
+    targets=(bld_bench_row_pass bld-cli)
+    if grep -q "bench_loss" benchmarks/CMakeLists.txt; then targets+=(bld_bench_loss); fi
+    if grep -q "bench_targets" benchmarks/CMakeLists.txt; then targets+=(bld_bench_targets); fi
+fi
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 rm -rf "$out"
 mkdir -p "$out/export"
@@ -31,28 +46,49 @@ mkdir -p "$out/export"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== load average before: $load_before"
 
-# Inputs and bld's results for the numpy baseline (which checks itself against them).
-BLD_BENCH_EXPORT="$out/export" "$build/benchmarks/bld_bench_row_pass"
-if [ -x "$build/benchmarks/bld_bench_loss" ]; then BLD_BENCH_EXPORT="$out/export" "$build/benchmarks/bld_bench_loss"; fi
-
 gb_args=(--benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true --benchmark_min_time=0.2
          --benchmark_out_format=json)
-echo "== bld_bench_row_pass"
-"$build/benchmarks/bld_bench_row_pass" "${gb_args[@]}" --benchmark_out="$out/row_pass.json"
-if [ -x "$build/benchmarks/bld_bench_loss" ]; then
-    echo "== bld_bench_loss"
-    "$build/benchmarks/bld_bench_loss" "${gb_args[@]}" --benchmark_out="$out/loss.json"
+# The trainer route: teacher rows -> bld::distiller -> compact targets (Llama-3 teacher, GPT-2
+# student, real text), beside the streaming read of the same rows, canonical_targets and the
+# loss on compact vs dense targets; then bld-cli bench-targets in id / trie order, 1 / 2 threads.
+run_targets() {
+    echo "== bld_bench_targets"
+    "$build/benchmarks/bld_bench_targets" "${gb_args[@]}" --benchmark_out="$out/targets.json"
+    echo "== bld-cli bench-targets"
+    local tdir=.cache/data/tokenizers order t flag
+    for order in id trie; do
+        flag=(); [ "$order" = trie ] && flag=(--trie-order)
+        for t in 1 2; do
+            "$build/examples/bld-cli" bench-targets --teacher "$tdir/llama3/tokenizer.json" --student "$tdir/gpt2" \
+                --threads "$t" --repeats 9 "${flag[@]}" | tee "$out/cli_targets_${order}_t${t}.json"
+        done
+    done
+}
+
+if [ "$only" = targets ]; then
+    run_targets
+else
+    # Inputs and bld's results for the numpy baseline (which checks itself against them).
+    BLD_BENCH_EXPORT="$out/export" "$build/benchmarks/bld_bench_row_pass"
+    if [ -x "$build/benchmarks/bld_bench_loss" ]; then BLD_BENCH_EXPORT="$out/export" "$build/benchmarks/bld_bench_loss"; fi
+    echo "== bld_bench_row_pass"
+    "$build/benchmarks/bld_bench_row_pass" "${gb_args[@]}" --benchmark_out="$out/row_pass.json"
+    if [ -x "$build/benchmarks/bld_bench_loss" ]; then
+        echo "== bld_bench_loss"
+        "$build/benchmarks/bld_bench_loss" "${gb_args[@]}" --benchmark_out="$out/loss.json"
+    fi
+    echo "== numpy baseline"
+    "$py" scripts/bench_numpy.py --export "$out/export" --repeats 7 --out "$out/numpy.json"
+    cat "$out/numpy.json"
+    if [ -n "${BLD_BENCH_BASELINE:-}" ]; then
+        BLD_BENCH_BUILD="$build" BLD_BENCH_REPS="$reps" bash scripts/bench-baseline.sh "$BLD_BENCH_BASELINE"
+    fi
+    echo "== bld-cli bench-rows"
+    tok=.cache/data/tokenizers/llama3/tokenizer.json
+    "$build/examples/bld-cli" bench-rows --tokenizer "$tok" --rows 64 --threads 1 --repeats 9 | tee "$out/cli_t1.json"
+    "$build/examples/bld-cli" bench-rows --tokenizer "$tok" --rows 64 --threads 2 --repeats 9 | tee "$out/cli_t2.json"
+    if [ -x "$build/benchmarks/bld_bench_targets" ]; then run_targets; fi
 fi
-echo "== numpy baseline"
-"$py" scripts/bench_numpy.py --export "$out/export" --repeats 7 --out "$out/numpy.json"
-cat "$out/numpy.json"
-if [ -n "${BLD_BENCH_BASELINE:-}" ]; then
-    BLD_BENCH_BUILD="$build" BLD_BENCH_REPS="$reps" bash scripts/bench-baseline.sh "$BLD_BENCH_BASELINE"
-fi
-echo "== bld-cli bench-rows"
-tok=.cache/data/tokenizers/llama3/tokenizer.json
-"$build/examples/bld-cli" bench-rows --tokenizer "$tok" --rows 64 --threads 1 --repeats 9 | tee "$out/cli_t1.json"
-"$build/examples/bld-cli" bench-rows --tokenizer "$tok" --rows 64 --threads 2 --repeats 9 | tee "$out/cli_t2.json"
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== load average after: $load_after"
@@ -88,5 +124,10 @@ m = {
 }
 json.dump(m, open(sys.argv[1], "w"), indent=1)
 EOF
-"$py" scripts/bench_report.py --results "$out" --md docs/performance.md --png docs/performance.png
-echo "== wrote docs/performance.md and docs/performance.png (results in $out)"
+if [ "$only" = targets ]; then
+    "$py" scripts/bench_report.py --targets-only --results "$out" --md docs/performance.md
+    echo "== rewrote the trainer-route section of docs/performance.md (results in $out)"
+else
+    "$py" scripts/bench_report.py --results "$out" --md docs/performance.md --png docs/performance.png
+    echo "== wrote docs/performance.md and docs/performance.png (results in $out)"
+fi
