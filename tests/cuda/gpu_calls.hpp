@@ -104,6 +104,19 @@ private:
     std::size_t bytes_ = 0;
 };
 
+/// A non-blocking CUDA stream as a void* (a cudaStream_t), for bld::device_stream_scope.
+class device_stream {
+public:
+    device_stream();
+    ~device_stream();
+    device_stream(const device_stream&) = delete;
+    device_stream& operator=(const device_stream&) = delete;
+    [[nodiscard]] void* get() const noexcept { return s_; }
+
+private:
+    void* s_ = nullptr;
+};
+
 /// A view whose memory is on the host although it says cuda: the kernels must refuse it.
 void row_pass_host_pointer(const bld::byte_trie& trie, std::span<const float> rows, std::size_t R, std::size_t N);
 

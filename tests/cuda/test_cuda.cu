@@ -299,6 +299,16 @@ void device_block::read(void* host) const {
     bld::cuda::check(cudaMemcpy(host, data_, bytes_, cudaMemcpyDeviceToHost), op, "cudaMemcpy");
 }
 
+device_stream::device_stream() {
+    cudaStream_t s = nullptr;
+    bld::cuda::check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), op, "cudaStreamCreate");
+    s_ = s;
+}
+device_stream::~device_stream() {
+    (void)cudaStreamSynchronize(static_cast<cudaStream_t>(s_));
+    (void)cudaStreamDestroy(static_cast<cudaStream_t>(s_));
+}
+
 // ---- benchmark -----------------------------------------------------------------------------------------
 
 namespace {

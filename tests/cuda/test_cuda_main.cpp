@@ -22,6 +22,8 @@
 #include <bld/projection/canonical_path.hpp>
 #include <bld/projection/covering.hpp>
 #include <bld/backends/reference/row_pass.hpp>
+#include <bld/projection/device_projection.hpp>
+#include <bld/targets/slot_targets.hpp>
 
 #include <doctest/doctest.h>
 
@@ -35,6 +37,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -436,6 +439,256 @@ TEST_CASE("cuda byte loss errors are the CPU's (same location and reason)") {
     b.bytes[5 * 3] = 0;
     b.targets[static_cast<std::size_t>((5 * 3 + 0) * A + 9)] = -0.25;
     both(b);
+}
+
+// ---- the host entries on CUDA memory (one entry point), compact targets, the device projector ----
+
+namespace {
+
+template <class T>
+bld::tensor_view<const T, 3> dev3(const bld_gpu::device_block& b, std::int64_t T0, std::int64_t K0) {
+    return bld::tensor_view<const T, 3>(b.as<const T>(), {T0, K0, A}, bld::device_kind::cuda);
+}
+template <class T>
+bld::tensor_view<const T, 2> dev2(const bld_gpu::device_block& b, std::int64_t T0, std::int64_t K0) {
+    return bld::tensor_view<const T, 2>(b.as<const T>(), {T0, K0}, bld::device_kind::cuda);
+}
+
+/// A compact slot_targets_view of a loss batch (active slots' rows in slot order), its storage.
+template <class P>
+struct compact_batch {
+    std::vector<P> values;
+    std::vector<std::int64_t> slots;
+    std::vector<std::uint8_t> mask;
+    std::vector<std::int32_t> bytes;
+    std::int64_t T = 0, K = 0;
+
+    explicit compact_batch(const loss_batch& b) : mask(b.mask), T(b.T), K(b.K) {
+        for (std::int64_t s = 0; s < T * K; ++s) {
+            bytes.push_back(mask[static_cast<std::size_t>(s)] ? static_cast<std::int32_t>(b.bytes[static_cast<std::size_t>(s)]) : -1);
+            if (!mask[static_cast<std::size_t>(s)]) continue;
+            slots.push_back(s);
+            for (std::int64_t a = 0; a < A; ++a) values.push_back(P(static_cast<float>(b.targets[static_cast<std::size_t>(s * A + a)])));
+        }
+    }
+    [[nodiscard]] bld::slot_targets_view<P> host() const {
+        bld::slot_targets_view<P> v;
+        v.layout = bld::target_layout::compact;
+        v.tokens = T;
+        v.heads = K;
+        v.values = bld::tensor_view<const P, 2>(values.data(), {static_cast<std::int64_t>(slots.size()), A});
+        v.slots = bld::tensor_view<const std::int64_t, 1>(slots.data(), {static_cast<std::int64_t>(slots.size())});
+        v.mask = bld::tensor_view<const std::uint8_t, 2>(mask.data(), {T, K});
+        v.true_bytes = bld::tensor_view<const std::int32_t, 2>(bytes.data(), {T, K});
+        return v;
+    }
+};
+
+/// The same view's members copied to the device.
+template <class P>
+struct device_compact {
+    bld_gpu::device_block values, slots, mask, bytes;
+    explicit device_compact(const compact_batch<P>& c) : values(c.values), slots(c.slots), mask(c.mask), bytes(c.bytes) {}
+    [[nodiscard]] bld::slot_targets_view<P> view(const compact_batch<P>& c) const {
+        auto v = c.host();
+        v.values = bld::tensor_view<const P, 2>(values.as<const P>(), v.values.extents(), bld::device_kind::cuda);
+        v.slots = bld::tensor_view<const std::int64_t, 1>(slots.as<const std::int64_t>(), v.slots.extents(), bld::device_kind::cuda);
+        v.mask = bld::tensor_view<const std::uint8_t, 2>(mask.as<const std::uint8_t>(), v.mask.extents(), bld::device_kind::cuda);
+        v.true_bytes = bld::tensor_view<const std::int32_t, 2>(bytes.as<const std::int32_t>(), v.true_bytes.extents(),
+                                                               bld::device_kind::cuda);
+        return v;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("bld::bld_loss & co. on CUDA memory (the one entry point) equal the same calls on the CPU") {
+    REQUIRE((bld::device_loss_registry::cuda.load() != nullptr));  // test_cuda.cu includes <bld/cuda.cuh>
+    const auto b = make_loss_batch(41, 7, 21);
+    const auto T = b.T, K = b.K;
+    const std::array<std::int64_t, 3> tka{T, K, A};
+    const std::array<std::int64_t, 2> tk{T, K};
+    const bld_gpu::device_block z(b.logits), p(b.targets), y(b.bytes), m(b.mask);
+    const bld_gpu::device_stream stream;
+    for (auto red : {bld::loss_reduction::eq5, bld::loss_reduction::none}) {
+        bld::bld_loss_options o;
+        o.kind = bld::divergence::reverse_kl;
+        o.temperature = 1.5;
+        o.reduction = red;
+        std::vector<double> grad(b.logits.size()), per(b.bytes.size());
+        const auto want = bld::bld_loss(bld::shaped(b.logits, tka), bld::shaped(b.targets, tka), bld::shaped(b.bytes, tk),
+                                        bld::shaped(b.mask, tk), o, bld::shaped(grad, tka), bld::shaped(per, tk));
+        const bld_gpu::device_block g(nullptr, grad.size() * sizeof(double)), s(nullptr, per.size() * sizeof(double));
+        bld::tensor_view<double, 3> gv(g.as<double>(), tka, bld::device_kind::cuda);
+        bld::tensor_view<double, 2> sv(s.as<double>(), tk, bld::device_kind::cuda);
+        bld::byte_loss_result got;
+        {
+            const bld::device_stream_scope on(stream.get());
+            got = bld::bld_loss(dev3<double>(z, T, K), dev3<double>(p, T, K), dev2<std::int64_t>(y, T, K),
+                                dev2<std::uint8_t>(m, T, K), o, gv, sv);
+        }
+        INFO(bld::to_string(red));
+        CHECK(got.active_slots == want.active_slots);
+        CHECK(got.active_tokens == want.active_tokens);
+        CHECK(std::abs(got.value - want.value) <= 1e-12 * std::abs(want.value));
+        check_close(g.read_as<double>(), grad, 1e-11, 1e-15, "grad through the host entry");
+        check_close(s.read_as<double>(), per, 1e-12, 1e-15, "per_slot through the host entry");
+    }
+    // float32 logits, bool mask, int32 bytes, no outputs; byte_cross_entropy without a mask.
+    std::vector<float> zf(b.logits.begin(), b.logits.end()), pf(b.targets.begin(), b.targets.end());
+    std::vector<std::int32_t> y32(b.bytes.begin(), b.bytes.end());
+    const bld_gpu::device_block zfd(zf), pfd(pf), y32d(y32);
+    const bld::tensor_view<const bool, 2> bool_mask(reinterpret_cast<const bool*>(m.as<const std::uint8_t>()), tk,
+                                                    bld::device_kind::cuda);
+    const auto want32 = bld::bld_loss(bld::shaped(zf, tka), bld::shaped(pf, tka), bld::shaped(y32, tk), bld::shaped(b.mask, tk));
+    const auto got32 = bld::bld_loss(dev3<float>(zfd, T, K), dev3<float>(pfd, T, K), dev2<std::int32_t>(y32d, T, K), bool_mask);
+    CHECK(std::abs(got32.value - want32.value) <= 1e-12 * std::abs(want32.value));
+    // No mask: every slot is active, so the padding bytes (-100) are the CPU's error on both.
+    CHECK(caught([&] { (void)bld::byte_cross_entropy(dev3<float>(zfd, T, K), dev2<std::int32_t>(y32d, T, K), bld::no_tensor); }) ==
+          caught([&] { (void)bld::byte_cross_entropy(bld::shaped(zf, tka), bld::shaped(y32, tk), bld::no_tensor); }));
+    // A bad slot: the CPU's error through the host entry.
+    auto bad = b.logits;
+    bad[static_cast<std::size_t>((5 * K + 1) * A + 3)] = std::numeric_limits<double>::quiet_NaN();
+    std::vector<std::uint8_t> all(b.mask.size(), 1);
+    const bld_gpu::device_block zb(bad), ma(all);
+    CHECK(caught([&] { (void)bld::byte_loss(dev3<double>(zb, T, K), dev3<double>(p, T, K), dev2<std::uint8_t>(ma, T, K)); }) ==
+          caught([&] { (void)bld::byte_loss(bld::shaped(bad, tka), bld::shaped(b.targets, tka), bld::shaped(all, tk)); }));
+}
+
+TEST_CASE("compact targets on the GPU equal the CPU's (float32 and bf16 rows; the CPU's errors)") {
+    const auto b = make_loss_batch(53, 9, 31);
+    const auto T = b.T, K = b.K;
+    const std::array<std::int64_t, 3> tka{T, K, A};
+    const std::array<std::int64_t, 2> tk{T, K};
+    const bld_gpu::device_block z(b.logits);
+    const auto run = [&](const auto& cb, const std::string& what) {
+        using P = typename std::remove_cvref_t<decltype(cb.values)>::value_type;
+        const device_compact<P> dc(cb);
+        for (auto red : {bld::loss_reduction::eq5, bld::loss_reduction::slot_mean, bld::loss_reduction::none}) {
+            bld::bld_loss_options o;
+            o.lambda_kl = 0.7;
+            o.reduction = red;
+            std::vector<double> grad(b.logits.size()), per(b.bytes.size());
+            const auto want = bld::bld_loss(bld::shaped(b.logits, tka), cb.host(), o, bld::shaped(grad, tka), bld::shaped(per, tk));
+            const bld_gpu::device_block g(nullptr, grad.size() * sizeof(double)), s(nullptr, per.size() * sizeof(double));
+            bld::tensor_view<double, 3> gv(g.as<double>(), tka, bld::device_kind::cuda);
+            bld::tensor_view<double, 2> sv(s.as<double>(), tk, bld::device_kind::cuda);
+            const auto got = bld::bld_loss(dev3<double>(z, T, K), dc.view(cb), o, gv, sv);
+            INFO(what << " " << bld::to_string(red));
+            CHECK(got.active_slots == want.active_slots);
+            CHECK(std::abs(got.value - want.value) <= 1e-12 * std::abs(want.value));
+            check_close(g.read_as<double>(), grad, 1e-11, 1e-15, what + " grad");
+            check_close(s.read_as<double>(), per, 1e-12, 1e-15, what + " per_slot");
+        }
+    };
+    const compact_batch<float> cf(b);
+    const compact_batch<bld::bf16> cb(b);
+    run(cf, "compact float32");
+    run(cb, "compact bf16");
+
+    // Errors: a row listing the wrong slot, one row too few, a negative probability in a row.
+    const auto both = [&](const compact_batch<float>& c) {
+        const device_compact<float> dc(c);
+        const auto cpu = caught([&] { (void)bld::bld_loss(bld::shaped(b.logits, tka), c.host()); });
+        const auto gpu = caught([&] { (void)bld::bld_loss(dev3<double>(z, T, K), dc.view(c)); });
+        CHECK(cpu != "none");
+        CHECK(gpu == cpu);
+    };
+    auto c = cf;
+    c.slots[7] = c.slots[8];
+    both(c);
+    c = cf;
+    c.slots.pop_back();
+    c.values.resize(c.values.size() - A);
+    both(c);
+    c = cf;
+    c.values[static_cast<std::size_t>(12 * A + 40)] = -0.5f;
+    both(c);
+}
+
+TEST_CASE("the device projector equals canonical_path: a batch of sequences, id and trie order, float and bf16") {
+    const auto factory = bld::device_projection_registry::cuda.load();
+    REQUIRE((factory != nullptr));
+    std::mt19937 rng(77);
+    const auto run = [&](const bld::byte_trie& trie, const std::vector<std::vector<std::int64_t>>& seqs, const std::string& what) {
+        const auto proj = factory(trie);
+        // The trie order: byte_trie::order(), then the special tokens by id.
+        std::vector<std::uint32_t> perm(trie.order().begin(), trie.order().end());
+        for (std::size_t id = 0; id < trie.vocab().size(); ++id)
+            if (trie.vocab().kinds()[id] == bld::token_kind::special) perm.push_back(static_cast<std::uint32_t>(id));
+        const std::size_t N = trie.vocab().size() + 2;
+        std::vector<bld::device_sequence> ds;
+        std::int64_t R = 0;
+        for (const auto& s : seqs) {
+            ds.push_back({R, s});
+            R += static_cast<std::int64_t>(s.size()) + 1;  // a spare row between sequences
+        }
+        const auto rows = random_rows(rng, static_cast<std::size_t>(R), N, 3.0);
+        std::vector<float> sorted(static_cast<std::size_t>(R) * perm.size());
+        for (std::int64_t r = 0; r < R; ++r)
+            for (std::size_t k = 0; k < perm.size(); ++k) sorted[static_cast<std::size_t>(r) * perm.size() + k] = rows[static_cast<std::size_t>(r) * N + perm[k]];
+        const bld_gpu::device_block d_rows(rows), d_sorted(sorted);
+        const auto h = to_bf16(rows);
+        const bld_gpu::device_block d_h(h);
+        const auto ids_f = proj->canonical_paths(bld::dtype::f32, d_rows.data(), R, static_cast<std::int64_t>(N), 0, false, ds, nullptr);
+        const auto tri_f = proj->canonical_paths(bld::dtype::f32, d_sorted.data(), R, static_cast<std::int64_t>(perm.size()), 0, true, ds, nullptr);
+        const bld_gpu::device_stream stream;
+        const auto ids_h = proj->canonical_paths(bld::dtype::bf16, d_h.data(), R, static_cast<std::int64_t>(N), 0, false, ds, stream.get());
+        REQUIRE(ids_f.size() == seqs.size());
+        REQUIRE(tri_f.size() == seqs.size());
+        for (std::size_t i = 0; i < seqs.size(); ++i) {
+            const std::int64_t rest = R - ds[i].first_row;
+            const bld::tensor_view<const float, 2> v(rows.data() + ds[i].first_row * static_cast<std::int64_t>(N), {rest, static_cast<std::int64_t>(N)});
+            const bld::tensor_view<const bld::bf16, 2> hv(h.data() + ds[i].first_row * static_cast<std::int64_t>(N), {rest, static_cast<std::int64_t>(N)});
+            const auto want = bld::reference::canonical_path(trie, v, seqs[i]);
+            check_distributions(ids_f[i], want, what + " id order, sequence " + std::to_string(i));
+            check_distributions(tri_f[i], want, what + " trie order, sequence " + std::to_string(i));
+            check_distributions(ids_h[i], bld::reference::canonical_path(trie, hv, seqs[i]), what + " bf16, sequence " + std::to_string(i));
+        }
+        // Errors: sequence 1 has a NaN (row 2), sequence 2 a bad id: sequence 1's error, as on the CPU.
+        if (seqs.size() >= 3) {
+            auto bad_rows = rows;
+            const std::uint32_t id = perm[perm.size() / 2];
+            bad_rows[static_cast<std::size_t>(ds[1].first_row + 2) * N + id] = std::numeric_limits<float>::quiet_NaN();
+            auto bad_sorted = sorted;
+            bad_sorted[static_cast<std::size_t>(ds[1].first_row + 2) * perm.size() + perm.size() / 2] = std::numeric_limits<float>::quiet_NaN();
+            auto bad_ids = seqs;
+            bad_ids[2][0] = static_cast<std::int64_t>(trie.vocab().size()) + 3;
+            std::vector<bld::device_sequence> bds;
+            for (std::size_t i = 0; i < seqs.size(); ++i) bds.push_back({ds[i].first_row, bad_ids[i]});
+            const bld::tensor_view<const float, 2> v1(bad_rows.data() + ds[1].first_row * static_cast<std::int64_t>(N),
+                                                      {R - ds[1].first_row, static_cast<std::int64_t>(N)});
+            const auto cpu = caught([&] { (void)bld::reference::canonical_path(trie, v1, bad_ids[1]); });
+            CHECK(cpu.rfind("value_error|row 2, column " + std::to_string(id) + "|", 0) == 0);
+            const bld_gpu::device_block d_bad(bad_rows), d_bad_sorted(bad_sorted);
+            CHECK(caught([&] { (void)proj->canonical_paths(bld::dtype::f32, d_bad.data(), R, static_cast<std::int64_t>(N), 0, false, bds, nullptr); }) == cpu);
+            CHECK(caught([&] { (void)proj->canonical_paths(bld::dtype::f32, d_bad_sorted.data(), R, static_cast<std::int64_t>(perm.size()), 0, true, bds, nullptr); }) == cpu);
+            // Rows narrower than the trie order; an f16 matrix.
+            CHECK(caught([&] { (void)proj->canonical_paths(bld::dtype::f32, d_sorted.data(), R, static_cast<std::int64_t>(perm.size()) - 1, 0, true, ds, nullptr); })
+                      .rfind("shape_error|row 0|", 0) == 0);
+            CHECK(caught([&] { (void)proj->canonical_paths(bld::dtype::f16, d_rows.data(), R, static_cast<std::int64_t>(N), 0, false, ds, nullptr); })
+                      .rfind("shape_error|rows|", 0) == 0);
+        }
+    };
+    const bld::byte_trie small(random_vocab(rng, 300, 5));
+    std::vector<std::int64_t> text_ids;
+    for (std::size_t id = 0; id < small.vocab().size(); ++id)
+        if (small.vocab().kinds()[id] == bld::token_kind::text) text_ids.push_back(static_cast<std::int64_t>(id));
+    std::vector<std::vector<std::int64_t>> seqs;
+    for (int s = 0; s < 5; ++s) {
+        std::vector<std::int64_t> ids;
+        for (int k = 0; k < 10 + 7 * s; ++k) ids.push_back(text_ids[rng() % text_ids.size()]);
+        seqs.push_back(ids);
+    }
+    run(small, seqs, "random vocabulary");
+    std::vector<std::vector<std::int64_t>> real;
+    for (const auto& t : bld_test::read_encodings(data_path(), "llama3")) {
+        if (t.ids.size() > 200) continue;
+        real.push_back(t.ids);
+        if (real.size() == 3) break;
+    }
+    REQUIRE(real.size() == 3);
+    run(llama3(), real, "llama3");
 }
 
 int main(int argc, char** argv) {

@@ -17,7 +17,13 @@
 // Shapes and dtypes are bld_loss's: logits [T, K, 260] float32 or float64 (flatten leading
 // dimensions first, e.g. z.flatten(0, -3)); targets [T, K, 260] of the same dtype; true_bytes
 // [T, K] int32/int64; mask [T, K] bool/uint8, or an undefined tensor for "every slot active".
-// CPU tensors, dense and contiguous (bld never copies behind your back). The value is a 0-dim
+// Dense and contiguous (bld never copies behind your back), all on the CPU or all on one CUDA
+// device. CUDA tensors take bld's CUDA kernels through the loss's one entry point
+// (bld/backends/device_loss.hpp): the program must link a translation unit compiled by nvcc that
+// includes <bld/cuda.cuh>, and the kernels run on torch's current CUDA stream of the logits'
+// device — define BLD_TORCH_WITH_CUDA (a CUDA build of libtorch: c10/cuda) so that any current
+// stream is used; without it only torch's default stream is (another current stream is refused
+// with a value_error rather than raced). The value is a 0-dim
 // tensor of the logits' dtype, or [T, K] per-slot values for loss_reduction::none. Bad input
 // throws bld's own errors (bld::shape_error, bld::value_error) from the call, naming the
 // argument, slot and reason. Second derivatives are not provided (the backward pass is not
@@ -34,8 +40,12 @@
 #include "bld/backends/simd/loss_kernel.hpp"
 #include "bld/loss/byte_loss.hpp"
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/types.h>
+#if defined(BLD_TORCH_WITH_CUDA)
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include <cstdint>
 #include <string>
@@ -45,6 +55,36 @@ namespace bld::autograd {
 /// Which of the three losses a call computes (all go through one autograd Function).
 enum class loss_terms : std::int64_t { divergence = 0, cross_entropy = 1, combined = 2 };
 
+namespace detail {
+
+/// While it lives, bld's device losses run on torch's current CUDA stream of the logits' device
+/// (CPU logits: nothing changes).
+class torch_stream_scope {
+public:
+    explicit torch_stream_scope(const torch::Tensor& logits) : scope_(stream_of(logits)) {}
+
+private:
+    static void* stream_of(const torch::Tensor& t) {
+        if (!t.defined() || !t.is_cuda()) return current_device_stream();
+#if defined(BLD_TORCH_WITH_CUDA)
+        return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+#else
+        // Without c10/cuda the stream's handle is out of reach; torch's default stream (id 0)
+        // is the legacy default stream bld uses by default.
+        const c10::Stream current = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(t.device());
+        if (current.id() != 0)
+            throw value_error("bld::autograd", "argument `logits`",
+                              "torch's current CUDA stream on " + t.device().str() +
+                                  " is not its default stream; compile with BLD_TORCH_WITH_CUDA (c10/cuda) so that bld "
+                                  "runs on it");
+        return nullptr;
+#endif
+    }
+    device_stream_scope scope_;
+};
+
+} // namespace detail
+
 /// The forward pass of one of the three losses on libtorch tensors, outside autograd: an
 /// undefined tensor is an absent argument (mask: every slot active; grad / per_slot: not
 /// written). A defined grad / per_slot must be [T, K, 260] / [T, K] of the logits' dtype;
@@ -53,6 +93,7 @@ enum class loss_terms : std::int64_t { divergence = 0, cross_entropy = 1, combin
 inline byte_loss_result loss_forward(loss_terms mode, const torch::Tensor& logits, const torch::Tensor& targets,
                                  const torch::Tensor& true_bytes, const torch::Tensor& mask,
                                  const bld_loss_options& options, torch::Tensor grad, torch::Tensor per_slot) {
+    const detail::torch_stream_scope on_torch_stream(logits);
     const auto run = [&](const auto& m, auto&& g, auto&& s) -> byte_loss_result {
         switch (mode) {
             case loss_terms::divergence:
