@@ -73,13 +73,26 @@ loss(const torch::Tensor& logits, const std::optional<torch::Tensor>& targets,
     if (targets) require_dtype(*targets, "teacher_targets", {torch::kFloat32, torch::kFloat64}, "float32 or float64");
     if (true_bytes) require_dtype(*true_bytes, "true_bytes", {torch::kInt32, torch::kInt64}, "int32 or int64");
     if (mask) require_dtype(*mask, "mask", {torch::kBool, torch::kUInt8}, "bool or uint8");
-#ifndef BLD_TORCH_WITH_CUDA
-    if (logits.is_cuda())
+    if (logits.is_cuda()) {
+#ifdef BLD_TORCH_WITH_CUDA
+        // One device per call, named as the Python arguments are (bld's own check names its
+        // parameters); then CUDA tensors go the same way as CPU ones: bld::bld_loss & co. run
+        // bld's CUDA kernels on torch's current stream (bld/torch/loss.hpp).
+        const auto same_device = [&](const std::optional<torch::Tensor>& t, const char* name) {
+            if (t && t->device() != logits.device())
+                throw bld::shape_error("bld_torch", std::string("argument `") + name + "`",
+                                       "on " + t->device().str() + ", but head_logits is on " + logits.device().str() +
+                                           " (one device per call)");
+        };
+        same_device(targets, "teacher_targets");
+        same_device(true_bytes, "true_bytes");
+        same_device(mask, "mask");
+#else
         throw bld::shape_error("bld_torch", "argument `head_logits`",
                                "a CUDA tensor, but this bld_torch was built without CUDA (build it with "
                                "python/build_bld_torch.py against a CUDA build of torch)");
 #endif
-    // CUDA tensors go the same way: bld::bld_loss & co. run bld's CUDA kernels on torch's stream.
+    }
 
     const bld::loss_reduction reduction = bld::parse_reduction(reduction_name);
     const bld::divergence div = mode == "ce" ? bld::divergence::forward_kl : bld::parse_divergence(kind);
