@@ -3,6 +3,7 @@
 #include <bld/testing/toy_teachers.hpp>
 #include <bld/projection/canonical_path.hpp>
 #include <bld/projection/covering.hpp>
+#include <bld/projection/fast_rows.hpp>
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -394,4 +395,52 @@ TEST_CASE("covering beam: a narrow beam that kept only a dead path recovers a pr
     for (std::size_t a = 0; a < bld::alphabet_size; ++a) CHECK(beam.at(2)[a] == doctest::Approx(exact.at(2)[a]).epsilon(1e-12));
     const auto wide = bld::covering_beam(trie, teacher, text, {0, 0.0});
     CHECK(wide.recoveries == 0);
+}
+
+TEST_CASE("canonical path: f16 rows — the reference reads them as the float rows they widen to; the fast path agrees") {
+    // Bytes, words and their space-prefixed forms, so first-byte nodes have children at depth 2
+    // and deeper; 21 tokens of text: two summary blocks of the fast path.
+    std::vector<bld::token_entry> e{{0, {}, bld::token_kind::special, "<eos>"}};
+    std::int64_t id = 1;
+    for (int b = 0; b < 256; ++b) e.push_back({id++, std::string(1, static_cast<char>(b)), bld::token_kind::text, ""});
+    const std::vector<std::string> words{"th", "the", "then", "he", "in", "ing", "an", "and", "a", "at", "thing", "there"};
+    for (const auto& w : words) {
+        e.push_back({id++, w, bld::token_kind::text, ""});
+        e.push_back({id++, " " + w, bld::token_kind::text, ""});
+    }
+    bld::byte_trie trie(bld::vocabulary::from_entries(std::move(e), "words"));
+    const bld::row_plan plan(trie);
+    const std::size_t V = trie.vocab().size();
+    std::vector<std::int64_t> ids;
+    std::string text;
+    for (std::size_t k = 0; k < 21; ++k) {
+        const std::size_t w = (k * 5) % words.size();
+        ids.push_back(static_cast<std::int64_t>(257 + 2 * w + (k > 0 ? 1 : 0)));
+        text += (k > 0 ? " " : "") + words[w];
+    }
+    hashed_teacher teacher{V + 2, 11, 3.0};
+    std::vector<float> rows;
+    std::vector<std::vector<std::int32_t>> ctxs;
+    for (std::size_t j = 0; j < ids.size(); ++j) ctxs.emplace_back(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(j));
+    teacher.logits(ctxs, rows);
+    const std::int64_t R = static_cast<std::int64_t>(ids.size()), n = static_cast<std::int64_t>(V + 2);
+    std::vector<bld::f16> h(rows.size());
+    std::vector<float> widened(rows.size());
+    for (std::size_t k = 0; k < rows.size(); ++k) {
+        h[k] = bld::f16(rows[k]);
+        widened[k] = static_cast<float>(h[k]);
+    }
+    const bld::tensor_view<const bld::f16, 2> hv(h.data(), {R, n});
+    const bld::tensor_view<const float, 2> fv(widened.data(), {R, n});
+    const auto ref = bld::reference::canonical_path(trie, fv, ids, text);
+    CHECK(bld::reference::canonical_path(trie, hv, ids, text).probs == ref.probs); // widening is exact
+    const auto permuted = bld::permute_rows(plan, hv);
+    const bld::tensor_view<const bld::f16, 2> pv(permuted.data(), {R, static_cast<std::int64_t>(plan.permutation().size())});
+    for (const bool trie_ordered : {false, true}) {
+        INFO((trie_ordered ? "trie-ordered f16 rows" : "f16 rows in id order"));
+        const auto fast = bld::canonical_path(plan, trie_ordered ? pv : hv, ids, text, trie_ordered);
+        REQUIRE(fast.positions == ref.positions);
+        for (std::size_t i = 0; i < ref.probs.size(); ++i)
+            CHECK(std::abs(fast.probs[i] - ref.probs[i]) <= 1e-5 * ref.probs[i] + 1e-30);
+    }
 }

@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <memory>
 #include <random>
@@ -172,6 +173,43 @@ std::string message_of(auto&& f) {
     return "(no error)";
 }
 
+/// The fast canonical path (rows of type T, id order and trie order, every target) against the
+/// reference on the same rows: every probability within rel_tol (abs_floor), the dropped mass
+/// within 1e-5, and canonical_paths over several threads bit-identical to one.
+template <class T>
+void check_canonical(const bld::row_plan& plan, const std::vector<float>& xf, std::size_t R, std::size_t n,
+                     const std::vector<std::vector<std::int64_t>>& idss, const std::string& what) {
+    const auto x = as<T>(xf);
+    const bld::tensor_view<const T, 2> rv(x.data(), {static_cast<std::int64_t>(R), static_cast<std::int64_t>(n)});
+    const auto perm = bld::permute_rows(plan, rv);
+    const bld::tensor_view<const T, 2> pv(perm.data(), {static_cast<std::int64_t>(R), static_cast<std::int64_t>(plan.permutation().size())});
+    std::vector<bld::text_rows<T>> texts;
+    for (const auto& ids : idss) texts.push_back({rv, ids, std::nullopt});
+    for (level l : targets()) {
+        const auto batch = bld::canonical_paths(plan, std::span<const bld::text_rows<T>>(texts), {3}, false, l);
+        for (std::size_t t = 0; t < idss.size(); ++t) {
+            const auto ref = bld::reference::canonical_path(plan.trie(), rv, idss[t]);
+            for (const bool trie_ordered : {false, true}) {
+                INFO(what << " " << bld::simd::to_string(l) << (trie_ordered ? " trie-ordered" : " id order") << " text " << t);
+                const auto got = bld::canonical_path(plan, trie_ordered ? pv : rv, idss[t], std::nullopt, trie_ordered, l);
+                REQUIRE(got.positions == ref.positions);
+                if (!trie_ordered) CHECK(batch[t].probs == got.probs);
+                double worst = 0;
+                std::size_t worst_i = 0;
+                for (std::size_t i = 0; i < ref.probs.size(); ++i) {
+                    const double err = std::abs(got.probs[i] - ref.probs[i]) - rel_tol * ref.probs[i] - abs_floor;
+                    if (err > worst) {
+                        worst = err;
+                        worst_i = i;
+                    }
+                }
+                CHECK_MESSAGE(worst == 0.0, "entry " << worst_i << ": got " << got.probs[worst_i] << ", reference " << ref.probs[worst_i]);
+                for (std::size_t i = 0; i < ref.positions; ++i) CHECK(std::abs(got.dropped[i] - ref.dropped[i]) <= 1e-5);
+            }
+        }
+    }
+}
+
 } // namespace
 
 TEST_CASE("simd: targets — this machine runs and tests every level of its architecture") {
@@ -199,7 +237,7 @@ TEST_CASE("simd: targets — this machine runs and tests every level of its arch
 #endif
 }
 
-TEST_CASE("simd row pass: every target agrees with the reference (float and bf16, id and trie order)") {
+TEST_CASE("simd row pass: every target agrees with the reference (float, bf16 and f16, id and trie order)") {
     std::mt19937 rng(5);
     for (const auto& [V, gaps] : {std::pair<std::size_t, bool>{300, false}, {1001, true}, {4099, false}, {20011, true}}) {
         bld::byte_trie trie(synth_vocab(rng, V, gaps));
@@ -208,11 +246,12 @@ TEST_CASE("simd row pass: every target agrees with the reference (float and bf16
         const auto x = make_rows(rng, R, Vs, n);
         check_batch<float>(plan, x, R, n, "V=" + std::to_string(Vs) + " float");
         check_batch<bld::bf16>(plan, x, R, n, "V=" + std::to_string(Vs) + " bf16");
+        check_batch<bld::f16>(plan, x, R, n, "V=" + std::to_string(Vs) + " f16");
     }
 }
 
 #if !defined(BLD_TEST_NO_REAL_DATA)
-TEST_CASE("simd row pass: real vocabularies (Llama-2 32k, Llama-3 128k), float and bf16") {
+TEST_CASE("simd row pass: real vocabularies (Llama-2 32k, Llama-3 128k), float, bf16 and f16") {
     const std::string dir = bld_test::data_dir();
     std::mt19937 rng(11);
     for (const char* name : {"llama2", "llama3"}) {
@@ -222,6 +261,7 @@ TEST_CASE("simd row pass: real vocabularies (Llama-2 32k, Llama-3 128k), float a
         const auto x = make_rows(rng, R, Vs, n);
         check_batch<float>(plan, x, R, n, std::string(name) + " float");
         check_batch<bld::bf16>(plan, x, R, n, std::string(name) + " bf16");
+        check_batch<bld::f16>(plan, x, R, n, std::string(name) + " f16");
     }
 }
 #endif
@@ -449,6 +489,59 @@ TEST_CASE("simd node sums agree with sum_node; canonical path agrees with the re
             for (std::size_t i = 0; i < ref.positions; ++i) CHECK(std::abs(got.dropped[i] - ref.dropped[i]) <= 1e-5);
         }
     }
+}
+
+/// Rows where a token's first-byte node holds almost nothing (every id under that byte 80
+/// below the rest): the node is then summed with its own shift, not taken from the root pass.
+static void sink_first_nodes(const bld::row_plan& plan, std::vector<float>& x, std::size_t n,
+                      const std::vector<std::int64_t>& ids, std::initializer_list<std::size_t> rows) {
+    const auto& trie = plan.trie();
+    for (const std::size_t j : rows) {
+        const auto b = static_cast<std::uint8_t>(trie.vocab().unchecked_bytes(static_cast<std::size_t>(ids[j]))[0]);
+        const auto& nd = trie.node(trie.child(bld::byte_trie::root, b));
+        for (std::uint32_t k = nd.lo; k < nd.hi; ++k) x[j * n + trie.order()[k]] -= 80.0f;
+    }
+}
+
+static std::vector<std::int64_t> random_text_ids(std::mt19937& rng, const bld::byte_trie& trie, std::size_t count) {
+    std::vector<std::int64_t> ids;
+    std::uniform_int_distribution<std::size_t> any(0, trie.vocab().size() - 1);
+    while (ids.size() < count) {
+        const auto id = any(rng);
+        if (trie.vocab().kinds()[id] == bld::token_kind::text) ids.push_back(static_cast<std::int64_t>(id));
+    }
+    return ids;
+}
+
+TEST_CASE("simd canonical path: first-byte nodes from the root pass agree with the reference (float, bf16, f16)") {
+    // 40 rows: three summary blocks of 16 and partial tiles for every width; texts of random
+    // tokens (a quarter of Llama-3's ids start with a space: its node is a quarter of the row).
+    std::mt19937 rng(29);
+    auto run = [&](const bld::row_plan& plan, const std::string& name) {
+        const std::size_t V = plan.vocab_size(), n = V + 3, R = 40;
+        std::vector<std::vector<std::int64_t>> idss{random_text_ids(rng, plan.trie(), R), random_text_ids(rng, plan.trie(), 23)};
+        auto x = make_rows(rng, R, V, n, false);
+        // −inf logits (probability 0) in every fifth row, never on the row's own token.
+        std::uniform_int_distribution<int> coin(0, 99);
+        for (std::size_t r = 3; r < R; r += 5)
+            for (std::size_t i = 0; i < V; ++i)
+                if (coin(rng) < 30 && i != static_cast<std::size_t>(idss[0][r]) && (r >= idss[1].size() || i != static_cast<std::size_t>(idss[1][r])))
+                    x[r * n + i] = ninf;
+        sink_first_nodes(plan, x, n, idss[0], {2, 17, 33});
+        check_canonical<float>(plan, x, R, n, idss, name + " float");
+        check_canonical<bld::bf16>(plan, x, R, n, idss, name + " bf16");
+        check_canonical<bld::f16>(plan, x, R, n, idss, name + " f16");
+    };
+    {
+        bld::byte_trie trie(synth_vocab(rng, 3000, true));
+        const bld::row_plan plan(trie);
+        run(plan, "synthetic");
+    }
+#if !defined(BLD_TEST_NO_REAL_DATA)
+    bld::byte_trie trie(bld::io::load_vocabulary(bld_test::data_dir() + "/tokenizers/llama3/tokenizer.json"));
+    const bld::row_plan plan(trie);
+    run(plan, "llama3");
+#endif
 }
 
 TEST_CASE("simd loss slot kernel agrees with the reference kernel on every target (value 1e-12, gradient one float rounding)") {

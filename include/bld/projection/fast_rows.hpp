@@ -280,10 +280,10 @@ template <logit_type T>
                                                      bool trie_ordered = false,
                                                      simd::level lvl = simd::level::automatic) {
     static_assert(logit_type<T>, "rows are float, bf16, f16 or double");
-    if constexpr (!row_kernel_reads<T>) {
-        // No fp32 kernel reads double (or, yet, f16) rows: the reference is the path for them.
+    if constexpr (!simd_kernel_reads<T>) {
+        // No fp32 kernel reads double rows: the reference is the path for them.
         if (trie_ordered)
-            throw value_error("canonical-path projection", "rows", "trie-ordered rows are float or bf16");
+            throw value_error("canonical-path projection", "rows", "trie-ordered rows are float, bf16 or f16");
         (void)simd::resolve(lvl, "canonical-path projection");
         return reference::canonical_path(plan.trie(), rows, ids, text);
     } else {

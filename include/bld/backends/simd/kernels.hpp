@@ -20,10 +20,21 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <concepts>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <utility>
+
+namespace bld {
+
+/// The logit types bld's SIMD kernels (this folder) read: row_kernel_reads (float, bf16) and f16,
+/// which every target widens exactly as it loads (F16C on AVX2 / AVX-512, f16::widen on the
+/// others). Double rows take the fp64 reference path.
+template <class T>
+inline constexpr bool simd_kernel_reads = row_kernel_reads<T> || std::same_as<std::remove_cv_t<T>, f16>;
+
+} // namespace bld
 
 namespace bld::simd::detail {
 
@@ -113,6 +124,7 @@ struct loss_slot_result {
 template <class T>
 constexpr T neg_inf_value() noexcept {
     if constexpr (std::is_same_v<T, bf16>) return bf16::from_bits(0xFF80);
+    else if constexpr (std::is_same_v<T, f16>) return f16::from_bits(0xFC00);
     else return -std::numeric_limits<T>::infinity();
 }
 

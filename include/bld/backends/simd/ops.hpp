@@ -9,7 +9,8 @@
 // W = ops<A>::width lanes:
 //
 //   vf                      W floats;   vd: W doubles (an accumulator)
-//   load(const float*) / load(const bf16*)      W consecutive values (bf16 widened exactly)
+//   load(const float*) / load(const bf16*) / load(const f16*)
+//                                               W consecutive values (bf16 and f16 widened exactly)
 //   set1, neg_inf, add, sub, mul, max, store
 //   exp(x)                  (scalar, AVX2) e^x for x ≤ 88, 0 for x < −86.6, −inf and NaN;
 //                           rel. error ≤ 4e-7
@@ -157,6 +158,7 @@ struct ops<scalar_arch> {
 
     static vf load(const float* p) noexcept { return *p; }
     static vf load(const bf16* p) noexcept { return static_cast<float>(*p); }
+    static vf load(const f16* p) noexcept { return static_cast<float>(*p); }
     static vf set1(float x) noexcept { return x; }
     static vf neg_inf() noexcept { return -std::numeric_limits<float>::infinity(); }
     static vf add(vf a, vf b) noexcept { return a + b; }
@@ -246,6 +248,8 @@ struct ops<avx2_arch> {
         const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     }
+    /// f16 widened exactly by F16C (part of this target).
+    static vf load(const f16* p) noexcept { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
     static vf set1(float x) noexcept { return _mm256_set1_ps(x); }
     static vf neg_inf() noexcept { return _mm256_set1_ps(-std::numeric_limits<float>::infinity()); }
     static vf add(vf a, vf b) noexcept { return _mm256_add_ps(a, b); }
@@ -465,6 +469,10 @@ struct ops<avx512_arch> {
         const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     }
+    static vf load(const f16* p) noexcept {
+        // (masked form: _mm512_cvtph_ps's undefined passthrough trips GCC 12's -Wuninitialized)
+        return _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
     static vf set1(float x) noexcept { return _mm512_set1_ps(x); }
     static vf neg_inf() noexcept { return _mm512_set1_ps(-std::numeric_limits<float>::infinity()); }
     static vf add(vf a, vf b) noexcept { return _mm512_add_ps(a, b); }
@@ -611,6 +619,12 @@ struct ops<avx512_arch> {
             _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
         return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, _mm512_maskz_cvtepu16_epi32(0xFFFF, h), 16));
+    }
+    static vf load_pair(const f16* a, const f16* b) noexcept {
+        const __m256i h = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
+        return _mm512_maskz_cvtph_ps(0xFFFF, h);
     }
     static constexpr std::size_t tile_part = 8;
     /// e[j] = ids i + j (j < 8) of the 16 rows, row r in lane lane_of(r): rows r and r + 8 as

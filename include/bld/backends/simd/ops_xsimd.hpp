@@ -89,6 +89,13 @@ struct xsimd_ops {
         for (std::size_t i = 0; i < 4; ++i) w[i] = p[i].bits;
         return xsimd::bitwise_cast<vf>(vu::load_aligned(w) << 16);
     }
+    /// f16 widened exactly in software (f16::widen): these targets have no conversion
+    /// instruction that every CPU of the architecture runs.
+    static vf load(const f16* p) noexcept {
+        alignas(16) float w[4];
+        for (std::size_t i = 0; i < 4; ++i) w[i] = f16::widen(p[i].bits);
+        return vf::load_aligned(w);
+    }
     static vf set1(float x) noexcept { return vf(x); }
     static vf neg_inf() noexcept { return vf(-std::numeric_limits<float>::infinity()); }
     static vf add(vf a, vf b) noexcept { return a + b; }

@@ -1,7 +1,7 @@
 // bld/backends/simd/row_pass.hpp — the fast CPU row pass: SIMD kernels, runtime dispatch, threads.
 //
 // The same results as the scalar reference (bld/backends/reference/row_pass.hpp: summarize_row, sum_node) within
-// the tolerance below, for float and bf16 rows (double rows take the reference path):
+// the tolerance below, for float, bf16 and f16 rows (double rows take the reference path):
 //
 //  * summarize_rows — rows in id order, a batch at a time. design.md §2's idea (a): W rows
 //    (16 with AVX-512, 8 with AVX2, 4 with SSE2 / NEON) go through the kernel together, so one
@@ -339,7 +339,7 @@ void summarize_rows_flagged(const row_plan& plan, tensor_view<const T, 2> rows, 
     const auto R = static_cast<std::size_t>(rows.extent(0));
     const auto n = static_cast<std::size_t>(rows.extent(1));
     const auto row_ptr = [&](std::size_t r) { return rows.data() + r * n; };
-    if constexpr (!row_kernel_reads<T>) {
+    if constexpr (!simd_kernel_reads<T>) {
         parallel_for(R, par, [&](std::size_t b, std::size_t e, std::size_t) {
             for (std::size_t r = b; r < e; ++r) {
                 try {
@@ -388,7 +388,7 @@ void summarize_rows_flagged(const row_plan& plan, tensor_view<const T, 2> rows, 
 template <class T>
 void summarize_rows(const row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
                     const parallel_options& par = {}, simd::level lvl = simd::level::automatic) {
-    static_assert(logit_type<T>, "rows are float, double or bf16");
+    static_assert(logit_type<T>, "rows are float, double, bf16 or f16");
     const char* op = "teacher row pass";
     const auto R = static_cast<std::size_t>(rows.extent(0));
     const auto n = static_cast<std::size_t>(rows.extent(1));
@@ -422,7 +422,7 @@ template <class T>
 template <class T>
 void summarize_permuted_rows(const row_plan& plan, tensor_view<const T, 2> rows, std::span<row_summary> out,
                              const parallel_options& par = {}, simd::level lvl = simd::level::automatic) {
-    static_assert(row_kernel_reads<T>, "trie-ordered rows are float or bf16");
+    static_assert(simd_kernel_reads<T>, "trie-ordered rows are float, bf16 or f16");
     using E = std::remove_cv_t<T>;
     const char* op = "teacher row pass (trie-ordered rows)";
     const auto R = static_cast<std::size_t>(rows.extent(0));
@@ -491,7 +491,7 @@ template <class T>
 template <class T>
 double sum_node(const row_plan& plan, std::span<const T> row, byte_trie::node_index n, node_sums& out,
                       std::vector<float>& scratch, bool trie_ordered = false, simd::level lvl = simd::level::automatic) {
-    static_assert(row_kernel_reads<T>, "rows are float or bf16");
+    static_assert(simd_kernel_reads<T>, "rows are float, bf16 or f16");
     using E = std::remove_cv_t<T>;
     const auto& trie = plan.trie();
     const auto& nd = trie.node(n);
