@@ -5,7 +5,7 @@
 #   scripts/test-python.sh            # everything under build-py/
 #   BLD_TORCH_BUILD=/tmp/x scripts/test-python.sh
 #
-# 1. pip: a fresh virtual environment OUT/venv that sees Debian's python3-torch
+# 1. pip: a fresh virtual environment OUT/.venv that sees Debian's python3-torch
 #    (--system-site-packages), `pip install --no-build-isolation ./python` offline (objects kept
 #    in OUT/pip-build, so a rerun recompiles only what changed); bld_torch imported from it
 #    outside the source tree, one small loss.
@@ -23,16 +23,23 @@ python="${PYTHON:-/usr/bin/python3}"
 out="${BLD_TORCH_BUILD:-$repo/build-py}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
-venv="$out/venv"
+venv="$out/.venv"
 elsewhere="$out/cwd"  # an empty working directory: nothing importable from the tree or OUT
 
-# ---- 1. pip install into a fresh venv ---------------------------------------------------------
+# ---- 1. pip install into a fresh venv: the commands of the README / docs/06_trainers.md --------
+# They name python3 and ./python: here python3 is $python (Debian's, with torch) and ./python a
+# link to the repository's python/ in OUT, so the venv lands in OUT and the tree stays clean.
+python3() { command "$python" "$@"; }
 rm -rf "$venv" "$elsewhere"
 mkdir -p "$elsewhere"
-"$python" -m venv --system-site-packages "$venv"
+ln -sfn "$repo/python" "$out/python"
 echo "test-python.sh: pip install --no-build-isolation $repo/python (into $venv)"
-(cd "$elsewhere" && BLD_TORCH_BUILD_DIR="$out/pip-build" \
-    "$venv/bin/pip" install --no-build-isolation --no-index --disable-pip-version-check --quiet "$repo/python")
+(
+    cd "$out"
+    export BLD_TORCH_BUILD_DIR="$out/pip-build" PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_QUIET=1
+    python3 -m venv --system-site-packages .venv
+    .venv/bin/pip install --no-build-isolation ./python
+)
 (cd "$elsewhere" && "$venv/bin/python" - "$repo" <<'EOF'
 import pathlib
 import sys
