@@ -39,6 +39,9 @@ else
     if grep -q "bench_loss" benchmarks/CMakeLists.txt; then targets+=(bld_bench_loss); fi
     if grep -q "bench_targets" benchmarks/CMakeLists.txt; then targets+=(bld_bench_targets); fi
 fi
+# The commit the binaries are built from (HEAD may move while the benchmarks run).
+commit=$(git rev-parse --short HEAD)
+if [ -n "$(git status --porcelain -uno)" ]; then commit="$commit (dirty)"; fi
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 rm -rf "$out"
 mkdir -p "$out/export"
@@ -92,7 +95,7 @@ fi
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== load average after: $load_after"
-"$py" - "$out/machine.json" "$load_before" "$load_after" "$reps" <<'EOF'
+"$py" - "$out/machine.json" "$load_before" "$load_after" "$reps" "$commit" <<'EOF'
 import json, os, platform, subprocess, sys, datetime
 def sh(c):
     try:
@@ -116,7 +119,7 @@ m = {
     "memory": sh("free -g | awk '/Mem:/ {print $2 \" GiB\"}'"),
     "os": sh(". /etc/os-release && echo $PRETTY_NAME") + ", kernel " + platform.release(),
     "compiler": sh("c++ --version | head -1"),
-    "commit": sh("git rev-parse --short HEAD") + (" (dirty)" if sh("git status --porcelain -uno") else ""),
+    "commit": sys.argv[5],
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     "load_before": sys.argv[2],
     "load_after": sys.argv[3],
