@@ -3,8 +3,6 @@
 
 import operator
 
-import torch
-
 from . import _bld_torch as _C
 from .losses import _check_tensor
 

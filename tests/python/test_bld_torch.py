@@ -10,7 +10,6 @@ check that it is that one, not the source tree's.
 
 import itertools
 import json
-import math
 import os
 import pathlib
 import re
