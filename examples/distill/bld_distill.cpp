@@ -8,10 +8,11 @@
 //   (b) token CE + λ_b · byte-head CE on the true bytes,
 //   (c) token CE + λ_b · byte-head CE + λ_KL · KL(teacher next-byte distribution ‖ byte head),
 //
-// design.md §1. The teacher's byte targets come from bld: its rows over its own tokenization of
-// the same text are projected on the canonical path and gathered per student slot by
-// bld::canonical_targets; the byte terms and their gradients come from bld::bld_loss, wired into
-// autograd by a torch::autograd::Function whose backward returns bld's analytic gradient.
+// design.md §1. The teacher's byte targets come from bld: for each batch of (c), the frozen
+// teacher's rows over its own tokenization of the same text are projected on the canonical path
+// and placed per student slot by a bld::distiller (built once); the byte terms and their
+// gradients come from bld::bld_loss on those targets, wired into autograd by a
+// torch::autograd::Function whose backward returns bld's analytic gradient (bld/torch/loss.hpp).
 // Every model is scored by held-out bits per byte: token cross-entropy in nats summed over the
 // held-out text, divided by (text bytes · ln 2) — comparable across tokenizers.
 //
@@ -47,7 +48,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #if defined(__GLIBC__)
@@ -436,113 +436,81 @@ double text_bytes(const std::vector<example>& ex, const std::vector<int>& idx) {
     return n;
 }
 
-// ---- teacher targets (canonical path), computed once per chunk and cached -----------------------
+// ---- teacher targets (canonical path): bld::distiller, batch by batch for student (c) ------------
 
-/// The teacher's byte targets depend on the text only (design.md §1), and the teacher is frozen,
-/// so each chunk's targets are computed once and kept for every seed: per chunk, the rows of its
-/// active student slots, [active slots, 260] in fp16, in the (token, head) order of its mask.
+/// The frozen teacher and the bld::distiller that turns its rows into byte targets for student
+/// (c), one training batch at a time; with the time it takes and two fidelity statistics. The
+/// targets depend on the text only (design.md §1), so this is what a trainer with a live teacher
+/// does: no cache, float32 targets exactly as the distiller returns them.
 struct teacher_targets {
-    std::vector<torch::Tensor> packed;  // per example; undefined until computed
+    lm teacher{nullptr};
+    const bld::distiller* distiller = nullptr;
     double seconds = 0;
-    std::int64_t chunks = 0, slots = 0;
-    double t_rows = 0, t_bld = 0;  // teacher forward + full log-softmax; bld projection + gather
-    double true_byte_bits = 0;      // Σ −log2 p_teacher(true byte) over the active slots
-    double token_bits = 0, text_bytes = 0;  // the teacher's own token NLL on these chunks, their bytes
+    std::int64_t chunks = 0, slots = 0;     // chunks and active slots processed (every (c) step)
+    double t_rows = 0, t_bld = 0;            // teacher forward + full log-softmax; bld::distiller
+    double true_byte_bits = 0;               // Σ −log2 p_teacher(true byte) over the active slots
+    double token_bits = 0, text_bytes = 0;   // the teacher's own token NLL on these chunks, their bytes
+
+    std::string note() const {
+        char note[192];
+        std::snprintf(note, sizeof note, "%lld slots, %.3f bits/true byte (tokens: %.3f bits/byte); rows %.1f s, bld %.1f s",
+                      static_cast<long long>(slots), true_byte_bits / static_cast<double>(std::max<std::int64_t>(slots, 1)),
+                      token_bits / std::max(text_bytes, 1.0), t_rows, t_bld);
+        return note;
+    }
 };
 
-void compute_targets(lm& teacher, const bld::byte_trie& trie, const bld::vocabulary& student_vocab,
-                     const std::vector<example>& ex, std::vector<int> idx, const config& cfg, teacher_targets& cache) {
+/// The teacher's byte targets for a batch of chunks: [B, T, K] slots at the student batch's
+/// padded positions (position t of chunk b holds the slots of its student token t, which the
+/// hidden state at t predicts; make_batch's layout), compact, float32.
+bld::target_batch batch_targets(teacher_targets& tt, const std::vector<example>& ex, std::span<const int> idx) {
     const auto t0 = clock_type::now();
-    cache.packed.resize(ex.size());
-    std::erase_if(idx, [&](int i) { return cache.packed[static_cast<std::size_t>(i)].defined(); });
-    std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return ex[a].teacher_ids.size() < ex[b].teacher_ids.size(); });
     torch::NoGradGuard ng;
-    teacher->eval();
-    const std::size_t B = 16;
-    const auto K = cfg.heads;
-    progress bar("teacher targets", static_cast<std::int64_t>(idx.size()));
-    for (std::size_t s = 0; s < idx.size(); s += B) {
-        const auto chunk = std::span<const int>(idx).subspan(s, std::min(B, idx.size() - s));
-        const auto b = make_batch(ex, chunk, true, teacher->bos);
-        // Row k of a chunk = the teacher's log-distribution of its token k given BOS and the
-        // tokens before k: the convention of bld's projections. [tokens of the batch, vocab]
-        const auto tq0 = clock_type::now();
-        const auto rows = teacher->out->log_prob(target_hidden(teacher, b)).contiguous();
-        cache.t_rows += seconds_since(tq0);
-        const auto tq1 = clock_type::now();
-        std::vector<std::int64_t> first(chunk.size() + 1, 0);
-        for (std::size_t k = 0; k < chunk.size(); ++k)
-            first[k + 1] = first[k] + static_cast<std::int64_t>(ex[chunk[k]].teacher_ids.size());
-        std::vector<std::exception_ptr> errors(static_cast<std::size_t>(cfg.threads));
-        std::vector<std::int64_t> slots(static_cast<std::size_t>(cfg.threads), 0);
-        std::vector<double> bits(static_cast<std::size_t>(cfg.threads), 0.0);
-        // The teacher's token-level cross-entropy on the same chunks, for comparison.
-        cache.token_bits -= rows.gather(1, b.targets.unsqueeze(1)).sum().item<double>() / std::log(2.0);
-        for (int i : chunk) cache.text_bytes += static_cast<double>(ex[i].text.size());
-        const auto work = [&](std::size_t w) {
-            try {
-                for (std::size_t k = w; k < chunk.size(); k += static_cast<std::size_t>(cfg.threads)) {
-                    const auto& e = ex[chunk[k]];
-                    // [doc:targets]
-                    const auto view = bld::as_view<const float, 2>(rows.narrow(0, first[k], first[k + 1] - first[k]),
-                                                                   "teacher rows");
-                    const auto r = bld::canonical_targets(student_vocab, e.student_ids, trie, view, e.teacher_ids,
-                                                          static_cast<std::size_t>(K), e.text);
-                    // r.targets: [tokens, K, 260] teacher next-byte distributions, zero at masked slots
-                    // [/doc:targets]
-                    if (r.alignment.mask != e.mask) throw std::runtime_error("slot masks differ");
-                    const auto active = std::count(e.mask.begin(), e.mask.end(), std::uint8_t{1});
-                    auto p = torch::empty({active, 260}, torch::kHalf);
-                    auto* dst = p.data_ptr<at::Half>();
-                    for (std::size_t slot = 0; slot < e.mask.size(); ++slot) {
-                        if (!e.mask[slot]) continue;
-                        const float* src = r.targets.data() + slot * 260;
-                        bits[w] -= std::log2(std::max(src[e.true_byte[slot]], 1e-30f));
-                        for (int a = 0; a < 260; ++a) *dst++ = static_cast<at::Half>(src[a]);
-                    }
-                    cache.packed[static_cast<std::size_t>(chunk[k])] = p;
-                    slots[w] += active;
-                }
-            } catch (...) {
-                errors[w] = std::current_exception();
-            }
-        };
-        std::vector<std::thread> pool;
-        for (int w = 1; w < cfg.threads; ++w) pool.emplace_back(work, static_cast<std::size_t>(w));
-        work(0);
-        for (auto& t : pool) t.join();
-        for (auto& e : errors)
-            if (e) std::rethrow_exception(e);
-        cache.t_bld += seconds_since(tq1);
-        for (auto n : slots) cache.slots += n;
-        for (auto x : bits) cache.true_byte_bits += x;
-        cache.chunks += static_cast<std::int64_t>(chunk.size());
-        bar.update(static_cast<std::int64_t>(s + chunk.size()));
-    }
-    cache.seconds += seconds_since(t0);
-    char note[192];
-    std::snprintf(note, sizeof note, "%lld slots, %.3f bits/true byte (tokens: %.3f bits/byte); rows %.0f s, bld %.0f s",
-                  static_cast<long long>(cache.slots), cache.true_byte_bits / static_cast<double>(std::max<std::int64_t>(cache.slots, 1)),
-                  cache.token_bits / std::max(cache.text_bytes, 1.0), cache.t_rows, cache.t_bld);
-    bar.finish(note);
-    teacher->train();
-}
-
-/// [N, K, 260] float targets of a batch (zeros at inactive slots), unpacked from the cache.
-torch::Tensor batch_targets(const teacher_targets& cache, const std::vector<example>& ex, std::span<const int> idx,
-                            std::int64_t tokens, std::int64_t K) {
-    auto t = torch::zeros({tokens, K, 260}, torch::kFloat);
-    float* dst = t.data_ptr<float>();
+    const auto b = make_batch(ex, idx, true, tt.teacher->bos);
+    // Row k of a chunk = the teacher's log-distribution of its token k given BOS and the tokens
+    // before k: the convention of bld's projections. [teacher tokens of the batch, vocab]
+    const auto rows = tt.teacher->out->log_prob(target_hidden(tt.teacher, b)).contiguous();
+    // The teacher's token-level cross-entropy on the same chunks, for comparison.
+    tt.token_bits -= rows.gather(1, b.targets.unsqueeze(1)).sum().item<double>() / std::log(2.0);
+    const auto t1 = clock_type::now();
+    tt.t_rows += std::chrono::duration<double>(t1 - t0).count();
+    const auto& distiller = *tt.distiller;
+    std::int64_t first = 0;
+    // [doc:targets]
+    std::vector<bld::distill_sequence<float>> seqs;  // per chunk: its rows, both id lists, its text
     for (int i : idx) {
         const auto& e = ex[i];
-        const auto& p = cache.packed[static_cast<std::size_t>(i)];
-        if (!p.defined()) throw std::runtime_error("teacher targets missing for a chunk");
-        const auto* src = p.data_ptr<at::Half>();
-        for (std::size_t slot = 0; slot < e.mask.size(); ++slot, dst += 260) {
-            if (!e.mask[slot]) continue;
-            for (int a = 0; a < 260; ++a) dst[a] = static_cast<float>(*src++);
-        }
+        const auto n = static_cast<std::int64_t>(e.teacher_ids.size());
+        seqs.push_back({bld::as_view<const float, 2>(rows.narrow(0, first, n), "teacher rows"), e.teacher_ids,
+                        e.student_ids, e.text});
+        first += n;
     }
+    bld::target_batch t = distiller.targets(std::span<const bld::distill_sequence<float>>(seqs));
+    // t: [chunks, longest student chunk, K] slots; the active ones hold the teacher's next-byte
+    // distributions (compact: their rows only, in slot order), with the slot mask and true bytes
+    // [/doc:targets]
+    // The slots are those of bld::align_slots at start-up (the (b) student's), at the same places.
+    const auto S = t.positions(), K = t.heads();
+    std::size_t longest = 0;  // make_batch pads the student side to its longest chunk too
+    for (int i : idx) longest = std::max(longest, ex[i].student_ids.size());
+    if (S != static_cast<std::int64_t>(longest)) throw std::runtime_error("target positions differ from the batch's");
+    const std::uint8_t* mask = t.mask().data();
+    for (std::size_t k = 0; k < idx.size(); ++k) {
+        const auto& m = ex[idx[k]].mask;
+        const std::uint8_t* row = mask + static_cast<std::int64_t>(k) * S * K;
+        if (!std::equal(m.begin(), m.end(), row) || std::any_of(row + m.size(), row + S * K, [](auto v) { return v != 0; }))
+            throw std::runtime_error("slot masks differ");
+        tt.text_bytes += static_cast<double>(ex[idx[k]].text.size());
+    }
+    const auto v = t.view<float>();
+    for (std::int64_t a = 0; a < v.rows(); ++a) {
+        const auto y = v.true_bytes.data()[v.slots(a)];
+        tt.true_byte_bits -= std::log2(std::max(v.values(a, y), 1e-30f));
+    }
+    tt.slots += t.active_slots();
+    tt.chunks += static_cast<std::int64_t>(idx.size());
+    tt.t_bld += seconds_since(t1);
+    tt.seconds += seconds_since(t0);
     return t;
 }
 
@@ -614,8 +582,9 @@ struct run_result {
 
 run_result train(lm& m, role r, const std::vector<example>& ex, const std::vector<std::vector<int>>& batches,
                  const std::vector<int>& curve_set, const std::vector<int>& heldout, const config& cfg,
-                 const teacher_targets* targets, const std::string& label) {
+                 teacher_targets* targets, const std::string& label) {
     const auto t0 = clock_type::now();
+    const double targets_before = targets ? targets->seconds : 0.0;  // the targets' time is reported apart
     const bool teacher_side = r == role::teacher;
     torch::optim::Adam opt(m->parameters(), torch::optim::AdamOptions(cfg.lr));
     const auto steps = static_cast<std::int64_t>(batches.size());
@@ -649,23 +618,28 @@ run_result train(lm& m, role r, const std::vector<example>& ex, const std::vecto
 
         const auto& idx = batches[static_cast<std::size_t>(step)];
         const auto b = make_batch(ex, idx, teacher_side, m->bos);
-        const auto h = target_hidden(m, b);  // [N, hidden]
+        const auto hidden = m->hidden(b.inputs).reshape({-1, m->hidden_size});  // [B·T, hidden]
+        const auto h = hidden.index_select(0, b.positions);                     // [N, hidden] (target_hidden)
         const auto o = m->out->forward(h, b.targets);
         // Token CE, mean over the batch's tokens (ASMoutput::loss is a plain double in libtorch's
         // C++ API, so the loss is taken from the differentiable log-probabilities).
         auto token_ce = -o.output.mean();
         auto loss = token_ce;
         if (r == role::b || r == role::c) {
-            const auto logits = m->bytes->forward(h);  // [N, K, 260]
-            const auto [mask, true_bytes] = batch_slots(ex, idx, b.tokens, cfg.heads);
             // The byte term, differentiable: bld's fused pass gives the value and ∂/∂logits at once
             // (bld/torch/loss.hpp); (b) has no teacher, only the byte cross-entropy.
+            torch::Tensor byte_term;
             // [doc:byte_term]
-            const auto byte_term =
-                r == role::c
-                    ? bld::autograd::bld_loss(logits, batch_targets(*targets, ex, idx, b.tokens, cfg.heads), true_bytes,
-                                              mask, {.lambda_byte = cfg.lambda_byte, .lambda_kl = cfg.lambda_kl})
-                    : cfg.lambda_byte * bld::autograd::byte_cross_entropy(logits, true_bytes, mask);
+            if (r == role::c) {
+                // The teacher's targets carry their slots: [B·T, K] at the batch's padded positions,
+                // so the byte head reads every position (padding has no active slot).
+                const bld::target_batch t = batch_targets(*targets, ex, idx);
+                byte_term = bld::autograd::bld_loss(m->bytes->forward(hidden), t.view<float>(),
+                                                    {.lambda_byte = cfg.lambda_byte, .lambda_kl = cfg.lambda_kl});
+            } else {
+                const auto [mask, true_bytes] = batch_slots(ex, idx, b.tokens, cfg.heads);  // [N, K]
+                byte_term = cfg.lambda_byte * bld::autograd::byte_cross_entropy(m->bytes->forward(h), true_bytes, mask);
+            }
             // [/doc:byte_term]
             const double bt = byte_term.item<double>();
             avg_bytes = step == 0 ? bt : 0.98 * avg_bytes + 0.02 * bt;
@@ -686,7 +660,7 @@ run_result train(lm& m, role r, const std::vector<example>& ex, const std::vecto
     const double bytes = text_bytes(ex, heldout);
     res.heldout_bpb = curve_set.size() == heldout.size() ? res.curve.back().bpb
                                                          : total_nats(m, ex, heldout, teacher_side, 64) / (bytes * std::log(2.0));
-    res.seconds = seconds_since(t0);
+    res.seconds = seconds_since(t0) - (targets ? targets->seconds - targets_before : 0.0);
     return res;
 }
 
@@ -721,7 +695,11 @@ int run(const config& cfg) {
     const auto student_full = bld::io::load_vocabulary(cfg.data + "/tokenizers/gpt2");
     const auto tv = compact(teacher_full, ex, true);
     const auto sv = compact(student_full, ex, false);
-    const bld::byte_trie teacher_trie(tv.vocab);
+    // The distiller: the teacher's trie and row plan and the student's vocabulary, built once;
+    // the run's K and threads (over the chunks of a batch; the result does not depend on them).
+    const bld::distiller distiller(tv.vocab, sv.vocab,
+                                   {.heads = static_cast<std::size_t>(cfg.heads),
+                                    .parallel = {.threads = static_cast<std::size_t>(cfg.threads)}});
 
     // Student slots from the ids alone (bld::align_slots): which (token, head) pairs predict a
     // text byte, and which byte. The text is passed so both streams are checked against it.
@@ -790,14 +768,10 @@ int run(const config& cfg) {
     for (auto& p : teacher->parameters()) p.requires_grad_(false);
     out["teacher"] = to_json(teacher_res);
 
-    // Its byte targets for every chunk the students train on (canonical path, bld).
+    // Its byte targets (canonical path, bld::distiller), computed for each batch of student (c).
     const bool want_c = cfg.students.find('c') != std::string::npos;
-    teacher_targets cache;
-    if (want_c) compute_targets(teacher, teacher_trie, sv.vocab, ex, student_pool, cfg, cache);
-    out["targets"] = {{"seconds", cache.seconds}, {"chunks", cache.chunks}, {"slots", cache.slots},
-                      {"teacher_rows_seconds", cache.t_rows}, {"bld_seconds", cache.t_bld},
-                      {"teacher_bits_per_true_byte", cache.true_byte_bits / static_cast<double>(std::max<std::int64_t>(cache.slots, 1))},
-                      {"teacher_token_bits_per_byte", cache.token_bits / std::max(cache.text_bytes, 1.0)}};
+    teacher->eval();
+    teacher_targets cache{.teacher = teacher, .distiller = &distiller};
 
     // The students: GPT-2 tokenizer, same size, same initialisation and batches per seed.
     const std::vector<role> roles = [&] {
@@ -816,6 +790,11 @@ int run(const config& cfg) {
             students[r].push_back(train(s, r, ex, sb, curve_set, heldout, cfg, &cache, label));
         }
     }
+    if (want_c) std::fprintf(stderr, "  teacher targets: %lld chunks, %s\n", static_cast<long long>(cache.chunks), cache.note().c_str());
+    out["targets"] = {{"seconds", cache.seconds}, {"chunks", cache.chunks}, {"slots", cache.slots},
+                      {"teacher_rows_seconds", cache.t_rows}, {"bld_seconds", cache.t_bld},
+                      {"teacher_bits_per_true_byte", cache.true_byte_bits / static_cast<double>(std::max<std::int64_t>(cache.slots, 1))},
+                      {"teacher_token_bits_per_byte", cache.token_bits / std::max(cache.text_bytes, 1.0)}};
 
     // The table.
     std::printf("\nheld-out bits per byte (%zu chunks, %.0f bytes of fortunes; lower is better)\n", heldout.size(),

@@ -227,6 +227,108 @@ TEST_CASE("bld::autograd losses: float32 through a byte_head reach its parameter
     CHECK(contains(msg, "NaN"));
 }
 
+namespace {
+
+/// The slot targets of loss_inputs as a bld::slot_targets_view (compact: the active slots' rows
+/// in slot order; dense: every slot's row), with the tensors that hold its memory.
+template <class P>
+struct targets_of {
+    torch::Tensor values, slots, mask, true_bytes;
+    bld::slot_targets_view<P> view;
+    targets_of(const loss_inputs& in, bld::target_layout layout) {
+        const auto T = in.z.size(0), K = in.z.size(1);
+        const auto flat = in.p.reshape({T * K, 260});
+        slots = in.mask.reshape({T * K}).nonzero().squeeze(1).contiguous();
+        values = (layout == bld::target_layout::compact ? flat.index_select(0, slots) : flat).contiguous();
+        mask = in.mask.to(torch::kUInt8).contiguous();
+        true_bytes = torch::where(in.mask, in.y, torch::full_like(in.y, -1)).to(torch::kInt32).contiguous();
+        view.layout = layout;
+        view.tokens = T;
+        view.heads = K;
+        view.values = bld::as_view<const P, 2>(values, "values");
+        if (layout == bld::target_layout::compact) view.slots = bld::as_view<const std::int64_t, 1>(slots, "slots");
+        view.mask = bld::as_view<const std::uint8_t, 2>(mask, "mask");
+        view.true_bytes = bld::as_view<const std::int32_t, 2>(true_bytes, "true_bytes");
+    }
+};
+
+}  // namespace
+
+TEST_CASE("bld::autograd::bld_loss on slot targets: the dense-tensor route's value and gradient") {
+    torch::manual_seed(5);
+    const std::int64_t T = 7, K = 4;
+    const double tau = 1.3;
+    for (const auto layout : {bld::target_layout::compact, bld::target_layout::dense}) {
+        CAPTURE(bld::to_string(layout));
+        SUBCASE("float64, eq5, an incoming gradient of 2.5; and the libtorch oracle") {
+            const loss_inputs in(T, K, torch::kFloat64);
+            const targets_of<double> t(in, layout);
+            const bld::bld_loss_options o{.lambda_byte = 0.7, .lambda_kl = 0.4, .temperature = tau};
+            auto z = in.z.clone().requires_grad_(true);
+            auto loss = bld::autograd::bld_loss(z, t.view, o);
+            CHECK(loss.dim() == 0);
+            (2.5 * loss).backward();
+            auto zd = in.z.clone().requires_grad_(true);
+            auto dense = bld::autograd::bld_loss(zd, in.p, in.y, in.mask, o);
+            (2.5 * dense).backward();
+            CHECK(loss.item<double>() == doctest::Approx(dense.item<double>()).epsilon(1e-13));
+            CHECK(torch::allclose(z.grad(), zd.grad(), 1e-12, 1e-15));
+            auto zr = in.z.clone().requires_grad_(true);
+            auto ref = oracle_loss(zr, in.p, in.y, in.mask, 0.7, 0.4, tau, false);
+            (2.5 * ref).backward();
+            CHECK(loss.item<double>() == doctest::Approx(ref.item<double>()).epsilon(1e-12));
+            CHECK(torch::allclose(z.grad(), zr.grad(), 1e-10, 1e-13));
+        }
+        SUBCASE("float32 through a byte_head (the example's route): the dense route's value and gradients") {
+            const std::int64_t H = 9;
+            const loss_inputs in(T, K, torch::kFloat32);
+            const targets_of<float> t(in, layout);
+            auto hidden = torch::randn({T, H});
+            bld::byte_head head(H, K), twin(H, K);
+            {
+                torch::NoGradGuard no_grad;
+                twin->weight.copy_(head->weight);
+                twin->bias.copy_(head->bias);
+            }
+            auto loss = bld::autograd::bld_loss(head(hidden), t.view, {.lambda_kl = 0.1});
+            CHECK((loss.scalar_type() == torch::kFloat32));
+            loss.backward();
+            auto dense = bld::autograd::bld_loss(twin(hidden), in.p, in.y, in.mask, {.lambda_kl = 0.1});
+            dense.backward();
+            CHECK(loss.item<double>() == doctest::Approx(dense.item<double>()).epsilon(1e-6));
+            CHECK(torch::allclose(head->weight.grad(), twin->weight.grad(), 1e-5, 1e-7));
+            CHECK(torch::allclose(head->bias.grad(), twin->bias.grad(), 1e-5, 1e-7));
+        }
+        SUBCASE("reduction none: per-slot values, a weighted sum backpropagates slot by slot") {
+            const loss_inputs in(T, K, torch::kFloat64);
+            const targets_of<double> t(in, layout);
+            const bld::bld_loss_options o{.lambda_kl = 0.3, .reduction = bld::loss_reduction::none};
+            auto z = in.z.clone().requires_grad_(true);
+            auto v = bld::autograd::bld_loss(z, t.view, o);
+            CHECK(v.sizes().vec() == std::vector<std::int64_t>{T, K});
+            auto w = torch::rand({T, K}, torch::kFloat64);
+            (v * w).sum().backward();
+            auto zd = in.z.clone().requires_grad_(true);
+            auto vd = bld::autograd::bld_loss(zd, in.p, in.y, in.mask, o);
+            (vd * w).sum().backward();
+            CHECK(torch::allclose(v, vd.detach(), 1e-13, 1e-15));
+            CHECK(torch::allclose(z.grad(), zd.grad(), 1e-12, 1e-15));
+        }
+    }
+    SUBCASE("no gradient wanted: the same value, no graph; bad input is bld's error") {
+        const loss_inputs in(T, K, torch::kFloat32);
+        const targets_of<float> t(in, bld::target_layout::compact);
+        const auto with = bld::autograd::bld_loss(in.z.clone().requires_grad_(true), t.view);
+        torch::NoGradGuard no_grad;
+        const auto without = bld::autograd::bld_loss(in.z.clone().requires_grad_(true), t.view);
+        CHECK_FALSE(without.requires_grad());
+        CHECK(without.item<double>() == with.item<double>());
+        auto msg = message_of<bld::shape_error>([&] { (void)bld::autograd::bld_loss(in.z.narrow(0, 0, T - 1), t.view); });
+        CHECK(contains(msg, "argument `logits`"));
+        CHECK(contains(msg, "to match the targets' slots"));
+    }
+}
+
 TEST_CASE("byte_head: shapes, per-head linear layers, errors") {
     torch::manual_seed(1);
     bld::byte_head head(16, 4);

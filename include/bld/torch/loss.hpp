@@ -163,6 +163,39 @@ struct loss_function : torch::autograd::Function<loss_function> {
     }
 };
 
+/// The autograd node of the slot-targets overload: the same construction as loss_function, the
+/// targets (values, mask and true bytes) read from a bld::slot_targets_view during forward only.
+template <target_type P>
+struct targets_loss_function : torch::autograd::Function<targets_loss_function<P>> {
+    static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,
+                                 const slot_targets_view<P>& targets, const bld_loss_options& options, bool need_grad) {
+        const auto tk = bld::byte_head_shape(logits, "bld::autograd::bld_loss");
+        const torch_stream_scope on_torch_stream(logits);  // CUDA logits: torch's current stream
+        const bool per_slot = options.reduction == loss_reduction::none;
+        const auto opts = logits.options();
+        torch::Tensor grad = need_grad ? torch::empty({tk[0], tk[1], static_cast<std::int64_t>(alphabet_size)}, opts) : torch::Tensor();
+        torch::Tensor slots = per_slot ? torch::empty({tk[0], tk[1]}, opts) : torch::Tensor();
+        const auto run = [&](auto&& g, auto&& s) { return bld::bld_loss(logits, targets, options, g, s); };
+        const byte_loss_result r = grad.defined() && slots.defined() ? run(grad, slots)
+                                   : grad.defined()                  ? run(grad, no_tensor)
+                                   : slots.defined()                 ? run(no_tensor, slots)
+                                                                     : run(no_tensor, no_tensor);
+        ctx->saved_data["per_slot"] = per_slot;
+        if (need_grad) ctx->save_for_backward({grad});
+        return per_slot ? slots : torch::full({}, r.value, opts);
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grad_outputs) {
+        const auto saved = ctx->get_saved_variables();
+        const torch::Tensor& grad = saved.at(0);
+        const torch::Tensor& g = grad_outputs.at(0);
+        torch::Tensor dlogits = ctx->saved_data["per_slot"].toBool() ? grad * g.unsqueeze(-1) : grad * g;
+        // one entry per forward argument: logits, targets, options, need_grad
+        return {dlogits, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    }
+};
+
 /// A required tensor argument: defined, and data rather than a parameter — a gradient flowing
 /// into targets or true bytes would be silently dropped, so that is an error instead.
 inline c10::optional<torch::Tensor> given(const torch::Tensor& t, const char* op, const char* name) {
@@ -203,6 +236,21 @@ inline c10::optional<torch::Tensor> present(const torch::Tensor& t) {
     return detail::loss_function::apply(detail::logits_of(logits, op), detail::given(targets, op, "targets"),
                                         detail::given(true_bytes, op, "true_bytes"), detail::present(mask),
                                         loss_terms::combined, options, detail::wants_grad(logits));
+}
+
+/// The same on slot targets — what bld::distiller returns, dense or compact, float32, bf16 or
+/// float64 values — whose mask and true bytes are the targets' own: bld::bld_loss's slot-targets
+/// overload, differentiable with respect to `logits` ([tokens, K, 260], the targets' slots).
+///   const auto t = distiller.targets(batch);
+///   auto loss = bld::autograd::bld_loss(head(hidden), t.view<float>());
+/// The view is read during the call only (the node keeps the gradient, not the targets).
+/// @throws as bld::bld_loss on slot targets
+template <target_type P>
+[[nodiscard]] inline torch::Tensor bld_loss(const torch::Tensor& logits, const slot_targets_view<P>& targets,
+                                            const bld_loss_options& options = {}) {
+    const char* op = detail::loss_function::name(loss_terms::combined);
+    return detail::targets_loss_function<P>::apply(detail::logits_of(logits, op), targets, options,
+                                                   detail::wants_grad(logits));
 }
 
 /// D(targets ‖ softmax(logits/τ)) per active slot, reduced — bld::byte_loss, differentiable
