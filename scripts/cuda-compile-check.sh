@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# CI compile check of the CUDA kernels (issue 6): configures bld with -DBLD_ENABLE_CUDA=ON and
-# builds every CUDA target for sm_80 and sm_90 — bld_cuda_compile_all (every .cuh, every
-# kernel instantiated) and bld_cuda_tests (the GPU tests, which ctest reports SKIPPED without a
-# GPU) — then runs bld_cuda_tests once to show it skips cleanly (or passes, on a GPU machine);
-# links two CUDA translation units that both include <bld/cuda.cuh> (tests/cuda/two_tu_*.cu).
+# CI compile check of the CUDA kernels (issues 6 and 14): configures bld with -DBLD_ENABLE_CUDA=ON
+# and builds every CUDA target for sm_80 and sm_90 — bld_cuda_compile_all (every .cuh, every
+# kernel instantiated: row pass, projection, the device projector, dense and compact losses, the
+# bld::cuda entries and the host entries' CUDA dispatch) and bld_cuda_tests (the GPU tests, which
+# ctest reports SKIPPED without a GPU) — then runs bld_cuda_tests once to show it skips cleanly
+# (or passes, on a GPU machine); links two CUDA translation units that both include
+# <bld/cuda.cuh> (tests/cuda/two_tu_*.cu); links a host-compiled translation unit that calls
+# bld::bld_loss on CUDA views (tests/cuda/dispatch_host.cpp, no bld CUDA header) with one that
+# registers the backend (dispatch_register.cu) and runs it: without a GPU the call must reach the
+# CUDA backend (which reports the missing device); compiles bld_torch's CUDA side.
 # No GPU is needed. Without nvcc it says so and exits 0.
 #
 #   bash scripts/cuda-compile-check.sh
@@ -70,8 +75,26 @@ for rdc in false true; do
 done
 echo "cuda-compile-check: two CUDA translation units including bld/cuda.cuh link (sm_${archs//;/, sm_}; -rdc=false and true) in $(( $(date +%s) - start )) s"
 
-# bld_torch's CUDA dispatch (issue 6, item 5): python/bld_torch_cuda.cu with nvcc for the same
-# architectures, and python/bld_torch.cpp with BLD_TORCH_WITH_CUDA (syntax only) against
+# The one loss entry point across compilers (issue 14): the host compiler builds
+# tests/cuda/dispatch_host.cpp (bld.hpp and the CUDA runtime's C API only), nvcc builds
+# dispatch_register.cu (which includes <bld/cuda.cuh>) for every architecture; linked and run.
+start=$(date +%s)
+disp="$build/dispatch"
+mkdir -p "$disp"
+cudainc_for_host=$(dirname "$(dirname "$(readlink -f "$nvcc")")")/include
+[[ -f "$cudainc_for_host/cuda_runtime_api.h" ]] || cudainc_for_host=/usr/local/cuda/include
+"${CXX:-c++}" -std=c++20 -O1 -Wall -Wextra -Werror -Iinclude -I"$cudainc_for_host" -c tests/cuda/dispatch_host.cpp \
+  -o "$disp/dispatch_host.o"
+"$nvcc" -std=c++20 -O1 --expt-relaxed-constexpr "${gencode[@]}" -Iinclude -c tests/cuda/dispatch_register.cu \
+  -o "$disp/dispatch_register.o"
+"$nvcc" "${gencode[@]}" "$disp/dispatch_host.o" "$disp/dispatch_register.o" -o "$disp/bld_dispatch_host"
+"$disp/bld_dispatch_host"
+echo "cuda-compile-check: a host-compiled bld::bld_loss on CUDA views links with a registering CUDA TU and reaches the backend (sm_${archs//;/, sm_}) in $(( $(date +%s) - start )) s"
+
+# bld_torch's CUDA side (issue 6 item 5, issue 14): python/bld_torch_cuda.cu with nvcc for the same
+# architectures (it only registers bld's CUDA backend: CUDA tensors take the module's one loss
+# path), and python/bld_torch.cpp with BLD_TORCH_WITH_CUDA (syntax only; bld/torch/loss.hpp then
+# reads torch's current stream from c10/cuda) against
 # Debian's torch headers. Debian's torch is a CPU build whose c10/cuda headers lack the one
 # CMake-generated file, c10/cuda/impl/cuda_cmake_macros.h: a stand-in defines what it would.
 start=$(date +%s)

@@ -10,7 +10,10 @@
 //   canonical     probabilities 5e-6 relative + 1e-12 (they mix in row-pass roots at token
 //                 boundaries); dropped mass 5e-6 absolute
 //   losses        fp64 logits: values 1e-12 relative, gradients 1e-11 relative + 1e-15;
-//                 fp32 logits: 1e-6 relative + 1e-12 (one rounding of the fp64 result)
+//                 fp32 logits: 1e-6 relative + 1e-12 (one rounding of the fp64 result); the same
+//                 through the host entries (bld::bld_loss on device memory) and for compact
+//                 targets (float32 / bf16 rows, compared with the CPU on the same rows)
+//   projector     as the canonical path, per sequence of a batch, id- and trie-ordered rows
 // Errors: the GPU paths throw the CPU's exception (same class, location and reason).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include "gpu_calls.hpp"
