@@ -11,11 +11,13 @@
 //   row_pass/<vocab>/<dtype>/trie_ordered     summarize_permuted_rows (rows in trie order)
 //   row_pass/<vocab>/<dtype>/reference        summarize_row (fp64 exp, scalar scatter), 4 rows
 //   row_pass/<vocab>/<dtype>/stream           simd::stream_read of the same 64 rows: the floor
+//   row_pass/llama3/f16/{simd,trie_ordered,stream}   float16 rows (the best target), Llama-3 only
 //   row_pass/<vocab>/f32/exp_floor            the softmax arithmetic of one row on L1-resident
 //                                             data (no memory traffic): the compute floor
 //   row_pass_threads/llama3/f32/{simd,stream}/threads:{1,2}   the batch on 1 and 2 threads
 // Canonical projection of a real Llama-3 text (its reference token ids), random rows:
-//   canonical/llama3/{reference,simd,trie_ordered}, canonical_texts/llama3/threads:{1,2}
+//   canonical/llama3/{reference,simd,trie_ordered}, canonical/llama3/f16/{simd,trie_ordered},
+//   canonical_texts/llama3/threads:{1,2}
 //   (canonical/: also us_per_teacher_row, and x_stream = median time ÷ the median streaming
 //   read of the same rows, read beside each iteration with the timer paused)
 // Covering beam (K = 10, ε = 0.01) on a toy vocabulary (the text's bytes and substrings) with a
@@ -54,6 +56,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #ifndef BLD_DATA_DIR
@@ -361,21 +364,41 @@ void text_counters(benchmark::State& state, std::size_t bytes, std::size_t logit
                                                        benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
-/// mode 0: reference canonical_path; 1: canonical_path; 2: trie-ordered rows. Text 0 only.
+/// Text 0's rows (id order, trie order) as T (float: canonical_inputs' own).
+template <class T>
+bld::tensor_view<const T, 2> rows_as(const canonical_data& d, bool permuted) {
+    if constexpr (std::is_same_v<T, float>) {
+        return rows_of(d, 0, permuted);
+    } else {
+        static std::vector<T> cache[2];
+        const auto f = rows_of(d, 0, permuted);
+        auto& c = cache[permuted ? 1 : 0];
+        if (c.empty()) {
+            c.resize(static_cast<std::size_t>(f.extent(0) * f.extent(1)));
+            for (std::size_t k = 0; k < c.size(); ++k) c[k] = T(f.data()[k]);
+        }
+        return {c.data(), {f.extent(0), f.extent(1)}};
+    }
+}
+
+/// mode 0: reference canonical_path; 1: canonical_path; 2: trie-ordered rows. Text 0 only, its
+/// rows as T (f16 / bf16: the float rows rounded; the check's reference reads the same values).
+template <class T>
 void canonical(benchmark::State& state, int mode) {
     const auto& plan = *vocab("llama3").plan;
     const auto& d = canonical_inputs();
     const auto& t = d.texts[0];
+    const auto rows = rows_as<T>(d, false), permuted = rows_as<T>(d, true);
     auto run = [&] {
-        if (mode == 0) return bld::reference::canonical_path(plan.trie(), rows_of(d, 0, false), t.ids, t.text);
-        return bld::canonical_path(plan, rows_of(d, 0, mode == 2), t.ids, t.text, mode == 2);
+        if (mode == 0) return bld::reference::canonical_path(plan.trie(), rows, t.ids, t.text);
+        return bld::canonical_path(plan, mode == 2 ? permuted : rows, t.ids, t.text, mode == 2);
     };
-    const auto ref = bld::reference::canonical_path(plan.trie(), rows_of(d, 0, false), t.ids, t.text);
+    const auto ref = bld::reference::canonical_path(plan.trie(), rows, t.ids, t.text);
     if (mode != 0 && !close_distributions(run(), ref)) return fail(state, "fast canonical path disagrees with the reference");
     // Beside each iteration (timer paused), a streaming read of the same rows: the per-teacher-row
     // floor, measured interleaved with the projection so the ratio sees the same machine load.
-    const auto view = rows_of(d, 0, mode == 2);
-    const std::size_t row_bytes = static_cast<std::size_t>(view.extent(0) * view.extent(1)) * sizeof(float);
+    const auto view = mode == 2 ? permuted : rows;
+    const std::size_t row_bytes = static_cast<std::size_t>(view.extent(0) * view.extent(1)) * sizeof(T);
     std::vector<double> t_run, t_stream;
     std::uint32_t sink = 0;
     using clock = std::chrono::steady_clock;
@@ -390,13 +413,13 @@ void canonical(benchmark::State& state, int mode) {
         t_run.push_back(std::chrono::duration<double>(clock::now() - r0).count());
     }
     benchmark::DoNotOptimize(sink);
-    text_counters(state, t.text.size(), t.ids.size() * plan.vocab_size() * sizeof(float));
-    const double rows = static_cast<double>(t.ids.size());
-    state.counters["us_per_teacher_row"] = benchmark::Counter(static_cast<double>(state.iterations()) * rows * 1e-6,
+    text_counters(state, t.text.size(), t.ids.size() * plan.vocab_size() * sizeof(T));
+    const double nrows = static_cast<double>(t.ids.size());
+    state.counters["us_per_teacher_row"] = benchmark::Counter(static_cast<double>(state.iterations()) * nrows * 1e-6,
                                                               benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
     if (!t_run.empty()) {
         const double run_med = median(t_run), stream_med = median(t_stream);
-        state.counters["stream_us_per_row"] = stream_med / rows * 1e6;
+        state.counters["stream_us_per_row"] = stream_med / nrows * 1e6;
         state.counters["x_stream"] = run_med / stream_med;
     }
 }
@@ -486,15 +509,22 @@ void register_all() {
         benchmark::RegisterBenchmark(("row_pass/" + n + "/f32/stream").c_str(), stream<float>, n, std::size_t{1})->UseRealTime()->Unit(benchmark::kMicrosecond);
         benchmark::RegisterBenchmark(("row_pass/" + n + "/f32/exp_floor").c_str(), exp_floor<float>, n)->UseRealTime()->Unit(benchmark::kMicrosecond);
         benchmark::RegisterBenchmark(("row_pass/" + n + "/bf16/stream").c_str(), stream<bf16>, n, std::size_t{1})->UseRealTime()->Unit(benchmark::kMicrosecond);
+        if (n == "llama3") { // f16 (the fast path reads it since the kernels widen it): one size
+            benchmark::RegisterBenchmark(("row_pass/" + n + "/f16/simd").c_str(), row_pass_simd<bld::f16>, n, L::automatic, std::size_t{1})->UseRealTime()->Unit(benchmark::kMicrosecond);
+            benchmark::RegisterBenchmark(("row_pass/" + n + "/f16/trie_ordered").c_str(), row_pass_trie_ordered<bld::f16>, n)->UseRealTime()->Unit(benchmark::kMicrosecond);
+            benchmark::RegisterBenchmark(("row_pass/" + n + "/f16/stream").c_str(), stream<bld::f16>, n, std::size_t{1})->UseRealTime()->Unit(benchmark::kMicrosecond);
+        }
     }
     for (std::size_t t : {1u, 2u}) {
         const std::string s = "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(("row_pass_threads/llama3/f32/simd" + s).c_str(), row_pass_simd<float>, std::string("llama3"), L::automatic, t)->UseRealTime()->Unit(benchmark::kMicrosecond);
         benchmark::RegisterBenchmark(("row_pass_threads/llama3/f32/stream" + s).c_str(), stream<float>, std::string("llama3"), t)->UseRealTime()->Unit(benchmark::kMicrosecond);
     }
-    benchmark::RegisterBenchmark("canonical/llama3/reference", canonical, 0)->UseRealTime()->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark("canonical/llama3/simd", canonical, 1)->UseRealTime()->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark("canonical/llama3/trie_ordered", canonical, 2)->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("canonical/llama3/reference", canonical<float>, 0)->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("canonical/llama3/simd", canonical<float>, 1)->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("canonical/llama3/trie_ordered", canonical<float>, 2)->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("canonical/llama3/f16/simd", canonical<bld::f16>, 1)->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("canonical/llama3/f16/trie_ordered", canonical<bld::f16>, 2)->UseRealTime()->Unit(benchmark::kMillisecond);
     for (std::size_t t : {1u, 2u})
         benchmark::RegisterBenchmark(("canonical_texts/llama3/threads:" + std::to_string(t)).c_str(), canonical_texts, t)->UseRealTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark("beam/toy", beam)->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -28,6 +28,41 @@
 
 namespace bld {
 
+namespace detail {
+
+/// A 64-byte aligned buffer (the tile kernel's accumulators).
+template <class U>
+struct aligned_buffer {
+    struct del {
+        void operator()(U* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+    };
+    std::unique_ptr<U[], del> p;
+    std::size_t n = 0;
+    void reserve(std::size_t count) {
+        if (count <= n) return;
+        p.reset(static_cast<U*>(::operator new[](count * sizeof(U), std::align_val_t{64})));
+        n = count;
+    }
+    [[nodiscard]] U* data() const noexcept { return p.get(); }
+};
+
+/// The node plan's accumulators (row_plan::node_tile: thousands of bins × W lanes, float and
+/// double, ~1 MiB for Llama-3), one set per thread, kept for the thread's lifetime.
+struct node_workspace {
+    aligned_buffer<float> accf;
+    aligned_buffer<double> accd;
+    aligned_buffer<double> root; ///< [root_bin_count × W]
+    [[nodiscard]] static node_workspace& of_this_thread(std::size_t values) {
+        static thread_local node_workspace ws;
+        ws.accf.reserve(values);
+        ws.accd.reserve(values);
+        ws.root.reserve(root_bin_count * 16);
+        return ws;
+    }
+};
+
+} // namespace detail
+
 /// Dense rows [rows, n] for canonical_path_from, on the fast path: in id order (n ≥ vocab
 /// size) or, with `trie_ordered`, in the plan's trie order (n ≥ permutation().size()).
 /// Summaries are computed 16 rows at a time on first use; a row's error (NaN, +Inf, no finite
@@ -71,9 +106,7 @@ public:
             const auto b = v.unchecked_bytes(static_cast<std::size_t>(id));
             if (!b.empty()) first_[j] = trie.child(byte_trie::root, static_cast<std::uint8_t>(b[0]));
         }
-        first_sums_.assign(count() * first_stride, 0.0);
-        first_shift_.assign(count(), 0.0f);
-        first_ok_.assign(count(), 0);
+        first_sums_.assign(block * first_stride, 0.0);
     }
     /// Root masses (probabilities), validating the row.
     [[nodiscard]] row_summary summary(std::size_t j) const {
@@ -84,6 +117,8 @@ public:
                                               {static_cast<std::int64_t>(r1 - r0), rows_.extent(1)});
             const std::span<row_summary> out(sums_.data() + r0, r1 - r0);
             const std::span<std::uint8_t> bad(bad_.data() + r0, r1 - r0);
+            first_block_ = b;
+            first_ok_.fill(0);
             if (trie_ordered_) summarize_trie_ordered(sub, r0, out, bad);
             else if (!first_.empty()) summarize_with_nodes(sub, r0, out, bad);
             else detail::summarize_rows_flagged(*plan_, sub, out, bad, parallel_options{}, level_);
@@ -94,11 +129,12 @@ public:
     }
     /// Node sums with the kernel's shift; the factor converts them to probabilities.
     double node(std::size_t j, const row_summary& s, byte_trie::node_index n, node_sums& out) const {
-        if (!first_.empty() && first_[j] == n && first_ok_[j]) {
+        if (!first_.empty() && first_[j] == n && j / block == first_block_ && first_ok_[j % block]) {
             // From the root pass (expect_first_nodes), unless the node holds so little of the
             // row's mass (in units of e^shift) that terms the pass flushed below e^−86.6 of the
             // row's shift could matter: then the node's own shift (sum_node) is the safe way.
-            const double* q = first_sums_.data() + j * first_stride;
+            // (The canonical path asks for row j's nodes while j's block is the latest summarised.)
+            const double* q = first_sums_.data() + (j % block) * first_stride;
             const auto kids = plan_->trie().children(n);
             out.end = q[0];
             out.child.fill(0.0);
@@ -107,7 +143,7 @@ public:
                 out.child[kids[c].byte] = q[1 + c];
                 total += q[1 + c];
             }
-            if (total >= min_fused_total) return s.probability(first_shift_[j]);
+            if (total >= min_fused_total) return s.probability(first_shift_[j % block]);
         }
         const double shift = sum_node(*plan_, row(j), n, out, scratch_, trie_ordered_, level_);
         if (!(shift > -std::numeric_limits<double>::infinity())) {
@@ -156,7 +192,7 @@ private:
             const auto q = k.segment_sums(x, bounds.data(), root_bin_count + nk, sums.data());
             bad[r] = detail::usable(q) ? 0 : 1;
             if (bad[r]) continue;
-            double* fs = first_sums_.data() + j * first_stride;
+            double* fs = first_sums_.data() + r * first_stride;
             double node_total = sums[b];
             fs[0] = sums[b];
             for (std::size_t c = 0; c < nk; ++c) {
@@ -166,13 +202,17 @@ private:
             for (std::size_t t = b + 1; t < root_bin_count; ++t) sums[t] = sums[t + nk];
             sums[b] = node_total;
             detail::finish_summary(sums.data(), q.max, q.shift, out[r]);
-            first_shift_[j] = q.shift;
-            first_ok_[j] = 1;
+            first_shift_[r] = q.shift;
+            first_ok_[r] = 1;
         }
     }
 
     /// Rows in id order with expect_first_nodes: the tile kernel on the node plan, W rows at
-    /// a time; root masses and first-node sums are folded from the two-byte bins.
+    /// a time, into this thread's accumulators (reused across calls: ~1 MiB that a fresh
+    /// allocation would fault in page by page). The two-byte bins are folded for all W lanes at
+    /// once: copies into their bins, then each first byte's root mass as its exact token plus
+    /// its two-byte prefixes in byte order — a fixed order, so a row's bits depend on that row
+    /// alone.
     void summarize_with_nodes(tensor_view<const T, 2> sub, std::size_t r0, std::span<row_summary> out,
                               std::span<std::uint8_t> bad) const {
         using E = std::remove_cv_t<T>;
@@ -183,43 +223,50 @@ private:
         const auto start = detail::row_plan_access::node_bin_start(*plan_);
         const std::size_t nb = tp.nbins, nreal = detail::node_bin_base + start[256];
         const auto& trie = plan_->trie();
-        if (accf_.size() < nb * W) {
-            accf_.reset(nb * W);
-            accd_.reset(nb * W);
-        }
-        std::vector<const E*> ptrs(W);
+        detail::node_workspace& ws = detail::node_workspace::of_this_thread(nb * W);
+        float* const accf = ws.accf.data();
+        double* const acc = ws.accd.data();
+        double* const rootw = ws.root.data(); // [root_bin_count × W]
+        std::array<const E*, 16> ptrs{};
         std::array<sd::tile_row_head, 16> head{};
-        bins_.resize(nreal);
         std::array<double, root_bin_count> root{};
         for (std::size_t t0 = 0; t0 < R; t0 += W) {
             for (std::size_t r = 0; r < W; ++r) ptrs[r] = sub.data() + (t0 + r < R ? t0 + r : t0) * n;
-            k.tile_bin_pass(tp, ptrs.data(), accf_.data(), accd_.data(), head.data());
-            for (std::size_t r = 0; r < W && t0 + r < R; ++r) {
-                const std::size_t l = head[r].lane;
-                const double* acc = accd_.data();
-                for (std::size_t v = 0; v < nreal; ++v) bins_[v] = acc[v * W + l];
-                for (std::size_t v = nreal; v < nb; ++v) bins_[tp.real_bin[v]] += acc[v * W + l];
-                // Root: a first byte's exact token, then its two-byte prefixes in byte order.
-                for (std::size_t b = 0; b < 256; ++b) {
-                    double t = bins_[b];
-                    for (std::uint32_t g = start[b]; g < start[b + 1]; ++g) t += bins_[detail::node_bin_base + g];
-                    root[b] = t;
+            k.tile_bin_pass(tp, ptrs.data(), accf, acc, head.data());
+            for (std::size_t v = nreal; v < nb; ++v) {
+                double* d = acc + std::size_t{tp.real_bin[v]} * W;
+                const double* c = acc + v * W;
+                for (std::size_t l = 0; l < W; ++l) d[l] += c[l];
+            }
+            for (std::size_t b = 0; b < 256; ++b) {
+                double* rb = rootw + b * W;
+                const double* e = acc + b * W;
+                for (std::size_t l = 0; l < W; ++l) rb[l] = e[l];
+                for (std::uint32_t g = start[b]; g < start[b + 1]; ++g) {
+                    const double* c = acc + (detail::node_bin_base + g) * W;
+                    for (std::size_t l = 0; l < W; ++l) rb[l] += c[l];
                 }
-                root[stop_symbol] = bins_[stop_symbol];
+            }
+            for (std::size_t l = 0; l < W; ++l) rootw[stop_symbol * W + l] = acc[stop_symbol * W + l];
+            for (std::size_t r = 0; r < W && t0 + r < R; ++r) {
+                const std::size_t l = head[r].lane, jr = t0 + r;
                 bool finite = head[r].ok && head[r].max > -std::numeric_limits<float>::infinity();
-                for (std::size_t b = 0; b < root_bin_count; ++b) finite = finite && std::isfinite(root[b]);
-                const std::size_t j = r0 + t0 + r;
-                bad[t0 + r] = finite ? 0 : 1;
+                for (std::size_t b = 0; b < root_bin_count; ++b) {
+                    root[b] = rootw[b * W + l];
+                    finite = finite && std::isfinite(root[b]);
+                }
+                bad[jr] = finite ? 0 : 1;
                 if (!finite) continue;
-                detail::finish_summary(root.data(), head[r].max, head[r].shift, out[t0 + r]);
-                const auto f = first_[j];
+                detail::finish_summary(root.data(), head[r].max, head[r].shift, out[jr]);
+                const auto f = first_[r0 + jr];
                 if (f == byte_trie::npos) continue;
                 const std::size_t b = trie.node(f).byte;
-                double* fs = first_sums_.data() + j * first_stride;
-                fs[0] = bins_[b];
-                for (std::uint32_t g = start[b]; g < start[b + 1]; ++g) fs[1 + g - start[b]] = bins_[detail::node_bin_base + g];
-                first_shift_[j] = head[r].shift;
-                first_ok_[j] = 1;
+                double* fs = first_sums_.data() + jr * first_stride;
+                fs[0] = acc[b * W + l];
+                for (std::uint32_t g = start[b]; g < start[b + 1]; ++g)
+                    fs[1 + g - start[b]] = acc[(detail::node_bin_base + g) * W + l];
+                first_shift_[jr] = head[r].shift;
+                first_ok_[jr] = 1;
             }
         }
     }
@@ -238,22 +285,6 @@ private:
         throw value_error("teacher row pass", "row " + std::to_string(j), "no finite logit among the vocabulary's ids");
     }
 
-    /// A 64-byte aligned buffer (the tile kernel's accumulators).
-    template <class U>
-    struct aligned_buffer {
-        struct del {
-            void operator()(U* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
-        };
-        std::unique_ptr<U[], del> p;
-        std::size_t n = 0;
-        void reset(std::size_t count) {
-            p.reset(static_cast<U*>(::operator new[](count * sizeof(U), std::align_val_t{64})));
-            n = count;
-        }
-        [[nodiscard]] U* data() const noexcept { return p.get(); }
-        [[nodiscard]] std::size_t size() const noexcept { return n; }
-    };
-
     const row_plan* plan_;
     tensor_view<const T, 2> rows_;
     bool trie_ordered_;
@@ -262,12 +293,11 @@ private:
     mutable std::vector<std::uint8_t> bad_, done_;
     mutable std::vector<float> scratch_;
     std::vector<byte_trie::node_index> first_;     ///< per row: node of ids[j]'s first byte, or npos
-    mutable std::vector<double> first_sums_;       ///< per row: first_stride sums (units of e^shift)
-    mutable std::vector<float> first_shift_;
-    mutable std::vector<std::uint8_t> first_ok_;
-    mutable aligned_buffer<float> accf_;
-    mutable aligned_buffer<double> accd_;
-    mutable std::vector<double> bins_;
+    // The first nodes' sums of the latest summarised block (row j at j % block).
+    mutable std::size_t first_block_ = static_cast<std::size_t>(-1);
+    mutable std::vector<double> first_sums_;       ///< [block × first_stride] (units of e^shift)
+    mutable std::array<float, block> first_shift_{};
+    mutable std::array<std::uint8_t, block> first_ok_{};
 };
 
 /// canonical_path on the fast path (see the top of this header); rows in id order
