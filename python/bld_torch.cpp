@@ -24,6 +24,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -239,8 +241,25 @@ std::vector<std::int64_t> ids_of(const torch::Tensor& t, const char* name) {
     return {c.data_ptr<std::int64_t>(), c.data_ptr<std::int64_t>() + c.numel()};
 }
 
-/// Canonical-path teacher targets for a student's slots: (targets [T, K, 260] float32,
-/// mask [T, K] bool, true_bytes [T, K] int64 with −1 at masked slots, dropped [T, K] float64).
+/// A dense, unshifted distiller for (teacher, student, K), built once per triple (canonical_targets).
+std::shared_ptr<const bld::distiller> cached_distiller(const tokenizer& teacher, const tokenizer& student, std::size_t k) {
+    static std::mutex mutex;
+    static std::map<std::tuple<const void*, const void*, std::size_t>, std::shared_ptr<const bld::distiller>> cache;
+    const std::lock_guard<std::mutex> lock(mutex);
+    auto& d = cache[{teacher.trie.get(), student.trie.get(), k}];
+    if (!d) {
+        bld::distiller_options o;
+        o.heads = k;
+        o.layout = bld::target_layout::dense;
+        const std::shared_ptr<const bld::vocabulary> sv(student.trie, &student.trie->vocab());
+        d = std::make_shared<const bld::distiller>(teacher.trie, sv, o);
+    }
+    return d;
+}
+
+/// Canonical-path teacher targets for a student's slots, one text: (targets [T, K, 260] float32,
+/// mask [T, K] bool, true_bytes [T, K] int64 with −1 at masked slots, dropped [T, K] float64), on
+/// the fast path (bld::distiller, dense layout, row j = teacher token j).
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor>
 canonical_targets(const torch::Tensor& teacher_logits, const torch::Tensor& teacher_ids, const torch::Tensor& student_ids,
                   const tokenizer& teacher, const tokenizer& student, std::int64_t k, const std::optional<py::bytes>& text) {
@@ -252,32 +271,187 @@ canonical_targets(const torch::Tensor& teacher_logits, const torch::Tensor& teac
     const auto sids = ids_of(student_ids, "student_ids");
     if (k < 1 || k > bld::max_byte_heads)
         throw bld::value_error("bld_torch.canonical_targets", "k", "K must be in 1..260, got " + std::to_string(k));
+    if (teacher_logits.dim() != 2)
+        throw bld::shape_error("bld_torch.canonical_targets", "argument `teacher_logits`",
+                               "expected [m, n >= teacher vocab] rows, got " + std::to_string(teacher_logits.dim()) +
+                                   " dimensions");
+    if (static_cast<std::size_t>(teacher_logits.size(0)) < tids.size())
+        throw bld::shape_error("bld_torch.canonical_targets", "argument `teacher_logits`",
+                               "one teacher row per token is needed: " + std::to_string(tids.size()) + " tokens, " +
+                                   std::to_string(teacher_logits.size(0)) + " rows");
     std::optional<std::string> txt;
     if (text) txt = std::string(*text);
-    const auto logits = teacher_logits.contiguous();
-    bld::slot_targets r;
+    const auto d = cached_distiller(teacher, student, static_cast<std::size_t>(k));
+    const auto logits = teacher_logits.narrow(0, 0, static_cast<std::int64_t>(tids.size())).contiguous();
+    bld::target_batch r;
     {
         py::gil_scoped_release no_gil;
-        const std::optional<std::string_view> tv = txt ? std::optional<std::string_view>(*txt) : std::nullopt;
-        if (logits.scalar_type() == torch::kBFloat16)
-            r = bld::canonical_targets(student.trie->vocab(), sids, *teacher.trie,
-                                       bld::as_view<const bld::bf16, 2>(logits, "teacher_logits"), tids,
-                                       static_cast<std::size_t>(k), tv);
-        else if (logits.scalar_type() == torch::kHalf)
-            r = bld::canonical_targets(student.trie->vocab(), sids, *teacher.trie,
-                                       bld::as_view<const bld::f16, 2>(logits, "teacher_logits"), tids,
-                                       static_cast<std::size_t>(k), tv);
-        else
-            r = bld::canonical_targets(student.trie->vocab(), sids, *teacher.trie,
-                                       bld::as_view<const float, 2>(logits, "teacher_logits"), tids,
-                                       static_cast<std::size_t>(k), tv);
+        const std::vector<std::string_view> texts = txt ? std::vector<std::string_view>{*txt} : std::vector<std::string_view>{};
+        bld::batch_ranges ranges;
+        ranges.texts = texts;
+        r = d->targets(logits, tids, sids, ranges);
     }
-    const auto T = static_cast<std::int64_t>(r.alignment.tokens);
-    auto targets = torch::from_blob(r.targets.data(), {T, k, static_cast<std::int64_t>(bld::alphabet_size)}, torch::kFloat32).clone();
-    auto mask = torch::from_blob(r.alignment.mask.data(), {T, k}, torch::kUInt8).to(torch::kBool);
-    auto bytes = torch::from_blob(r.alignment.true_byte.data(), {T, k}, torch::kInt32).to(torch::kInt64);
-    auto dropped = torch::from_blob(r.dropped.data(), {T, k}, torch::kFloat64).clone();
+    const auto T = r.positions();
+    auto targets = torch::from_blob(r.values_f32_storage().data(), {T, k, static_cast<std::int64_t>(bld::alphabet_size)},
+                                    torch::kFloat32).clone();
+    auto mask = torch::from_blob(r.mask_storage().data(), {T, k}, torch::kUInt8).to(torch::kBool);
+    auto bytes = torch::from_blob(r.true_bytes_storage().data(), {T, k}, torch::kInt32).to(torch::kInt64);
+    auto dropped = torch::from_blob(r.dropped_storage().data(), {T, k}, torch::kFloat32).to(torch::kFloat64);
     return {targets, mask, bytes, dropped};
+}
+
+// ---- the distiller ---------------------------------------------------------------------------
+
+/// A bld::distiller shared with Python (immutable once built; calls may run concurrently).
+struct distiller_handle {
+    std::shared_ptr<const bld::distiller> d;
+    std::shared_ptr<const bld::byte_trie> teacher, student; // kept for repr
+};
+
+distiller_handle make_distiller(const tokenizer& teacher, const tokenizer& student, std::int64_t heads,
+                                const std::string& layout, const std::string& precision, const std::string& rows,
+                                const std::string& path, bool shifted, std::int64_t threads) {
+    const char* op = "bld_torch.Distiller";
+    bld::distiller_options o;
+    if (heads < 1 || heads > bld::max_byte_heads)
+        throw bld::value_error(op, "heads", "K must be in 1..260, got " + std::to_string(heads));
+    o.heads = static_cast<std::size_t>(heads);
+    if (layout == "compact") o.layout = bld::target_layout::compact;
+    else if (layout == "dense") o.layout = bld::target_layout::dense;
+    else throw bld::value_error(op, "layout", "expected \"compact\" or \"dense\", got \"" + layout + "\"");
+    if (precision == "float32") o.precision = bld::dtype::f32;
+    else if (precision == "bfloat16") o.precision = bld::dtype::bf16;
+    else throw bld::value_error(op, "dtype", "targets are torch.float32 or torch.bfloat16, got " + precision);
+    if (rows == "id") o.rows = bld::row_order::id;
+    else if (rows == "trie") o.rows = bld::row_order::trie;
+    else throw bld::value_error(op, "row_order", "expected \"id\" or \"trie\", got \"" + rows + "\"");
+    if (path == "fast") o.path = bld::projection_path::fast;
+    else if (path == "reference") o.path = bld::projection_path::reference;
+    else throw bld::value_error(op, "path", "expected \"fast\" or \"reference\", got \"" + path + "\"");
+    if (threads < 0) throw bld::value_error(op, "threads", "must be >= 0 (0: every core), got " + std::to_string(threads));
+    o.shifted = shifted;
+    o.parallel.threads = static_cast<std::size_t>(threads);
+    const std::shared_ptr<const bld::vocabulary> sv(student.trie, &student.trie->vocab());
+    py::gil_scoped_release no_gil;
+    return {std::make_shared<const bld::distiller>(teacher.trie, sv, o), teacher.trie, student.trie};
+}
+
+/// A tensor over memory a target_batch owns (no copy; the batch lives as long as the tensor).
+torch::Tensor owned(const std::shared_ptr<bld::target_batch>& keep, void* data, std::vector<std::int64_t> shape,
+                    torch::ScalarType type) {
+    auto hold = new std::shared_ptr<bld::target_batch>(keep);
+    return torch::from_blob(data, shape, [hold](void*) { delete hold; }, torch::TensorOptions().dtype(type));
+}
+
+/// (values, slots, mask, true_bytes, dropped) of a batch: values [A, 260] (compact) or
+/// [B, S, K, 260] (dense), slots [A] int64 (compact; empty for dense), mask [B, S, K] bool,
+/// true_bytes [B, S, K] int32 (−1 at inactive slots), dropped [B, S, K] float32. CPU tensors
+/// over the batch's own memory.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor>
+distill(const distiller_handle& h, const torch::Tensor& logits, const torch::Tensor& teacher_ids,
+        const torch::Tensor& student_ids, const std::optional<torch::Tensor>& teacher_mask,
+        const std::optional<torch::Tensor>& student_mask, const std::optional<std::vector<py::bytes>>& texts) {
+    const char* op = "bld_torch.Distiller.targets";
+    if (!logits.defined()) throw bld::shape_error(op, "argument `teacher_logits`", "undefined tensor");
+    require_dtype(logits, "teacher_logits", {torch::kFloat32, torch::kBFloat16, torch::kFloat16, torch::kFloat64},
+                  "float32, bfloat16, float16 or float64");
+    require_dtype(teacher_ids, "teacher_ids", {torch::kInt64}, "int64");
+    require_dtype(student_ids, "student_ids", {torch::kInt64}, "int64");
+    std::vector<std::string> text_store;
+    std::vector<std::string_view> text_views;
+    if (texts) {
+        for (const auto& t : *texts) text_store.emplace_back(t);
+        for (const auto& t : text_store) text_views.emplace_back(t);
+    }
+    bld::batch_ranges ranges;
+    const auto mask_view = [&](const std::optional<torch::Tensor>& m, const char* name) {
+        if (!m) return bld::tensor_view<const std::uint8_t, 2>();
+        require_dtype(*m, name, {torch::kUInt8, torch::kBool}, "uint8 or bool");
+        // bool storage is one byte holding 0 or 1: read it as uint8.
+        return bld::tensor_view<const std::uint8_t, 2>(static_cast<const std::uint8_t*>(m->data_ptr()),
+                                                       {m->size(0), m->size(1)});
+    };
+    ranges.teacher_mask = mask_view(teacher_mask, "teacher_mask");
+    ranges.student_mask = mask_view(student_mask, "student_mask");
+    ranges.texts = text_views;
+    auto keep = std::make_shared<bld::target_batch>();
+    {
+        py::gil_scoped_release no_gil;
+        *keep = h.d->targets(logits, teacher_ids, student_ids, ranges);
+    }
+    const std::int64_t B = keep->batch(), S = keep->positions(), K = keep->heads(), A = keep->active_slots();
+    const bool compact = keep->layout() == bld::target_layout::compact;
+    const auto vt = keep->precision() == bld::dtype::f32 ? torch::kFloat32 : torch::kBFloat16;
+    void* vdata = keep->precision() == bld::dtype::f32 ? static_cast<void*>(keep->values_f32_storage().data())
+                                                       : static_cast<void*>(keep->values_bf16_storage().data());
+    const std::int64_t a = static_cast<std::int64_t>(bld::alphabet_size);
+    auto values = compact ? owned(keep, vdata, {A, a}, vt) : owned(keep, vdata, {B, S, K, a}, vt);
+    auto slots = compact ? owned(keep, keep->slots_storage().data(), {A}, torch::kInt64)
+                         : torch::empty({0}, torch::kInt64);
+    auto mask = owned(keep, keep->mask_storage().data(), {B, S, K}, torch::kBool);
+    auto bytes = owned(keep, keep->true_bytes_storage().data(), {B, S, K}, torch::kInt32);
+    auto dropped = owned(keep, keep->dropped_storage().data(), {B, S, K}, torch::kFloat32);
+    return {values, slots, mask, bytes, dropped};
+}
+
+/// The loss on distiller targets: (value, grad) as `loss`. logits [T, K, 260] float32/float64;
+/// values compact [A, 260] or dense [T·K, 260] (float32 or bfloat16), slots [A] int64 (compact),
+/// mask [T, K] bool/uint8, true_bytes [T, K] int32/int64.
+std::tuple<torch::Tensor, torch::Tensor>
+loss_on_targets(const torch::Tensor& logits, const torch::Tensor& values, const torch::Tensor& slots,
+                const torch::Tensor& mask, const torch::Tensor& true_bytes, bool compact, const std::string& mode,
+                const std::string& kind, double temperature, const std::string& reduction_name, double lambda_byte,
+                double lambda_kl, double target_floor, bool need_grad) {
+    const char* op = "bld_torch";
+    require_dtype(logits, "head_logits", {torch::kFloat32, torch::kFloat64}, "float32 or float64");
+    require_dtype(values, "targets.values", {torch::kFloat32, torch::kBFloat16}, "float32 or bfloat16");
+    require_dtype(mask, "targets.mask", {torch::kBool, torch::kUInt8}, "bool or uint8");
+    const auto tk = bld::byte_head_shape(logits, op);
+    const auto y = true_bytes.scalar_type() == torch::kInt32 ? true_bytes : true_bytes.to(torch::kInt32);
+    const auto view = [&]<class P>() {
+        bld::slot_targets_view<P> v;
+        v.layout = compact ? bld::target_layout::compact : bld::target_layout::dense;
+        v.tokens = tk[0];
+        v.heads = tk[1];
+        v.values = bld::as_view<const P, 2>(values, "targets.values");
+        if (compact) v.slots = bld::as_view<const std::int64_t, 1>(slots, "targets.slots");
+        v.mask = bld::tensor_view<const std::uint8_t, 2>(static_cast<const std::uint8_t*>(mask.data_ptr()),
+                                                         {mask.size(0), mask.size(1)}, bld::tensor_adapter<at::Tensor>::device(mask));
+        v.true_bytes = bld::as_view<const std::int32_t, 2>(y, "targets.true_bytes", {tk[0], tk[1]},
+                                                           bld::tensor_adapter<at::Tensor>::device(y));
+        return v;
+    };
+    const bld::loss_reduction reduction = bld::parse_reduction(reduction_name);
+    const bld::divergence div = bld::parse_divergence(kind);
+    const auto opts = logits.options();
+    torch::Tensor grad = need_grad ? torch::empty({tk[0], tk[1], static_cast<std::int64_t>(bld::alphabet_size)}, opts) : torch::Tensor();
+    torch::Tensor per_slot = reduction == bld::loss_reduction::none ? torch::empty({tk[0], tk[1]}, opts) : torch::Tensor();
+    const bld::bld_loss_options o{.lambda_byte = lambda_byte, .lambda_kl = lambda_kl, .kind = div,
+                                  .temperature = temperature, .reduction = reduction, .target_floor = target_floor};
+    const auto run = [&](const auto& v) {
+        const auto go = [&](auto&& g, auto&& s) {
+            if (mode == "divergence")
+                return bld::byte_loss(logits, v, {.kind = div, .temperature = temperature, .reduction = reduction,
+                                                  .target_floor = target_floor}, g, s);
+            return bld::bld_loss(logits, v, o, g, s);
+        };
+        if (grad.defined() && per_slot.defined()) return go(grad, per_slot);
+        if (grad.defined()) return go(grad, bld::no_tensor);
+        if (per_slot.defined()) return go(bld::no_tensor, per_slot);
+        return go(bld::no_tensor, bld::no_tensor);
+    };
+    bld::byte_loss_result r;
+    if (values.scalar_type() == torch::kFloat32) {
+        const auto v = view.template operator()<float>();
+        py::gil_scoped_release no_gil;
+        r = run(v);
+    } else {
+        const auto v = view.template operator()<bld::bf16>();
+        py::gil_scoped_release no_gil;
+        r = run(v);
+    }
+    torch::Tensor value = per_slot.defined() ? per_slot : torch::full({}, r.value, opts);
+    return {value, grad};
 }
 
 void translate(std::exception_ptr p) {
@@ -363,6 +537,21 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           py::arg("student_ids"), py::arg("teacher"), py::arg("student"), py::arg("k"), py::arg("text"),
           "(targets [T, K, 260], mask [T, K], true_bytes [T, K], dropped [T, K]) from the teacher's rows on the "
           "canonical path.");
+    py::class_<distiller_handle>(m, "_Distiller", "bld::distiller (use bld_torch.Distiller)")
+        .def("permutation", [](const distiller_handle& h) {
+            const auto p = h.d->permutation();
+            return std::vector<std::int64_t>(p.begin(), p.end());
+        })
+        .def("row_width", [](const distiller_handle& h) { return h.d->row_width(); });
+    m.def("make_distiller", &make_distiller, py::arg("teacher"), py::arg("student"), py::arg("heads"), py::arg("layout"),
+          py::arg("precision"), py::arg("row_order"), py::arg("path"), py::arg("shifted"), py::arg("threads"));
+    m.def("distill", &distill, py::arg("distiller"), py::arg("teacher_logits"), py::arg("teacher_ids"),
+          py::arg("student_ids"), py::arg("teacher_mask"), py::arg("student_mask"), py::arg("texts"),
+          "(values, slots, mask, true_bytes, dropped) of a batch: see bld_torch.Distiller.targets.");
+    m.def("loss_on_targets", &loss_on_targets, py::arg("logits"), py::arg("values"), py::arg("slots"), py::arg("mask"),
+          py::arg("true_bytes"), py::arg("compact"), py::arg("mode"), py::arg("kind"), py::arg("temperature"),
+          py::arg("reduction"), py::arg("lambda_byte"), py::arg("lambda_kl"), py::arg("target_floor"),
+          py::arg("need_grad"), "(value, grad) of a bld byte loss on distiller targets.");
     m.attr("byte_alphabet_size") = static_cast<std::int64_t>(bld::alphabet_size);
 #ifdef BLD_TORCH_WITH_CUDA
     m.attr("with_cuda") = bld_torch_cuda::backend_registered();

@@ -62,8 +62,12 @@ WITH_CUDA = bool(_C.with_cuda)  # the loss dispatches CUDA tensors to bld's CUDA
 from .losses import bld_loss, byte_loss  # noqa: E402
 from .head import ByteHead  # noqa: E402
 from .targets import Tokenizer, canonical_targets, load_tokenizer  # noqa: E402
+from .distiller import Distiller, Targets, aligned_windows  # noqa: E402
 
 __all__ = [
+    "Distiller",
+    "Targets",
+    "aligned_windows",
     "Tokenizer",
     "load_tokenizer",
     "canonical_targets",

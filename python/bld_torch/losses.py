@@ -134,6 +134,16 @@ def byte_loss(head_logits, teacher_targets, mask=None, kind="kl", temperature=1.
         float16 / bfloat16 logits).
     """
     where = "bld_torch.byte_loss"
+    targets = _distiller_targets(teacher_targets)
+    if targets is not None:  # a Distiller's Targets carry the mask and the true bytes
+        if mask is not None or true_bytes is not None:
+            raise DomainError(f"{where}: with Distiller targets, pass no mask / true_bytes (the targets carry them)")
+        if kind == "ce":
+            return targets_loss(where, head_logits, targets, "bld", "kl", 1.0, reduction, 1.0, 0.0, target_floor)
+        if kind not in _DIVERGENCES:
+            raise DomainError(f"{where}: kind={kind!r}: expected one of {', '.join(_DIVERGENCES + ('ce',))}")
+        return targets_loss(where, head_logits, targets, "divergence", _kind(kind), temperature, reduction, 0.0, 1.0,
+                            target_floor)
     if kind == "ce":
         if true_bytes is None:
             raise DomainError(f"{where}: kind='ce' needs true_bytes")
@@ -150,9 +160,14 @@ def byte_loss(head_logits, teacher_targets, mask=None, kind="kl", temperature=1.
                  reduction, 0.0, 1.0, target_floor)
 
 
-def bld_loss(head_logits, teacher_targets, true_bytes, mask=None, lambda_byte=1.0, lambda_kl=0.1,
+def bld_loss(head_logits, teacher_targets, true_bytes=None, mask=None, lambda_byte=1.0, lambda_kl=0.1,
              kind="kl", temperature=1.0, reduction="eq5", target_floor=1e-12):
     """The BLD byte term: lambda_byte * CE(true bytes) + lambda_kl * D(teacher || student).
+
+    ``teacher_targets`` is either a ``Distiller``'s ``Targets`` (then ``head_logits`` is
+    [B, S, K, 260] for its [B, S, K] slots, and the targets carry the mask and the true bytes:
+    ``bld_loss(byte_head(hidden), targets)``), or dense [..., K, 260] probabilities with
+    ``true_bytes`` [..., K] and an optional ``mask`` [..., K].
 
     Defaults follow the paper: lambda_byte = 1, lambda_kl = 0.1, forward KL, tau = 1, eq. 5.
     ``kind`` picks the divergence ("kl", "reverse_kl", "jsd", "tvd"); tau applies to it only.
@@ -163,7 +178,30 @@ def bld_loss(head_logits, teacher_targets, true_bytes, mask=None, lambda_byte=1.
     where = "bld_torch.bld_loss"
     if kind not in _DIVERGENCES:
         raise DomainError(f"{where}: kind={kind!r}: expected one of {', '.join(_DIVERGENCES)}")
+    targets = _distiller_targets(teacher_targets)
+    if targets is not None:
+        if mask is not None or true_bytes is not None:
+            raise DomainError(f"{where}: with Distiller targets, pass no mask / true_bytes (the targets carry them)")
+        if reduction not in _REDUCTIONS:
+            raise DomainError(f"{where}: reduction={reduction!r}: expected one of {', '.join(_REDUCTIONS)}")
+        return targets_loss(where, head_logits, targets, "bld", _kind(kind), temperature, reduction, lambda_byte,
+                            lambda_kl, target_floor)
     if teacher_targets is None or true_bytes is None:
         raise DomainError(f"{where}: needs teacher_targets and true_bytes")
     return _call(where, head_logits, teacher_targets, true_bytes, mask, "bld", kind, temperature,
                  reduction, lambda_byte, lambda_kl, target_floor)
+
+
+def _distiller_targets(x):
+    """x if it is a Distiller's Targets, else None (imported late: distiller.py imports this module)."""
+    from .distiller import Targets
+    return x if isinstance(x, Targets) else None
+
+
+def _kind(kind):
+    return "forward_kl" if kind == "kl" else kind
+
+
+def targets_loss(*args):
+    from .distiller import _targets_loss
+    return _targets_loss(*args)
