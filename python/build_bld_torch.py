@@ -8,8 +8,10 @@ Uses torch.utils.cpp_extension.load (ninja; g++ with -std=c++20). The result is 
 directory OUT/bld_torch/ holding __init__.py and the compiled _bld_torch extension; the object
 files stay in OUT/.build/ so a rebuild only recompiles what changed. Needs: python3-torch,
 libtorch-dev, ninja-build, g++ >= 12 — Debian packages only, no pip. Against a CUDA build of
-torch (and nvcc), --cuda auto (the default) also compiles python/bld_torch_cuda.cu, so the loss
-runs bld's CUDA kernels on CUDA tensors.
+torch (and nvcc), --cuda auto (the default) also compiles python/bld_torch_cuda.cu, which registers
+bld's CUDA backend: the module's one loss path then runs bld's CUDA kernels on CUDA tensors, on
+torch's current stream (BLD_TORCH_WITH_CUDA, defined for both compilers, lets bld/torch/loss.hpp
+read it from c10/cuda).
 """
 
 import argparse
