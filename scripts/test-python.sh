@@ -9,7 +9,8 @@
 #    (--system-site-packages), `pip install --no-build-isolation ./python` offline (objects kept
 #    in OUT/pip-build, so a rerun recompiles only what changed); bld_torch imported from it
 #    outside the source tree, one small loss.
-# 2. the test suite (tests/python/test_bld_torch.py) against that installed package.
+# 2. the test suites (tests/python/test_bld_torch.py, test_distiller.py) against that installed
+#    package, and the Hugging Face-style training step (examples/hf_train_step.py).
 # 3. the developer route, python/build_bld_torch.py --out OUT (PYTHONPATH=OUT), checked by the
 #    docs' PyTorch example (docs/02_embedding.md).
 #
@@ -61,13 +62,18 @@ print(f"test-python.sh: bld_torch {bld_torch.__version__} installed at {where.pa
 EOF
 )
 
-# ---- 2. the test suite against the installed package ---------------------------------------
+# ---- 2. the test suites against the installed package; the Hugging Face-style step ----------
 export BLD_TORCH_INSTALLED=1
-if "$venv/bin/python" -c "import pytest" 2>/dev/null; then
-    (cd "$elsewhere" && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/tests/python/test_bld_torch.py")
-else
-    (cd "$elsewhere" && "$venv/bin/python" -m unittest discover -s "$repo/tests/python" -p "test_bld_torch.py" -v)
-fi
+export BLD_DATA_DIR="${BLD_DATA_DIR:-$repo/.cache/data}"
+for suite in test_bld_torch.py test_distiller.py; do
+    if "$venv/bin/python" -c "import pytest" 2>/dev/null; then
+        (cd "$elsewhere" && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/tests/python/$suite")
+    else
+        (cd "$elsewhere" && "$venv/bin/python" -m unittest discover -s "$repo/tests/python" -p "$suite" -v)
+    fi
+done
+# docs/06_trainers.md's training step (tiny models standing in for pretrained ones).
+(cd "$elsewhere" && "$venv/bin/python" "$repo/examples/hf_train_step.py")
 unset BLD_TORCH_INSTALLED
 
 # ---- 3. the developer route: build_bld_torch.py, checked by the docs' example ---------------
