@@ -47,6 +47,8 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <exception>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -482,31 +484,63 @@ private:
                                   std::to_string(row_width()) + " columns)");
         target_batch out(B, Ss, static_cast<std::int64_t>(options_.heads), options_.layout, options_.precision);
         std::vector<detail::aligned_sequence> al(jobs.size());
-        parallel_for(jobs.size(), options_.parallel, [&](std::size_t b0, std::size_t b1, std::size_t) {
-            for (std::size_t b = b0; b < b1; ++b) al[b] = align(jobs[b], out);
-        });
+        // Longest sequences first, each to the next free worker: uneven lengths still keep every
+        // thread busy. Each sequence is computed alone, so the bits do not depend on the schedule.
+        std::vector<std::size_t> order(jobs.size());
+        for (std::size_t b = 0; b < order.size(); ++b) order[b] = b;
+        std::stable_sort(order.begin(), order.end(),
+                         [&](std::size_t x, std::size_t y) { return jobs[x].teacher.size() > jobs[y].teacher.size(); });
+        for_each_sequence(order, [&](std::size_t b) { al[b] = align(jobs[b], out); });
         // Compact rows: each sequence's active slots are a contiguous run, in sequence order.
         std::vector<std::int64_t> first(jobs.size() + 1, 0);
         for (std::size_t b = 0; b < jobs.size(); ++b) first[b + 1] = first[b] + al[b].active;
         out.allocate_values(first.back());
         if (dev == device_kind::cuda) {
-            if constexpr (std::same_as<std::remove_cv_t<T>, double>) {
-                throw shape_error(op, "teacher_logits", "float64 logits are read on the host only");
+            if constexpr (std::same_as<std::remove_cv_t<T>, double> || std::same_as<std::remove_cv_t<T>, f16>) {
+                throw shape_error(op, "teacher_logits",
+                                  std::string(to_string(dtype_of<T>)) +
+                                      " logits in CUDA memory: the CUDA kernels read float32 and bfloat16 rows (convert "
+                                      "them on the device, or pass host memory)");
             } else {
                 project_on_device(jobs, al, out, first, V, device_index, total_rows);
             }
             return out;
         }
-        parallel_for(jobs.size(), options_.parallel, [&](std::size_t b0, std::size_t b1, std::size_t) {
-            for (std::size_t b = b0; b < b1; ++b) {
-                try {
-                    project(jobs[b], al[b], out, first[b], V);
-                } catch (const error& e) {
-                    rethrow_in(e, b);
-                }
+        for_each_sequence(order, [&](std::size_t b) {
+            try {
+                project(jobs[b], al[b], out, first[b], V);
+            } catch (const error& e) {
+                rethrow_in(e, b);
             }
         });
         return out;
+    }
+
+    /// Runs f(b) for every sequence b of `order`, options_.parallel.threads workers each taking
+    /// the next one from a shared counter; rethrows the error of the lowest-numbered failing
+    /// sequence once all are done (so the error, too, does not depend on the schedule).
+    template <class F>
+    void for_each_sequence(std::span<const std::size_t> order, F&& f) const {
+        const std::size_t n = order.size();
+        if (n == 0) return;
+        std::atomic<std::size_t> next{0};
+        std::vector<std::exception_ptr> errors(n);
+        const std::size_t workers = detail::worker_count(options_.parallel, n);
+        parallel_for(workers, parallel_options{workers}, [&](std::size_t w0, std::size_t w1, std::size_t) {
+            for (std::size_t w = w0; w < w1; ++w) {
+                for (std::size_t i = next.fetch_add(1, std::memory_order_relaxed); i < n;
+                     i = next.fetch_add(1, std::memory_order_relaxed)) {
+                    const std::size_t b = order[i];
+                    try {
+                        f(b);
+                    } catch (...) {
+                        errors[b] = std::current_exception();
+                    }
+                }
+            }
+        });
+        for (auto& e : errors)
+            if (e) std::rethrow_exception(e);
     }
 
     template <class P>
