@@ -91,9 +91,14 @@ TEST_CASE("torch::Tensor errors: dtype, shape, layout, undefined") {
     CHECK(contains(msg, "non-contiguous"));
     CHECK(contains(msg, "strides [1, 4]"));
     CHECK(contains(msg, ".contiguous()"));
-    msg = message_of<bld::shape_error>([&] { (void)bld::as_view<const float, 2>(t.to(torch::kHalf), "x"); });
+    msg = message_of<bld::shape_error>([&] { (void)bld::as_view<const float, 2>(t.to(torch::kInt8), "x"); });
     CHECK(contains(msg, "`x`"));
-    CHECK(contains(msg, "torch.Half is not supported"));
+    CHECK(contains(msg, "torch.Char is not supported"));
+    // float16 is bld::f16: a view of the same storage, values widened exactly.
+    const auto h = (t + 0.5f).to(torch::kHalf);
+    const auto hv = bld::as_view<const bld::f16, 2>(h, "h");
+    CHECK(static_cast<float>(hv(1, 2)) == 0.5f);
+    CHECK(bld::to_torch_dtype(bld::dtype::f16) == torch::kHalf);
     msg = message_of<bld::shape_error>([&] { (void)bld::as_view<const float, 2>(torch::Tensor(), "y"); });
     CHECK(contains(msg, "`y`"));
     CHECK(contains(msg, "undefined"));
