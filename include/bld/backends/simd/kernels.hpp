@@ -45,12 +45,8 @@ inline constexpr std::size_t chunk_ids = 256;
 /// (maximum, then exponentials) while in L1; the per-chunk work (a horizontal maximum, the
 /// shift rule) is spread over 64 vectors.
 inline constexpr std::size_t segment_chunk = 1024;
-/// segment_sums prefetches (into L2) this many chunks ahead of its maximum pass.
-#ifndef BLD_SEGMENT_PREFETCH
+/// segment_sums prefetches (into L2) this many chunks ahead, spread over its exponentials.
 inline constexpr std::size_t segment_prefetch = 4;
-#else
-inline constexpr std::size_t segment_prefetch = BLD_SEGMENT_PREFETCH;
-#endif
 /// The tile kernel prefetches (into L2) this many chunks ahead: W rows at a stride of a whole
 /// row are W short streams at once, more than the hardware prefetchers follow.
 inline constexpr std::size_t prefetch_chunks = 2;
