@@ -98,7 +98,7 @@ TEST_CASE("torch::Tensor errors: dtype, shape, layout, undefined") {
     const auto h = (t + 0.5f).to(torch::kHalf);
     const auto hv = bld::as_view<const bld::f16, 2>(h, "h");
     CHECK(static_cast<float>(hv(1, 2)) == 0.5f);
-    CHECK(bld::to_torch_dtype(bld::dtype::f16) == torch::kHalf);
+    CHECK((bld::to_torch_dtype(bld::dtype::f16) == torch::kHalf));
     msg = message_of<bld::shape_error>([&] { (void)bld::as_view<const float, 2>(torch::Tensor(), "y"); });
     CHECK(contains(msg, "`y`"));
     CHECK(contains(msg, "undefined"));
