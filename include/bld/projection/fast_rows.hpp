@@ -89,11 +89,12 @@ public:
         return {rows_.data() + j * static_cast<std::size_t>(rows_.extent(1)), static_cast<std::size_t>(rows_.extent(1))};
     }
     /// Optional, before the first summary: row j will be asked for the node of ids[j]'s first
-    /// byte (the canonical path's depth-1 request, the largest node of a row: a quarter of
+    /// byte (the canonical path's depth-1 request, the largest node of a row: 45 % of
     /// Llama-3's ids start with a space). Its sums then come out of the root pass itself —
-    /// for rows in id order the tile kernel bins ids by their first two bytes
-    /// (row_plan::node_tile), for trie-ordered rows the node's children are segments of the
-    /// root pass — instead of a second read (and, in id order, a gather) of the row. Ids that
+    /// for rows in id order the tile kernel bins the ids of the large first bytes by their
+    /// first two bytes (row_plan::node_tile; a smaller first node is summed on its own), for
+    /// trie-ordered rows the node's children are segments of the root pass — instead of a
+    /// second read (and, in id order, a gather) of the row. Ids that
     /// are not text tokens are skipped here (canonical_plan::build reports them).
     void expect_first_nodes(std::span<const std::int64_t> ids) {
         const auto& trie = plan_->trie();
@@ -221,6 +222,7 @@ private:
         const std::size_t W = k.width, R = out.size(), n = static_cast<std::size_t>(sub.extent(1));
         const auto tp = detail::row_plan_access::node_tile(*plan_);
         const auto start = detail::row_plan_access::node_bin_start(*plan_);
+        const auto split = detail::row_plan_access::node_split(*plan_);
         const std::size_t nb = tp.nbins, nreal = detail::node_bin_base + start[256];
         const auto& trie = plan_->trie();
         detail::node_workspace& ws = detail::node_workspace::of_this_thread(nb * W);
@@ -261,6 +263,7 @@ private:
                 const auto f = first_[r0 + jr];
                 if (f == byte_trie::npos) continue;
                 const std::size_t b = trie.node(f).byte;
+                if (!split[b]) continue; // a small node: sum_node sums it
                 double* fs = first_sums_.data() + jr * first_stride;
                 fs[0] = acc[b * W + l];
                 for (std::uint32_t g = start[b]; g < start[b + 1]; ++g)

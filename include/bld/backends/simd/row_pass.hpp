@@ -59,10 +59,17 @@ struct row_plan_access {
     [[nodiscard]] static simd::detail::tile_plan node_tile(const row_plan& plan) noexcept;
     /// Node-plan bins of first byte b's children: [node_bin_base + start[b], + start[b + 1]). [257]
     [[nodiscard]] static std::span<const std::uint32_t> node_bin_start(const row_plan& plan) noexcept;
+    /// Whether the node plan splits first byte b into its children (1) or keeps it whole (0). [256]
+    [[nodiscard]] static std::span<const std::uint8_t> node_split(const row_plan& plan) noexcept;
 };
-/// Node-plan bins: 0..255 the tokens that are exactly one byte b, 256 STOP, 257 ignored ids,
-/// then one bin per depth-2 trie node (first byte b, second byte c), grouped by b in byte order.
+/// Node-plan bins: 0..255 first byte b — the tokens that are exactly b where b is split, its
+/// whole subtree where not — 256 STOP, 257 ignored ids, then one bin per depth-2 trie node
+/// (first byte b, second byte c) of the split bytes, grouped by b in byte order. A first byte
+/// is split when its subtree holds at least 1/node_split_share of the text tokens (Llama-3:
+/// 7 bytes, ' ' alone 45 % of the ids, ~480 bins): few enough bins that the tile kernel's
+/// accumulators stay small, and the other nodes are small to sum on their own.
 inline constexpr std::size_t node_bin_base = root_bin_count + 1;
+inline constexpr std::size_t node_split_share = 64;
 } // namespace detail
 
 /// What the fast row pass precomputes from a trie, once per vocabulary (O(vocab) time and
@@ -108,8 +115,9 @@ private:
         return p;
     }
 
-    /// The node plan (through detail::row_plan_access): ids binned by their first two bytes,
-    /// so one tile pass gives every row its root masses and the node sums of any first byte.
+    /// The node plan (through detail::row_plan_access): ids of the large first bytes binned by
+    /// their first two bytes (detail::node_bin_base), so one tile pass gives every row its root
+    /// masses and the node sums of those first bytes.
     [[nodiscard]] simd::detail::tile_plan node_tile() const noexcept {
         simd::detail::tile_plan p = tile();
         p.nbins = node_real_bin_.size();
@@ -136,13 +144,17 @@ private:
         const auto order = trie_->order();
         const auto firsts = trie_->children(byte_trie::root);
         node_bin_start_.assign(root_bin_count, 0);
+        node_split_.assign(256, 0);
         std::uint32_t g = 0;
         std::size_t f = 0;
         for (std::size_t b = 0; b < 256; ++b) {
             node_bin_start_[b] = g;
             if (f >= firsts.size() || firsts[f].byte != b) continue;
             const trie_node& nd = firsts[f++];
-            for (std::uint32_t k = nd.lo; k < nd.end_hi; ++k) real[order[k]] = static_cast<std::uint32_t>(b);
+            const bool split = std::size_t{nd.hi - nd.lo} * detail::node_split_share >= order.size();
+            node_split_[b] = split ? 1 : 0;
+            for (std::uint32_t k = nd.lo; k < (split ? nd.end_hi : nd.hi); ++k) real[order[k]] = static_cast<std::uint32_t>(b);
+            if (!split) continue;
             for (const trie_node& c : trie_->children(static_cast<byte_trie::node_index>(&nd - trie_->nodes().data()))) {
                 for (std::uint32_t k = c.lo; k < c.hi; ++k) real[order[k]] = static_cast<std::uint32_t>(node_bin_base + g);
                 ++g;
@@ -296,12 +308,16 @@ private:
     std::vector<std::uint32_t> node_flush_start_;
     std::vector<std::uint16_t> node_flush_bins_;
     std::vector<std::uint32_t> node_bin_start_;
+    std::vector<std::uint8_t> node_split_;
 };
 
 inline simd::detail::tile_plan detail::row_plan_access::tile(const row_plan& plan) noexcept { return plan.tile(); }
 inline simd::detail::tile_plan detail::row_plan_access::node_tile(const row_plan& plan) noexcept { return plan.node_tile(); }
 inline std::span<const std::uint32_t> detail::row_plan_access::node_bin_start(const row_plan& plan) noexcept {
     return plan.node_bin_start_;
+}
+inline std::span<const std::uint8_t> detail::row_plan_access::node_split(const row_plan& plan) noexcept {
+    return plan.node_split_;
 }
 
 namespace detail {
