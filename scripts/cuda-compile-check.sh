@@ -89,7 +89,13 @@ cudainc_for_host=$(dirname "$(dirname "$(readlink -f "$nvcc")")")/include
   -o "$disp/dispatch_register.o"
 "$nvcc" "${gencode[@]}" "$disp/dispatch_host.o" "$disp/dispatch_register.o" -o "$disp/bld_dispatch_host"
 "$disp/bld_dispatch_host"
-echo "cuda-compile-check: a host-compiled bld::bld_loss on CUDA views links with a registering CUDA TU and reaches the backend (sm_${archs//;/, sm_}) in $(( $(date +%s) - start )) s"
+# The distiller on CUDA teacher logits (tests/cuda/distill_host.cpp: <bld/cpu.hpp>, host compiler)
+# reaches the device projector the same registering TU provides.
+"${CXX:-c++}" -std=c++20 -O1 -Wall -Wextra -Werror -Iinclude -I"$cudainc_for_host" -c tests/cuda/distill_host.cpp \
+  -o "$disp/distill_host.o"
+"$nvcc" "${gencode[@]}" "$disp/distill_host.o" "$disp/dispatch_register.o" -o "$disp/bld_distill_host"
+"$disp/bld_distill_host"
+echo "cuda-compile-check: a host-compiled bld::bld_loss on CUDA views and bld::distiller on CUDA logits link with a registering CUDA TU and reach the backend (sm_${archs//;/, sm_}) in $(( $(date +%s) - start )) s"
 
 # bld_torch's CUDA side (issue 6 item 5, issue 14): python/bld_torch_cuda.cu with nvcc for the same
 # architectures (it only registers bld's CUDA backend: CUDA tensors take the module's one loss

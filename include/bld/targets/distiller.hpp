@@ -618,7 +618,7 @@ private:
         }
         for (std::size_t q = 0; q < which.size(); ++q) {
             const auto b = which[q];
-            const auto emit = [&]<class P>(detail::slot_sink<P> s) {
+            const auto emit = [&]<class P>(detail::slot_sink<P>&& s) {
                 for (std::size_t i = 0; i < d[q].positions; ++i) {
                     double* p = s.probs(i);
                     const auto src = d[q].at(i);
