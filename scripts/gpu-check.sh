@@ -73,6 +73,10 @@ else
     -o "$build/dispatch_register.o"
   "$nvcc" "$arch_flag" "$build/dispatch_host.o" "$build/dispatch_register.o" -o "$build/bld_dispatch_host"
   dispatch_bin=$build/bld_dispatch_host
+  # The distiller on device logits against the host (tests/cuda/distill_host.cpp).
+  "${CXX:-c++}" -std=c++20 -O2 -Iinclude -I"$cudainc" -c tests/cuda/distill_host.cpp -o "$build/distill_host.o"
+  "$nvcc" "$arch_flag" "$build/distill_host.o" "$build/dispatch_register.o" -o "$build/bld_distill_host"
+  distill_bin=$build/bld_distill_host
 fi
 
 # 3. Tests, then the benchmark.
@@ -89,6 +93,13 @@ if [[ -n "${dispatch_bin:-}" ]]; then
   "$dispatch_bin" 2>&1 | tee "$work/dispatch.txt"
   dispatch_rc=${PIPESTATUS[0]}
   dispatch_note="$([[ $dispatch_rc -eq 0 ]] && echo passed || echo "FAILED (exit $dispatch_rc)") — $(tail -n 1 "$work/dispatch.txt")"
+fi
+distill_rc=0
+distill_note="not built (prebuilt bld_cuda_tests given)"
+if [[ -n "${distill_bin:-}" ]]; then
+  "$distill_bin" 2>&1 | tee "$work/distill.txt"
+  distill_rc=${PIPESTATUS[0]}
+  distill_note="$([[ $distill_rc -eq 0 ]] && echo passed || echo "FAILED (exit $distill_rc)") — $(tail -n 1 "$work/distill.txt")"
 fi
 set -e
 if [[ $tests_rc -eq 77 ]]; then fail "no GPU: bld_cuda_tests found no usable CUDA device ($(head -n 1 "$work/tests.txt"))"; fi
@@ -124,6 +135,7 @@ fi
   echo "* Build: $build_note"
   echo "* CUDA tests: $([[ $tests_rc -eq 0 ]] && echo passed || echo "FAILED (exit $tests_rc)") — $(grep -E '^\[doctest\] (test cases|assertions)' "$work/tests.txt" | sed 's/\[doctest\] //' | tr -s ' ' | paste -sd ';' -)"
   echo "* Host-compiled bld::bld_loss on device memory, dense and compact (tests/cuda/dispatch_host.cpp): $dispatch_note"
+  echo "* bld::distiller on device logits vs the host (tests/cuda/distill_host.cpp): $distill_note"
   echo "* bld_torch on CUDA tensors (tests/python CudaDispatchTest): $torch_note"
   echo "* Acceptance (row pass, float32, 4096 × 128,256, ≥ 70% of peak bandwidth): $target"
   echo
@@ -138,5 +150,5 @@ fi
   echo '```'
 } > "$report"
 echo "gpu-check: report written to $report"
-[[ $tests_rc -eq 0 && $bench_rc -eq 0 && $dispatch_rc -eq 0 && ${torch_rc:-0} -eq 0 ]] ||
-  fail "tests exit $tests_rc, benchmark exit $bench_rc, dispatch exit $dispatch_rc, bld_torch exit ${torch_rc:-0} (see $report)"
+[[ $tests_rc -eq 0 && $bench_rc -eq 0 && $dispatch_rc -eq 0 && $distill_rc -eq 0 && ${torch_rc:-0} -eq 0 ]] ||
+  fail "tests exit $tests_rc, benchmark exit $bench_rc, dispatch exit $dispatch_rc, distiller exit $distill_rc, bld_torch exit ${torch_rc:-0} (see $report)"
