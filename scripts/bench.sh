@@ -66,6 +66,18 @@ run_targets() {
                 --threads "$t" --repeats 9 "${flag[@]}" | tee "$out/cli_targets_${order}_t${t}.json"
         done
     done
+    # The Python route on the same batch as bld-cli bench-targets (scripts/bench_python_route.py),
+    # where a bld_torch build exists (BLD_TORCH_BUILD, default build-py: python/build_bld_torch.py).
+    local pyb=${BLD_TORCH_BUILD:-build-py}
+    if [ -f "$pyb/bld_torch/__init__.py" ]; then
+        echo "== Python route (bld_torch.Distiller) vs bld-cli bench-targets"
+        for t in 1 2; do
+            BLD_TORCH_BUILD="$pyb" /usr/bin/python3 scripts/bench_python_route.py --cli "$build/examples/bld-cli" \
+                --threads "$t" --repeats 9 --out "$out/python_route_t${t}.json"
+        done
+    else
+        echo "== Python route skipped: no bld_torch in $pyb (python/build_bld_torch.py --out $pyb)"
+    fi
 }
 
 if [ "$only" = targets ]; then

@@ -200,6 +200,20 @@ def targets_section(R, machine):
                 w(f"| {o} | {t} | {fmt(c['us_per_teacher_row'])} | {fmt(c['stream_us_per_row'])} | {fmt(c['ratio_to_stream'], 2)} | "
                   f"{fmt(c['reference_us_per_teacher_row'])} | {fmt(c['speedup_vs_reference'])} | {c['slots']} |")
         w("")
+    pyr = {t: load(os.path.join(R, f"python_route_t{t}.json")) for t in (1, 2)}
+    if any(pyr.values()):
+        w("The same route from Python (`scripts/bench_python_route.py`: `bld_torch.Distiller.targets` on the batch")
+        w("of `bld-cli bench-targets`, id order; `binding` is the extension's own call without the Python wrapper;")
+        w("9 repeats, medians; peak extra memory = the route's high-water mark above the resident set before the call):")
+        w("")
+        w("| threads | Python µs / teacher row | binding µs / row | C++ (bld-cli) µs / row | Python ÷ C++ | peak extra MB | targets MB | logits MB |")
+        w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for t, r in pyr.items():
+            if r:
+                w(f"| {t} | {fmt(r['python_us_per_teacher_row'])} | {fmt(r['binding_us_per_teacher_row'])} | "
+                  f"{fmt(r['cpp_us_per_teacher_row'])} | {fmt(r['python_over_cpp'], 2)} | {fmt(r['peak_extra_bytes'] / 2**20, 1)} | "
+                  f"{fmt(r['targets_bytes'] / 2**20, 1)} | {fmt(r['logits_bytes'] / 2**20, 0)} |")
+        w("")
     w("### Acceptance (issue 14)")
     w("")
     xi, xt = g("route/id/threads:1", "x_stream"), g("route/trie/threads:1", "x_stream")
@@ -223,6 +237,14 @@ def targets_section(R, machine):
           "stream scales ≥ 1.9×): two cores were not free during this run, so the target is **not assessed** here; "
           f"relative to the stream's own scaling the route reached {fmt(ratio(ri, ss), 2)} (id) and "
           f"{fmt(ratio(rt, ss), 2)} (trie).")
+    for t, r in pyr.items():
+        if r:
+            w(f"* Python route, {t} thread{'s' if t > 1 else ''}: {fmt(r['python_over_cpp'], 2)}× the C++ route on the same "
+              f"batch (≤ 1.10: {verdict(r['python_over_cpp'] <= 1.10)}); the wrapper over the extension's own call "
+              f"{fmt(r['python_over_binding'], 2)}×; peak extra memory {fmt(r['peak_extra_bytes'] / 2**20, 1)} MB for "
+              f"{fmt(r['targets_bytes'] / 2**20, 1)} MB of targets and {fmt(r['logits_bytes'] / 2**20, 0)} MB of logits "
+              f"(targets + O(V) per thread, no [tokens, V] copy: "
+              f"{verdict(r['peak_extra_bytes'] <= r['targets_bytes'] + t * 64 * 2**20)}).")
     lr = ratio(lc, ld)
     w(f"* Loss on compact targets: {fmt(lc, 2)} µs per active slot against {fmt(ld, 2)} on dense targets "
       f"({fmt(lr, 2)}×; no slower: {verdict(lr is not None and lr <= 1.0)}).")
