@@ -575,9 +575,11 @@ private:
                 canonical_path_into(plan, row_source, a.projected, ad);
             }
         };
-        if constexpr (row_kernel_reads<T>) {
+        if constexpr (simd_kernel_reads<T>) {
             if (options_.path == projection_path::fast) {
-                with_sink(dense_rows<T>(plan_, rows, options_.rows == row_order::trie, options_.level));
+                dense_rows<T> source(plan_, rows, options_.rows == row_order::trie, options_.level);
+                source.expect_first_nodes(a.projected); // first-byte nodes from the root pass
+                with_sink(source);
                 return;
             }
         } else {
