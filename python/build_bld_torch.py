@@ -28,7 +28,7 @@ def main(argv=None):
     parser.add_argument("--out", default=str(REPO / "build-py"),
                         help="output directory; the package lands in OUT/bld_torch (default: build-py)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default 2)")
-    parser.add_argument("--debug", action="store_true", help="-O0 -g instead of -O2")
+    parser.add_argument("--debug", action="store_true", help="-O0 -g instead of -O3")
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
     parser.add_argument("--cuda", choices=("auto", "on", "off"), default="auto",
                         help="compile the CUDA dispatch (python/bld_torch_cuda.cu, nvcc): auto = when this "
@@ -50,7 +50,7 @@ def main(argv=None):
     if cuda and torch.version.cuda is None:
         print("build_bld_torch: --cuda on needs a CUDA build of torch (torch.version.cuda is None)", file=sys.stderr)
         return 1
-    opt = ["-O0", "-g"] if args.debug else ["-O2"]
+    opt = ["-O0", "-g"] if args.debug else ["-O3", "-DNDEBUG"]
     sources = [str(REPO / "python" / "bld_torch.cpp")]
     defines = []
     if cuda:

@@ -5,7 +5,7 @@
 
 Builds the same extension as the developer route, python/build_bld_torch.py: bld_torch._bld_torch
 from python/bld_torch.cpp with bld's headers (the checkout's include/, found next to this
-directory), -std=c++20 -O2, linked with -lsimdjson; torch.utils.cpp_extension (ninja when
+directory), -std=c++20 -O3, linked with -lsimdjson; torch.utils.cpp_extension (ninja when
 present) does the compiling. Against a CUDA build of torch with nvcc present it also compiles
 python/bld_torch_cuda.cu with -DBLD_TORCH_WITH_CUDA, so the losses run bld's CUDA kernels on CUDA
 tensors.
@@ -96,8 +96,8 @@ def extension_and_command():
         depends=depends,
         libraries=["simdjson"],  # bld::json (tokenizer loaders) for load_tokenizer
         extra_compile_args={
-            "cxx": ["-std=c++20", "-O2", "-Wall", "-Wno-unused-parameter", *defines],
-            "nvcc": ["-std=c++20", "-O2", "--expt-relaxed-constexpr", *defines],
+            "cxx": ["-std=c++20", "-O3", "-DNDEBUG", "-fno-wrapv", "-Wall", "-Wno-unused-parameter", *defines],
+            "nvcc": ["-std=c++20", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", *defines],
         },
     )
     return ext, cpp_extension.BuildExtension
