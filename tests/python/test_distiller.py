@@ -245,6 +245,12 @@ class DistillerTest(unittest.TestCase):
         t = d.targets(b.logits, b.t_ids, b.s_ids, **kw)
         with self.assertRaisesRegex(bld_torch.ShapeError, "head_logits"):
             bld_torch.bld_loss(torch.randn(2, 3, 4, 260), t)
+        # Two devices: byte-head logits elsewhere than the targets, teacher logits on a device bld
+        # cannot read (the meta device stands in for any other device on this CPU-only machine).
+        with self.assertRaisesRegex(bld_torch.ShapeError, "head_logits.*on meta.*targets on cpu"):
+            bld_torch.bld_loss(torch.empty(t.shape + (260,), device="meta"), t)
+        with self.assertRaisesRegex(bld_torch.ShapeError, "teacher_logits.*meta"):
+            d.targets(b.logits.to("meta"), b.t_ids, b.s_ids, **kw)
         with self.assertRaisesRegex(bld_torch.DomainError, "no mask"):
             bld_torch.bld_loss(torch.randn(t.shape + (260,)), t, mask=t.mask)
         with self.assertRaises(TypeError):
