@@ -14,4 +14,5 @@
 #include "bld/backends/simd/loss_kernel.hpp"
 #include "bld/backends/simd/row_pass.hpp"
 #include "bld/projection/fast_rows.hpp"
+#include "bld/projection/student_path.hpp"
 #include "bld/targets/distiller.hpp"

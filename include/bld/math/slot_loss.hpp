@@ -40,6 +40,89 @@ struct slot_result {
     int index = 0;  ///< the offending alphabet entry when status ≠ ok
 };
 
+/// The divergence D(p ‖ q) of one distribution and ∂D/∂u_a, where q = softmax(u) and lq = log q
+/// (this lane's entries: a = lane + e·W). Entries with q_a = 0 (lq_a = −inf: outside the
+/// support of q, as in a student's projected distribution) contribute nothing and get
+/// gu_a = 0; p should then be zero there too (the token-head loss restricts it). Every sum runs
+/// in entry order with host_lanes. slot_loss and the token-head loss
+/// (bld/math/position_loss.hpp) both call it: the one copy of the four divergences.
+template <class Lanes, int E, class P>
+BLD_HOST_DEVICE double divergence_terms(const Lanes& lanes, const double (&lq)[E], const double (&q)[E], const P* p,
+                                        const slot_params& prm, double (&gu)[E]) {
+    constexpr int n = static_cast<int>(alphabet_size);
+    constexpr int W = Lanes::width;
+    const int lane = lanes.lane();
+    double div = 0.0;
+    for (int e = 0; e < E; ++e) gu[e] = 0.0;
+    if (prm.kind == divergence::forward_kl) {
+        // KL(p‖q) = Σ p (log p − log q);  ∂/∂u_a = (Σp) q_a − p_a.
+        double mass = 0.0;
+        for (int e = 0; e < E; ++e) {
+            const int a = lane + e * W;
+            if (a < n) {
+                const double pa = static_cast<double>(p[a]);
+                mass += pa;
+                if (pa > 0.0) div += pa * (log64(pa) - lq[e]);
+            }
+        }
+        mass = lanes.sum(mass);
+        div = lanes.sum(div);
+        for (int e = 0; e < E; ++e) {
+            const int a = lane + e * W;
+            if (a < n) gu[e] = mass * q[e] - static_cast<double>(p[a]);
+        }
+    } else if (prm.kind == divergence::reverse_kl) {
+        // KL(q‖p) = Σ q r,  r_a = log q_a − log max(p_a, ε);  ∂/∂u_a = q_a (r_a − KL).
+        double r[E];
+        for (int e = 0; e < E; ++e) {
+            const int a = lane + e * W;
+            r[e] = 0.0;
+            if (a < n && q[e] > 0.0) {
+                const double pa = static_cast<double>(p[a]);
+                const double lp = pa > 0.0 ? max64(log64(pa), prm.log_floor) : prm.log_floor;
+                r[e] = lq[e] - lp;
+                div += q[e] * r[e];
+            }
+        }
+        div = lanes.sum(div);
+        for (int e = 0; e < E; ++e) gu[e] = q[e] * (r[e] - div);
+    } else {
+        // D = f(q) for fixed p; with c_a = ∂D/∂q_a, ∂/∂u_a = q_a (c_a − Σ_b q_b c_b).
+        //   JSD: c_a = ½ log(q_a / m_a)   (the p-part's derivative cancels the +1's)
+        //   TVD: c_a = ½ sign(q_a − p_a)
+        double c[E];
+        double qc = 0.0;
+        const bool jsd = prm.kind == divergence::jsd;
+        for (int e = 0; e < E; ++e) {
+            const int a = lane + e * W;
+            c[e] = 0.0;
+            if (a < n) {
+                const double pa = static_cast<double>(p[a]);
+                const double qa = q[e];
+                if (jsd) {
+                    const double ma = 0.5 * (pa + qa);
+                    if (ma > 0.0) {
+                        const double lm = log64(ma);
+                        if (pa > 0.0) div += 0.5 * pa * (log64(pa) - lm);
+                        if (qa > 0.0) {
+                            div += 0.5 * qa * (lq[e] - lm);
+                            c[e] = 0.5 * (lq[e] - lm);
+                        }
+                    }
+                } else {
+                    div += 0.5 * abs64(pa - qa);
+                    c[e] = qa > pa ? 0.5 : (qa < pa ? -0.5 : 0.0);
+                }
+                qc += qa * c[e];
+            }
+        }
+        div = lanes.sum(div);
+        qc = lanes.sum(qc);
+        for (int e = 0; e < E; ++e) gu[e] = q[e] * (c[e] - qc);
+    }
+    return div;
+}
+
 /// One slot: v = w_div · D(p ‖ softmax(z/τ)) + w_ce · (−log softmax(z)_y), and, if grad is not
 /// null, grad[a] = grad_scale · ∂v/∂z_a, in one fused pass in fp64 whatever L and P are. With
 /// host_lanes every sum runs in entry order.
@@ -114,74 +197,9 @@ BLD_HOST_DEVICE slot_result slot_loss(const Lanes& lanes, const L* z, const P* p
 
     // The divergence and ∂D/∂u_a with u = z/τ.
     double gu[E];
-    double div = 0.0;
-    for (int e = 0; e < E; ++e) gu[e] = 0.0;
-    if (want_div) {
-        if (prm.kind == divergence::forward_kl) {
-            // KL(p‖q) = Σ p (log p − log q);  ∂/∂u_a = (Σp) q_a − p_a.
-            double mass = 0.0;
-            for (int e = 0; e < E; ++e) {
-                const int a = lane + e * W;
-                if (a < n) {
-                    const double pa = static_cast<double>(p[a]);
-                    mass += pa;
-                    if (pa > 0.0) div += pa * (log64(pa) - lq[e]);
-                }
-            }
-            mass = lanes.sum(mass);
-            div = lanes.sum(div);
-            for (int e = 0; e < E; ++e) {
-                const int a = lane + e * W;
-                if (a < n) gu[e] = mass * q[e] - static_cast<double>(p[a]);
-            }
-        } else if (prm.kind == divergence::reverse_kl) {
-            // KL(q‖p) = Σ q r,  r_a = log q_a − log max(p_a, ε);  ∂/∂u_a = q_a (r_a − KL).
-            double r[E];
-            for (int e = 0; e < E; ++e) {
-                const int a = lane + e * W;
-                r[e] = 0.0;
-                if (a < n) {
-                    const double pa = static_cast<double>(p[a]);
-                    const double lp = pa > 0.0 ? max64(log64(pa), prm.log_floor) : prm.log_floor;
-                    r[e] = lq[e] - lp;
-                    div += q[e] * r[e];
-                }
-            }
-            div = lanes.sum(div);
-            for (int e = 0; e < E; ++e) gu[e] = q[e] * (r[e] - div);
-        } else {
-            // D = f(q) for fixed p; with c_a = ∂D/∂q_a, ∂/∂u_a = q_a (c_a − Σ_b q_b c_b).
-            //   JSD: c_a = ½ log(q_a / m_a)   (the p-part's derivative cancels the +1's)
-            //   TVD: c_a = ½ sign(q_a − p_a)
-            double c[E];
-            double qc = 0.0;
-            const bool jsd = prm.kind == divergence::jsd;
-            for (int e = 0; e < E; ++e) {
-                const int a = lane + e * W;
-                c[e] = 0.0;
-                if (a < n) {
-                    const double pa = static_cast<double>(p[a]);
-                    const double qa = q[e];
-                    if (jsd) {
-                        const double ma = 0.5 * (pa + qa);
-                        if (ma > 0.0) {
-                            const double lm = log64(ma);
-                            if (pa > 0.0) div += 0.5 * pa * (log64(pa) - lm);
-                            if (qa > 0.0) div += 0.5 * qa * (lq[e] - lm);
-                            c[e] = 0.5 * (lq[e] - lm);
-                        }
-                    } else {
-                        div += 0.5 * abs64(pa - qa);
-                        c[e] = qa > pa ? 0.5 : (qa < pa ? -0.5 : 0.0);
-                    }
-                    qc += qa * c[e];
-                }
-            }
-            div = lanes.sum(div);
-            qc = lanes.sum(qc);
-            for (int e = 0; e < E; ++e) gu[e] = q[e] * (c[e] - qc);
-        }
-    }
+    const double div = want_div ? divergence_terms(lanes, lq, q, p, prm, gu) : 0.0;
+    if (!want_div)
+        for (int e = 0; e < E; ++e) gu[e] = 0.0;
 
     // −log softmax(z)_y lives in lane y % W; a sum of zeros and that one value moves it exactly.
     double ce_part = 0.0;

@@ -39,6 +39,7 @@
 #include "bld/projection/canonical_plan.hpp"
 #include "bld/projection/device_projection.hpp"
 #include "bld/projection/fast_rows.hpp"
+#include "bld/projection/row_options.hpp"
 #include "bld/backends/simd/row_pass.hpp"
 #include "bld/targets/alignment.hpp"
 #include "bld/targets/slot_targets.hpp"
@@ -59,18 +60,6 @@
 #include <vector>
 
 namespace bld {
-
-/// Which implementation of the canonical-path projection a distiller runs.
-enum class projection_path : std::uint8_t {
-    fast,      ///< the SIMD row pass (CPU) or the CUDA kernels (device rows)
-    reference, ///< the fp64 scalar reference (CPU, id-ordered rows): for tests
-};
-
-/// The column order of the teacher's rows.
-enum class row_order : std::uint8_t {
-    id,   ///< column c = token id c
-    trie, ///< column k = id row_plan::permutation()[k] (distiller::permutation())
-};
 
 /// Options of a distiller (fixed at construction).
 struct distiller_options {

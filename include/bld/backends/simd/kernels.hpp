@@ -210,6 +210,34 @@ template <class T>
 
 namespace bld::simd::detail {
 
+/// The token-head backward kernels of a target for element type T (kernels.inc).
+template <class T>
+struct weighted_exp_table {
+    void (*segments)(const T*, const std::uint32_t*, const float*, const float*, std::size_t, float*);
+    void (*dense)(const T*, const float*, std::size_t, float, float*);
+};
+
+template <class T>
+[[nodiscard]] inline weighted_exp_table<T> weighted_exp_for(level l) noexcept {
+    switch (l) {
+#if BLD_SIMD_X86
+        case level::avx512: return {&avx512_ns::weighted_exp_segments<T>, &avx512_ns::weighted_exp<T>};
+        case level::avx2: return {&avx2_ns::weighted_exp_segments<T>, &avx2_ns::weighted_exp<T>};
+#endif
+#if BLD_SIMD_SSE2
+        case level::sse2: return {&sse2_ns::weighted_exp_segments<T>, &sse2_ns::weighted_exp<T>};
+#endif
+#if BLD_SIMD_NEON
+        case level::neon: return {&neon_ns::weighted_exp_segments<T>, &neon_ns::weighted_exp<T>};
+#endif
+        default: return {&scalar_ns::weighted_exp_segments<T>, &scalar_ns::weighted_exp<T>};
+    }
+}
+
+} // namespace bld::simd::detail
+
+namespace bld::simd::detail {
+
 using loss_slot_fn = loss_slot_result (*)(const float*, const float*, int, const math::slot_params&, double, float*);
 
 /// The float byte-loss slot kernel of a target.

@@ -1,0 +1,513 @@
+// bld/projection/student_path.hpp — the canonical path on the student's own token rows, with its
+// gradient: token-head distillation (docs/07_token_head.md; design.md §3.5).
+//
+// The student's rows along its own tokenization go through the very projection the teacher's
+// do (canonical_path_into over the same row sources: fast SIMD rows or the fp64 reference), which
+// gives q_i, the student's next-byte distribution at every text byte i. Every q_i is a ratio of
+// node masses of one or two rows, and every node mass is a sum of softmax probabilities over a
+// contiguous range of the trie order, so with c_S = ∂L/∂M_S (probability units) the gradient
+// w.r.t. row ℓ's logits is
+//     ∂L/∂z_v = p_v · (c(v) − Σ_S c_S M_S),      c(v) = Σ_{S ∋ v} c_S.
+// The second term vanishes in exact arithmetic (q does not change when a row's masses are
+// scaled); it is kept, computed from the forward's masses. A position contributes, per row:
+//   root (byte 0, row 0)        q ∝ R_0(a):                  c_{R_0(a)} += g_a / (q_a Z)
+//   inside token j at node s    q ∝ M_j(s·a):                c_{M_j(s·a)} += g_a / (q_a Z)
+//   boundary (end of token j)   q ∝ M_j(s·a) + E_j(s) R_{j+1}(a):
+//                               c_{M_j(s·a)} += c_a,  c_{E_j(s)} += Σ_a c_a R_{j+1}(a),
+//                               c_{R_{j+1}(a)} += c_a E_j(s)            (c_a = g_a / (q_a Z))
+// with g_a = ∂L/∂log q_a and Z the position's normaliser in probability units. The ranges of a
+// row are nested or disjoint (they are trie nodes), so c(v) is piecewise constant over the trie
+// order and is built by one sweep with a stack — no difference array, whose prefix sums would
+// cancel a large coefficient against the small ones around it. Each row's gradient is then one
+// pass over it: trie-ordered rows read and write contiguous pieces (the weight folded into the
+// exponential's shift), rows in id order take the per-id weights from a scattered copy. No
+// [positions, V] intermediate is formed; the forward keeps one position's node sums at a time.
+//
+// The token-head loss (bld::token_head_loss here, bld::distiller::token_head_loss for batches)
+// feeds each position's q to bld::math::position_loss (bld/math/position_loss.hpp) against the
+// teacher's distribution at that byte.
+#pragma once
+
+#include "bld/core/alphabet.hpp"
+#include "bld/core/error.hpp"
+#include "bld/core/tensor.hpp"
+#include "bld/math/position_loss.hpp"
+#include "bld/math/slot_loss.hpp"
+#include "bld/projection/canonical_path.hpp"
+#include "bld/projection/canonical_plan.hpp"
+#include "bld/projection/fast_rows.hpp"
+#include "bld/projection/row_options.hpp"
+#include "bld/backends/simd/kernels.hpp"
+#include "bld/backends/simd/row_pass.hpp"
+#include "bld/vocab/trie.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bld {
+
+/// How the token-head loss reduces over text bytes.
+enum class token_head_reduction : std::uint8_t {
+    mean, ///< average over the supervised text bytes (the mask's ones)
+    sum,  ///< sum over them
+};
+
+/// Options of the token-head loss (the divergence, temperature and floor mean what they mean in
+/// bld_loss: τ softens the student's byte distribution, q_τ ∝ q^{1/τ}).
+struct token_head_options {
+    divergence kind = divergence::forward_kl;
+    double temperature = 1.0;    ///< τ > 0
+    double weight = 1.0;         ///< λ ≥ 0, multiplies value and gradient
+    token_head_reduction reduction = token_head_reduction::mean;
+    double target_floor = 1e-12; ///< ε of reverse KL (log max(p, ε))
+};
+
+/// What a token-head loss call returns besides the gradient it writes.
+struct token_head_result {
+    double value = 0.0;           ///< the reduced loss, times `weight`
+    std::int64_t positions = 0;   ///< supervised text bytes (the mean's divisor)
+    /// Σ over supervised bytes of 1 − p(S): teacher mass on bytes the student's canonical path
+    /// cannot produce there (inside a student token, a byte no token with that prefix has).
+    double unreachable = 0.0;
+};
+
+/// How the student's rows are laid out and read.
+struct student_rows {
+    row_order order = row_order::id;               ///< id order, or row_plan::permutation() order
+    projection_path path = projection_path::fast;  ///< fast (SIMD) or the fp64 reference (id order)
+    simd::level level = simd::level::automatic;
+};
+
+namespace detail {
+
+/// A trie range [lo, hi) of one row with its coefficient ∂L/∂M (probability units).
+struct coef_range {
+    std::uint32_t lo = 0, hi = 0;
+    double c = 0.0;
+};
+
+/// The coefficients a row collects from the positions that read it.
+struct row_coefficients {
+    std::array<double, root_bin_count> root{}; ///< ∂L/∂R(a): the root bins (STOP: the specials)
+    std::vector<coef_range> ranges;            ///< nodes below the root
+    double mean = 0.0;                         ///< Σ c_S M_S
+    bool touched = false;
+};
+
+/// A row source that remembers what canonical_path_into asked of it: every row's summary and
+/// the latest node sums (the position being computed).
+template <class Rows>
+class recording_rows {
+public:
+    recording_rows(const Rows& inner, std::size_t rows) : inner_(&inner), summaries_(rows) {}
+    [[nodiscard]] std::size_t count() const noexcept { return inner_->count(); }
+    [[nodiscard]] row_summary summary(std::size_t j) const {
+        row_summary s = inner_->summary(j);
+        if (j < summaries_.size()) summaries_[j] = s;
+        return s;
+    }
+    double node(std::size_t j, const row_summary& s, byte_trie::node_index n, node_sums& out) const {
+        const double f = inner_->node(j, s, n, out);
+        last_ = &out;
+        last_to_p_ = f;
+        return f;
+    }
+    [[nodiscard]] double residual(std::size_t) const noexcept { return 0.0; }
+
+    [[nodiscard]] const row_summary& summary_of(std::size_t j) const noexcept { return summaries_[j]; }
+    [[nodiscard]] const node_sums& last() const noexcept { return *last_; }
+    [[nodiscard]] double last_to_p() const noexcept { return last_to_p_; }
+
+private:
+    const Rows* inner_;
+    mutable std::vector<row_summary> summaries_;
+    mutable const node_sums* last_ = nullptr;
+    mutable double last_to_p_ = 0.0;
+};
+
+/// The position sink of the student's path: hands each finished q to `loss`, which returns
+/// whether the position is supervised and writes g = ∂L/∂log q; turns g into row coefficients.
+template <class Rows, class Loss>
+struct vjp_sink {
+    const byte_trie* trie;
+    const canonical_plan* plan;
+    const recording_rows<Rows>* rec;
+    Loss* loss;
+    std::vector<row_coefficients>* coef;
+    alignas(64) double q[alphabet_size];
+    double drop = 0.0, bnd = 0.0;
+
+    [[nodiscard]] double* probs(std::size_t) noexcept {
+        std::fill(std::begin(q), std::end(q), 0.0);
+        drop = 0.0;
+        return q;
+    }
+    [[nodiscard]] double& dropped(std::size_t) noexcept { return drop; }
+    [[nodiscard]] double& bound(std::size_t) noexcept { return bnd; }
+
+    void finish(std::size_t i) {
+        double g[alphabet_size];
+        if (!(*loss)(i, static_cast<const double*>(q), drop, g)) return;
+        const canonical_position& pos = plan->positions[i];
+        constexpr std::size_t nb = root_bin_count;
+        if (pos.kind == math::position_kind::root) {
+            const auto& R = rec->summary_of(0).root;
+            double Z = 0.0;
+            for (std::size_t a = 0; a < nb; ++a) Z += R[a];
+            auto& rc = (*coef)[0];
+            rc.touched = true;
+            for (std::size_t a = 0; a < nb; ++a) {
+                if (!(q[a] > 0.0) || g[a] == 0.0) continue;
+                const double c = g[a] / (q[a] * Z);
+                rc.root[a] += c;
+                rc.mean += c * R[a];
+            }
+            return;
+        }
+        const std::size_t j = plan->requests[pos.request].row;
+        const auto n = plan->requests[pos.request].node;
+        const node_sums& ns = rec->last();
+        const double to_p = rec->last_to_p();
+        auto& rc = (*coef)[j];
+        rc.touched = true;
+        const auto kids = trie->children(n);
+        if (pos.kind == math::position_kind::inside) {
+            double Zu = 0.0;
+            for (std::size_t a = 0; a < 256; ++a) Zu += ns.child[a];
+            const double Z = Zu * to_p;
+            for (const auto& ch : kids) {
+                const std::size_t a = ch.byte;
+                if (!(q[a] > 0.0) || g[a] == 0.0) continue;
+                const double c = g[a] / (q[a] * Z);
+                rc.ranges.push_back({ch.lo, ch.hi, c});
+                rc.mean += c * ns.child[a] * to_p;
+            }
+            return;
+        }
+        // Boundary at the end of token j: num(a) = M_j(s·a) + E_j(s) R_{j+1}(a).
+        const std::size_t nx = pos.next_row;
+        const auto& R = rec->summary_of(nx).root;
+        double Zu = 0.0;
+        for (std::size_t a = 0; a < nb; ++a) Zu += (a < 256 ? ns.child[a] : 0.0) + ns.end * R[a];
+        const double Z = Zu * to_p;
+        std::array<double, root_bin_count> c{};
+        for (std::size_t a = 0; a < nb; ++a)
+            if (q[a] > 0.0 && g[a] != 0.0) c[a] = g[a] / (q[a] * Z);
+        for (const auto& ch : kids) {
+            const std::size_t a = ch.byte;
+            if (c[a] == 0.0) continue;
+            rc.ranges.push_back({ch.lo, ch.hi, c[a]});
+            rc.mean += c[a] * ns.child[a] * to_p;
+        }
+        double cE = 0.0;
+        for (std::size_t a = 0; a < nb; ++a) cE += c[a] * R[a];
+        const auto& nd = trie->node(n);
+        const double Ep = ns.end * to_p;
+        if (nd.end_hi > nd.lo && cE != 0.0) {
+            rc.ranges.push_back({nd.lo, nd.end_hi, cE});
+            rc.mean += cE * Ep;
+        }
+        auto& nc = (*coef)[nx];
+        nc.touched = true;
+        for (std::size_t a = 0; a < nb; ++a) {
+            if (c[a] == 0.0) continue;
+            nc.root[a] += c[a] * Ep;
+            nc.mean += c[a] * Ep * R[a];
+        }
+    }
+};
+
+/// The piecewise-constant coefficient c(v) of a row over the trie order [0, P): the root bins
+/// (segments root_bounds) plus the nested ranges, swept with a stack so that a range's end
+/// restores the value outside it exactly. Writes pieces [bounds[k], bounds[k + 1]) with value
+/// values[k] (c − mean).
+inline void coefficient_pieces(row_coefficients& rc, std::span<const std::uint32_t> root_bounds,
+                               std::vector<std::uint32_t>& bounds, std::vector<double>& values) {
+    bounds.clear();
+    values.clear();
+    auto& rs = rc.ranges;
+    std::sort(rs.begin(), rs.end(), [](const coef_range& x, const coef_range& y) {
+        return x.lo != y.lo ? x.lo < y.lo : x.hi > y.hi;
+    });
+    struct open {
+        std::uint32_t hi;
+        double value;
+    };
+    std::vector<open> stack;
+    std::size_t r = 0;
+    std::uint32_t cursor = root_bounds[0];
+    bounds.push_back(cursor);
+    const auto emit = [&](std::uint32_t to, double v) {
+        if (to <= cursor) return;
+        bounds.push_back(to);
+        values.push_back(v - rc.mean);
+        cursor = to;
+    };
+    for (std::size_t b = 0; b < root_bin_count; ++b) {
+        const std::uint32_t end = root_bounds[b + 1];
+        const double base = rc.root[b];
+        const auto current = [&] { return stack.empty() ? base : stack.back().value; };
+        for (; r < rs.size() && rs[r].lo < end; ++r) {
+            while (!stack.empty() && stack.back().hi <= rs[r].lo) {
+                emit(stack.back().hi, stack.back().value);
+                stack.pop_back();
+            }
+            emit(rs[r].lo, current());
+            stack.push_back({rs[r].hi, current() + rs[r].c});
+        }
+        while (!stack.empty()) {
+            emit(stack.back().hi, stack.back().value);
+            stack.pop_back();
+        }
+        emit(end, base);
+    }
+}
+
+/// Per-thread scratch of the backward pass.
+struct vjp_workspace {
+    std::vector<std::uint32_t> bounds;
+    std::vector<double> values;
+    std::vector<float> fshift, fsign, weights;
+    [[nodiscard]] static vjp_workspace& of_this_thread() {
+        static thread_local vjp_workspace ws;
+        return ws;
+    }
+};
+
+/// Row j's gradient: grad[c] = p_c (c(c) − mean) over the row's columns (0 where the softmax
+/// ignores a column: absent ids, padding past the vocabulary or the trie order).
+template <class T, class G>
+void row_backward(const row_plan& plan, row_coefficients& rc, const row_summary& s, const T* z, std::size_t width,
+                  const student_rows& how, simd::level lvl, G* grad) {
+    auto& ws = vjp_workspace::of_this_thread();
+    std::fill(grad, grad + width, G{});
+    if (!rc.touched) return;
+    coefficient_pieces(rc, plan.root_bounds(), ws.bounds, ws.values);
+    const auto perm = plan.permutation();
+    const double shift = s.max_logit + s.log_normalizer;
+    const std::size_t np = ws.values.size();
+    constexpr bool fast_type = simd_kernel_reads<T> && std::same_as<G, float>;
+    const bool fast = fast_type && how.path == projection_path::fast;
+    if (!fast) {
+        // fp64: p_c (c − mean) with p_c = e^(z − shift).
+        for (std::size_t k = 0; k < np; ++k) {
+            const double w = ws.values[k];
+            if (w == 0.0) continue;
+            for (std::uint32_t t = ws.bounds[k]; t < ws.bounds[k + 1]; ++t) {
+                const std::size_t col = how.order == row_order::trie ? t : perm[t];
+                grad[col] = static_cast<G>(std::exp(bld::detail::logit_at(z, col) - shift) * w);
+            }
+        }
+        return;
+    }
+    if constexpr (fast_type) {
+        const auto k = simd::detail::weighted_exp_for<std::remove_cv_t<T>>(lvl);
+        if (how.order == row_order::trie) {
+            ws.fshift.resize(np);
+            ws.fsign.resize(np);
+            for (std::size_t p = 0; p < np; ++p) {
+                const double w = ws.values[p];
+                ws.fsign[p] = w > 0.0 ? 1.0f : (w < 0.0 ? -1.0f : 0.0f);
+                ws.fshift[p] = w != 0.0 ? static_cast<float>(shift - std::log(std::abs(w)))
+                                        : std::numeric_limits<float>::infinity();
+            }
+            k.segments(z, ws.bounds.data(), ws.fshift.data(), ws.fsign.data(), np, grad);
+            for (std::size_t p = 0; p < np; ++p) // zero-weight pieces: e^(z − inf) · 0 = 0 already, unless z = +inf
+                if (ws.fsign[p] == 0.0f) std::fill(grad + ws.bounds[p], grad + ws.bounds[p + 1], 0.0f);
+            return;
+        }
+        const std::size_t V = plan.vocab_size();
+        ws.weights.assign(V, 0.0f);
+        double wmax = 0.0;
+        for (std::size_t p = 0; p < np; ++p) {
+            const double w = ws.values[p];
+            wmax = std::max(wmax, std::abs(w));
+            const float wf = static_cast<float>(w);
+            for (std::uint32_t t = ws.bounds[p]; t < ws.bounds[p + 1]; ++t) ws.weights[perm[t]] = wf;
+        }
+        if (!(wmax < 1e30)) {
+            // A weight beyond float's comfort (a node the row gives < ~1e-30): the fp64 loop.
+            for (std::size_t p = 0; p < np; ++p) {
+                const double w = ws.values[p];
+                if (w == 0.0) continue;
+                for (std::uint32_t t = ws.bounds[p]; t < ws.bounds[p + 1]; ++t)
+                    grad[perm[t]] = static_cast<float>(
+                        std::copysign(std::exp(bld::detail::logit_at(z, perm[t]) - shift + std::log(std::abs(w))), w));
+            }
+            return;
+        }
+        k.dense(z, ws.weights.data(), V, static_cast<float>(shift), grad);
+        const auto bins = plan.bins();
+        for (std::size_t id = 0; id < V; ++id) // absent ids: whatever their logits hold, no gradient
+            if (bins[id] == ignored_bin) grad[id] = 0.0f;
+    }
+}
+
+/// The student's canonical path with the gradient of a per-position loss: forward through
+/// canonical_path_into (the teacher's projection), `loss(i, q, dropped, g)` per finished
+/// position, then one backward pass per row into grad [rows, width] (if not null).
+template <class T, class G, class Loss>
+void student_path_run(const row_plan& plan, const canonical_plan& cp, tensor_view<const T, 2> rows,
+                      std::span<const std::int64_t> ids, const student_rows& how, Loss& loss, G* grad,
+                      std::size_t grad_stride) {
+    const char* op = "token-head projection";
+    const auto lvl = simd::resolve(how.level, op);
+    const std::size_t m = ids.size();
+    std::vector<row_coefficients> coef(m);
+    const auto run = [&](const auto& source) {
+        using S = std::remove_cvref_t<decltype(source)>;
+        recording_rows<S> rec(source, m);
+        vjp_sink<S, Loss> sink{&plan.trie(), &cp, &rec, &loss, &coef, {}, 0.0, 0.0};
+        canonical_path_into(cp, rec, ids, sink);
+        if (grad == nullptr) return;
+        const auto width = static_cast<std::size_t>(rows.extent(1));
+        for (std::size_t j = 0; j < m; ++j)
+            row_backward(plan, coef[j], rec.summary_of(j), rows.data() + j * width, width, how, lvl,
+                         grad + j * grad_stride);
+    };
+    const bool trie = how.order == row_order::trie;
+    if constexpr (simd_kernel_reads<T>) {
+        if (how.path == projection_path::fast) {
+            dense_rows<T> source(plan, rows, trie, lvl);
+            source.expect_first_nodes(ids);
+            run(source);
+            return;
+        }
+    }
+    if (trie)
+        throw value_error(op, "rows",
+                          "trie-ordered rows are read on the fast path from float, bf16 or f16 logits (the reference "
+                          "and double rows take id order)");
+    detail::check_row_width(plan, rows.extent(1), plan.vocab_size(), op, "ids of the vocabulary");
+    run(reference::dense_rows<T>(plan.trie(), rows));
+}
+
+[[nodiscard]] inline math::slot_params position_params(const token_head_options& o, const char* op) {
+    if (!(o.temperature > 0.0) || !std::isfinite(o.temperature))
+        throw value_error(op, "temperature", "τ must be a finite number > 0, got " + std::to_string(o.temperature));
+    if (!(o.weight >= 0.0) || !std::isfinite(o.weight))
+        throw value_error(op, "weight", "λ must be a finite number ≥ 0, got " + std::to_string(o.weight));
+    if (!(o.target_floor > 0.0) || !(o.target_floor < 1.0))
+        throw value_error(op, "target_floor", "ε must be in (0, 1), got " + std::to_string(o.target_floor));
+    math::slot_params prm;
+    prm.w_div = 1.0;
+    prm.kind = o.kind;
+    prm.inv_temperature = 1.0 / o.temperature;
+    prm.log_floor = std::log(o.target_floor);
+    return prm;
+}
+
+/// The error of a bad teacher probability at text byte i.
+[[noreturn]] inline void bad_target(const char* op, const std::string& where, int a, double v) {
+    throw value_error(op, where + ", entry " + std::to_string(a),
+                      "the teacher's probability is " + std::to_string(v) + " (expected finite and ≥ 0)");
+}
+
+} // namespace detail
+
+/// The student's next-byte distributions along its own tokenization and their vector–Jacobian
+/// product: given grad_log_probs [L, 260] = ∂L/∂log q (entries where q = 0 are ignored), writes
+/// ∂L/∂logits into grad [rows, n] (rows past the ids, and columns the softmax ignores, get 0).
+/// @param rows [rows ≥ ids, n] logits in how.order; row j predicts ids[j]
+/// @returns the forward distributions, exactly canonical_path's for these rows
+/// @throws canonical_path's errors (ids, text, rows), shape_error for mismatched gradients
+template <logit_type T, class G>
+    requires(std::same_as<G, float> || std::same_as<G, double>)
+[[nodiscard]] byte_distributions canonical_path_vjp(const row_plan& plan, tensor_view<const T, 2> rows,
+                                                    std::span<const std::int64_t> ids,
+                                                    tensor_view<const double, 2> grad_log_probs, tensor_view<G, 2> grad,
+                                                    const student_rows& how = {},
+                                                    std::optional<std::string_view> text = std::nullopt) {
+    const char* op = "canonical-path vjp";
+    const canonical_plan cp = canonical_plan::build(plan.trie(), ids, text);
+    const auto L = static_cast<std::int64_t>(cp.bytes.size());
+    if (grad_log_probs.extent(0) != L || grad_log_probs.extent(1) != static_cast<std::int64_t>(alphabet_size))
+        throw shape_error(op, "grad_log_probs",
+                          "expected [" + std::to_string(L) + ", 260] (one row per text byte), got " +
+                              detail::format_extents(grad_log_probs.extents()));
+    if (grad.extent(0) != rows.extent(0) || grad.extent(1) != rows.extent(1))
+        throw shape_error(op, "grad", "expected the rows' shape " + detail::format_extents(rows.extents()) + ", got " +
+                                          detail::format_extents(grad.extents()));
+    byte_distributions out;
+    out.resize(cp.bytes.size());
+    auto loss = [&](std::size_t i, const double* q, double dropped, double* g) {
+        std::copy(q, q + alphabet_size, out.at(i).data());
+        out.dropped[i] = dropped;
+        for (std::size_t a = 0; a < alphabet_size; ++a) g[a] = q[a] > 0.0 ? grad_log_probs(static_cast<std::int64_t>(i), static_cast<std::int64_t>(a)) : 0.0;
+        return true;
+    };
+    const auto width = static_cast<std::size_t>(rows.extent(1));
+    detail::student_path_run(plan, cp, rows, ids, how, loss, grad.data(), width);
+    for (std::size_t j = ids.size(); j < static_cast<std::size_t>(rows.extent(0)); ++j)
+        std::fill(grad.data() + j * width, grad.data() + (j + 1) * width, G{});
+    return out;
+}
+
+/// The token-head loss of one text: Σ over text bytes i with mask[i] of
+/// D(p̂_i ‖ q_i) (bld/math/position_loss.hpp), where p_i = targets[i] is the teacher's
+/// next-byte distribution and q_i the student's, projected from its rows along its ids; reduced
+/// by options.reduction, times options.weight. Writes ∂value/∂logits into grad (same shape as
+/// rows) unless grad is empty.
+/// @param rows    [rows ≥ ids, n] student logits (float, bf16, f16, double) in how.order; row
+///                j predicts ids[j]
+/// @param targets [text bytes, 260] teacher probabilities (float, bf16 or double)
+/// @param mask    [text bytes] nonzero = supervised, or empty: every byte
+/// @throws value_error for options out of range or a bad teacher probability (naming the byte),
+///         shape_error for mismatched shapes, and canonical_path's errors for ids, text and rows
+template <logit_type T, target_type P, class G>
+    requires(std::same_as<G, float> || std::same_as<G, double>)
+token_head_result token_head_loss(const row_plan& plan, tensor_view<const T, 2> rows, std::span<const std::int64_t> ids,
+                                  tensor_view<const P, 2> targets, std::span<const std::uint8_t> mask,
+                                  const token_head_options& options, tensor_view<G, 2> grad,
+                                  const student_rows& how = {}, std::optional<std::string_view> text = std::nullopt) {
+    const char* op = "bld::token_head_loss";
+    const math::slot_params prm = detail::position_params(options, op);
+    const canonical_plan cp = canonical_plan::build(plan.trie(), ids, text);
+    const auto L = static_cast<std::int64_t>(cp.bytes.size());
+    if (targets.extent(0) != L || targets.extent(1) != static_cast<std::int64_t>(alphabet_size))
+        throw shape_error(op, "targets",
+                          "expected [" + std::to_string(L) + ", 260] (one teacher distribution per text byte), got " +
+                              detail::format_extents(targets.extents()));
+    if (!mask.empty() && static_cast<std::int64_t>(mask.size()) != L)
+        throw shape_error(op, "mask", "expected " + std::to_string(L) + " entries (one per text byte), got " +
+                                          std::to_string(mask.size()));
+    const bool want_grad = !grad.empty();
+    if (want_grad && (grad.extent(0) != rows.extent(0) || grad.extent(1) != rows.extent(1)))
+        throw shape_error(op, "grad", "expected the rows' shape " + detail::format_extents(rows.extents()) + ", got " +
+                                          detail::format_extents(grad.extents()));
+    if (targets.device() != device_kind::cpu || rows.device() != device_kind::cpu)
+        throw shape_error(op, targets.device() != device_kind::cpu ? "targets" : "rows", "expected host memory");
+    token_head_result res;
+    for (std::int64_t i = 0; i < L; ++i) res.positions += mask.empty() || mask[static_cast<std::size_t>(i)] ? 1 : 0;
+    const double scale =
+        options.weight / (options.reduction == token_head_reduction::mean ? std::max<std::int64_t>(res.positions, 1) : 1);
+    double total = 0.0;
+    auto loss = [&](std::size_t i, const double* q, double, double* g) {
+        if (!mask.empty() && !mask[i]) return false;
+        const P* p = targets.data() + i * alphabet_size;
+        const auto r = math::position_loss(q, p, prm, g);
+        if (r.status != math::slot_status::ok)
+            detail::bad_target(op, "text byte " + std::to_string(i), r.index, static_cast<double>(p[r.index]));
+        total += r.value;
+        res.unreachable += 1.0 - r.reachable;
+        for (std::size_t a = 0; a < alphabet_size; ++a) g[a] *= scale;
+        return true;
+    };
+    const auto width = static_cast<std::size_t>(rows.extent(1));
+    detail::student_path_run(plan, cp, rows, ids, how, loss, want_grad ? grad.data() : static_cast<G*>(nullptr), width);
+    if (want_grad)
+        for (std::size_t j = ids.size(); j < static_cast<std::size_t>(rows.extent(0)); ++j)
+            std::fill(grad.data() + j * width, grad.data() + (j + 1) * width, G{});
+    res.value = total * scale;
+    return res;
+}
+
+} // namespace bld

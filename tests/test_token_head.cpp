@@ -1,0 +1,253 @@
+// Token-head distillation (bld/projection/student_path.hpp): the student's byte distributions are
+// the teacher-side projection's, and the gradient of the token-head loss matches central finite
+// differences (fp64) on tiny vocabularies with prefix chains, duplicates, a split UTF-8
+// character, a special token, an absent id and padding columns; the fast path (float rows, id or
+// trie order, every SIMD level) agrees with the fp64 reference; bad input gets clear errors.
+#include <bld/cpu.hpp>
+#include <doctest/doctest.h>
+
+#include "error_text.hpp"
+#include "real_data.hpp"
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+// Prefix chains (a, ab, abc), a duplicate of "a" (id 8, as SentencePiece's <0x61>), a UTF-8
+// character split over tokens (C3 | A9 | C3A9), a special token, and an absent id (11).
+bld::vocabulary toy_student() {
+    std::vector<bld::token_entry> e{{0, {}, bld::token_kind::special, "<s>"},
+                                    {1, "a", bld::token_kind::text, ""},
+                                    {2, "b", bld::token_kind::text, ""},
+                                    {3, "ab", bld::token_kind::text, ""},
+                                    {4, "abc", bld::token_kind::text, ""},
+                                    {5, "ba", bld::token_kind::text, ""},
+                                    {6, "c", bld::token_kind::text, ""},
+                                    {7, "bb", bld::token_kind::text, ""},
+                                    {8, "a", bld::token_kind::text, "<0x61>"},
+                                    {9, "\xC3", bld::token_kind::text, ""},
+                                    {10, "\xA9", bld::token_kind::text, ""},
+                                    {12, "\xC3\xA9", bld::token_kind::text, ""},
+                                    {13, "ca", bld::token_kind::text, ""},
+                                    {14, "</s>", bld::token_kind::special, "</s>"}};
+    return bld::vocabulary::from_entries(std::move(e), "toy student");
+}
+
+struct problem {
+    std::vector<std::int64_t> ids;
+    std::string text;
+    std::size_t n = 0;            // row width (vocab + padding columns)
+    std::vector<double> rows;     // [ids, n]
+    std::vector<double> targets;  // [bytes, 260]
+    std::vector<std::uint8_t> mask;
+};
+
+problem make_problem(const bld::vocabulary& v, std::uint32_t seed, std::size_t tokens) {
+    std::mt19937 rng(seed);
+    problem p;
+    const std::vector<std::int64_t> pool{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13};
+    for (std::size_t t = 0; t < tokens; ++t) {
+        p.ids.push_back(pool[rng() % pool.size()]);
+        p.text += v.bytes(static_cast<std::size_t>(p.ids.back()));
+    }
+    p.n = v.size() + 2;
+    std::normal_distribution<double> g(0.0, 1.5);
+    p.rows.resize(p.ids.size() * p.n);
+    for (auto& z : p.rows) z = g(rng);
+    // A very unlikely token, so one node's mass is small.
+    p.rows[p.n + 4] = -30.0;
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    p.targets.assign(p.text.size() * 260, 0.0);
+    for (std::size_t i = 0; i < p.text.size(); ++i) {
+        double s = 0;
+        for (std::size_t a = 0; a < 257; ++a) {
+            const double x = (a == static_cast<std::uint8_t>(p.text[i]) || a < 4 || (a >= 97 && a <= 100) || a == 0xA9 ||
+                              a == 256) && u(rng) < 0.8
+                                 ? u(rng)
+                                 : 0.0;
+            p.targets[i * 260 + a] = x;
+            s += x;
+        }
+        for (std::size_t a = 0; a < 257; ++a) p.targets[i * 260 + a] /= s > 0 ? s : 1.0;
+        p.mask.push_back(u(rng) < 0.85 ? 1 : 0);
+    }
+    return p;
+}
+
+double loss_at(const bld::row_plan& plan, const problem& p, const std::vector<double>& rows,
+               const bld::token_head_options& o, std::vector<double>* grad) {
+    const auto m = static_cast<std::int64_t>(p.ids.size()), n = static_cast<std::int64_t>(p.n);
+    const bld::tensor_view<const double, 2> rv(rows.data(), {m, n});
+    const bld::tensor_view<const double, 2> tv(p.targets.data(), {static_cast<std::int64_t>(p.text.size()), 260});
+    bld::tensor_view<double, 2> gv;
+    if (grad) {
+        grad->assign(rows.size(), 7.0);
+        gv = bld::tensor_view<double, 2>(grad->data(), {m, n});
+    }
+    return bld::token_head_loss(plan, rv, p.ids, tv, p.mask, o, gv, {bld::row_order::id, bld::projection_path::reference},
+                                p.text)
+        .value;
+}
+
+std::vector<bld::simd::level> levels() {
+    using bld::simd::level;
+    std::vector<level> out;
+    for (level l : {level::scalar, level::sse2, level::neon, level::avx2, level::avx512})
+        if (bld::simd::compiled(l) && static_cast<int>(l) <= static_cast<int>(bld::simd::detected_level()))
+            out.push_back(l);
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("token head: gradient equals central finite differences (fp64, tiny vocabulary)") {
+    const bld::byte_trie trie(toy_student());
+    const bld::row_plan plan(trie);
+    for (const auto kind : {bld::divergence::forward_kl, bld::divergence::reverse_kl, bld::divergence::jsd}) {
+        for (const double tau : {1.0, 0.7}) {
+            for (const auto red : {bld::token_head_reduction::mean, bld::token_head_reduction::sum}) {
+                const auto p = make_problem(trie.vocab(), 11u + static_cast<unsigned>(kind) * 7u, 7);
+                bld::token_head_options o;
+                o.kind = kind;
+                o.temperature = tau;
+                o.weight = 0.5;
+                o.reduction = red;
+                o.target_floor = 1e-4;
+                std::vector<double> grad;
+                const double v0 = loss_at(plan, p, p.rows, o, &grad);
+                CHECK(std::isfinite(v0));
+                CHECK(v0 > 0.0);
+                auto rows = p.rows;
+                double worst = 0.0;
+                for (std::size_t k = 0; k < rows.size(); ++k) {
+                    const double h = 1e-5;
+                    rows[k] = p.rows[k] + h;
+                    const double up = loss_at(plan, p, rows, o, nullptr);
+                    rows[k] = p.rows[k] - h;
+                    const double dn = loss_at(plan, p, rows, o, nullptr);
+                    rows[k] = p.rows[k];
+                    const double fd = (up - dn) / (2 * h);
+                    worst = std::max(worst, std::abs(fd - grad[k]) / (1e-6 + std::abs(fd)));
+                    INFO("divergence ", bld::to_string(kind), " tau ", tau, " entry ", k, " (row ", k / p.n, ", column ",
+                         k % p.n, ")");
+                    CHECK(std::abs(fd - grad[k]) <= 1e-7 + 1e-5 * std::abs(fd));
+                }
+                MESSAGE(bld::to_string(kind), " tau ", tau, ": worst relative FD error ", worst);
+                // Padding columns and the absent id get no gradient.
+                for (std::size_t j = 0; j < p.ids.size(); ++j) {
+                    CHECK(grad[j * p.n + 11] == 0.0);
+                    CHECK(grad[j * p.n + p.n - 1] == 0.0);
+                    CHECK(grad[j * p.n + p.n - 2] == 0.0);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("token head: the forward distributions are the teacher-side projection's") {
+    const bld::byte_trie trie(toy_student());
+    const bld::row_plan plan(trie);
+    const auto p = make_problem(trie.vocab(), 3, 9);
+    const auto m = static_cast<std::int64_t>(p.ids.size()), n = static_cast<std::int64_t>(p.n);
+    std::vector<float> rf(p.rows.begin(), p.rows.end());
+    const bld::tensor_view<const float, 2> rv(rf.data(), {m, n});
+    std::vector<double> gl(p.text.size() * 260, 0.25);
+    std::vector<float> grad(rf.size());
+    for (const auto path : {bld::projection_path::fast, bld::projection_path::reference}) {
+        const auto q = bld::canonical_path_vjp(plan, rv, p.ids, bld::tensor_view<const double, 2>(gl.data(), {static_cast<std::int64_t>(p.text.size()), 260}),
+                                               bld::tensor_view<float, 2>(grad.data(), {m, n}), {bld::row_order::id, path});
+        const auto ref = path == bld::projection_path::fast ? bld::canonical_path(plan, rv, p.ids, p.text)
+                                                            : bld::reference::canonical_path(trie, rv, p.ids, p.text);
+        REQUIRE(q.positions == ref.positions);
+        for (std::size_t i = 0; i < q.probs.size(); ++i) REQUIRE(q.probs[i] == ref.probs[i]);
+        for (std::size_t i = 0; i < q.positions; ++i) CHECK(q.dropped[i] == ref.dropped[i]);
+    }
+}
+
+TEST_CASE("token head: the fast path (float rows, id and trie order, every SIMD level) agrees with the fp64 reference") {
+    const bld::byte_trie trie(toy_student());
+    const bld::row_plan plan(trie);
+    const auto p = make_problem(trie.vocab(), 21, 12);
+    const auto m = static_cast<std::int64_t>(p.ids.size()), n = static_cast<std::int64_t>(p.n);
+    std::vector<float> rf(p.rows.begin(), p.rows.end());
+    std::vector<double> rd(rf.begin(), rf.end());
+    const bld::tensor_view<const double, 2> tv(p.targets.data(), {static_cast<std::int64_t>(p.text.size()), 260});
+    bld::token_head_options o;
+    std::vector<double> gref(rd.size());
+    const auto ref = bld::token_head_loss(plan, bld::tensor_view<const double, 2>(rd.data(), {m, n}), p.ids, tv, p.mask, o,
+                                          bld::tensor_view<double, 2>(gref.data(), {m, n}));
+    double gmax = 0;
+    for (double g : gref) gmax = std::max(gmax, std::abs(g));
+    const auto perm = plan.permutation();
+    std::vector<float> rt(static_cast<std::size_t>(m) * perm.size());
+    for (std::int64_t j = 0; j < m; ++j)
+        for (std::size_t k = 0; k < perm.size(); ++k) rt[static_cast<std::size_t>(j) * perm.size() + k] = rf[static_cast<std::size_t>(j * n) + perm[k]];
+    for (const auto lvl : levels()) {
+        INFO("level ", bld::simd::to_string(lvl));
+        std::vector<float> g(rf.size(), 9.0f);
+        const auto fast = bld::token_head_loss(plan, bld::tensor_view<const float, 2>(rf.data(), {m, n}), p.ids, tv, p.mask, o,
+                                               bld::tensor_view<float, 2>(g.data(), {m, n}),
+                                               {bld::row_order::id, bld::projection_path::fast, lvl});
+        CHECK(fast.value == doctest::Approx(ref.value).epsilon(1e-5));
+        CHECK(fast.positions == ref.positions);
+        for (std::size_t k = 0; k < g.size(); ++k) CHECK(std::abs(g[k] - gref[k]) <= 1e-5 * gmax);
+        const auto P = static_cast<std::int64_t>(perm.size());
+        std::vector<float> gt(rt.size(), 9.0f);
+        const auto tr = bld::token_head_loss(plan, bld::tensor_view<const float, 2>(rt.data(), {m, P}), p.ids, tv, p.mask, o,
+                                             bld::tensor_view<float, 2>(gt.data(), {m, P}),
+                                             {bld::row_order::trie, bld::projection_path::fast, lvl});
+        CHECK(tr.value == doctest::Approx(ref.value).epsilon(1e-5));
+        for (std::int64_t j = 0; j < m; ++j)
+            for (std::size_t k = 0; k < perm.size(); ++k)
+                CHECK(std::abs(gt[static_cast<std::size_t>(j * P) + k] - gref[static_cast<std::size_t>(j * n) + perm[k]]) <= 1e-5 * gmax);
+    }
+}
+
+TEST_CASE("token head: bad input gets the teacher side's errors") {
+    const bld::byte_trie trie(toy_student());
+    const bld::row_plan plan(trie);
+    auto p = make_problem(trie.vocab(), 5, 5);
+    const auto m = static_cast<std::int64_t>(p.ids.size()), n = static_cast<std::int64_t>(p.n);
+    std::vector<float> rf(p.rows.begin(), p.rows.end());
+    const auto L = static_cast<std::int64_t>(p.text.size());
+    const bld::tensor_view<const double, 2> tv(p.targets.data(), {L, 260});
+    std::vector<float> g(rf.size());
+    const bld::tensor_view<float, 2> gv(g.data(), {m, n});
+    const bld::tensor_view<const float, 2> rv(rf.data(), {m, n});
+    bld::token_head_options o;
+    // ids that do not spell the text
+    auto bad_text = p.text;
+    bad_text[2] = 'z';
+    CHECK_THROWS_AS(bld::token_head_loss(plan, rv, p.ids, tv, p.mask, o, gv, {}, bad_text), bld::alignment_error);
+    // a special token among the ids
+    auto ids = p.ids;
+    ids[1] = 0;
+    CHECK_THROWS_WITH_AS(bld::token_head_loss(plan, rv, ids, tv, {}, o, gv), doctest::Contains("special"), bld::value_error);
+    // NaN logit: the row pass names row and column
+    auto nan_rows = rf;
+    nan_rows[static_cast<std::size_t>(n) + 3] = std::nanf("");
+    CHECK_THROWS_WITH_AS(bld::token_head_loss(plan, bld::tensor_view<const float, 2>(nan_rows.data(), {m, n}), p.ids, tv, {}, o, gv),
+                         doctest::Contains("row 1, column 3"), bld::value_error);
+    // shapes
+    CHECK_THROWS_AS(bld::token_head_loss(plan, rv, p.ids, bld::tensor_view<const double, 2>(p.targets.data(), {L - 1, 260}), {}, o, gv),
+                    bld::shape_error);
+    CHECK_THROWS_AS(bld::token_head_loss(plan, rv, p.ids, tv, std::span<const std::uint8_t>(p.mask.data(), 2), o, gv),
+                    bld::shape_error);
+    CHECK_THROWS_AS(bld::token_head_loss(plan, rv, p.ids, tv, {}, o, bld::tensor_view<float, 2>(g.data(), {m, n - 1})),
+                    bld::shape_error);
+    CHECK_THROWS_AS(bld::token_head_loss(plan, bld::tensor_view<const float, 2>(rf.data(), {m - 2, n}), p.ids, tv, {}, o,
+                                         bld::tensor_view<float, 2>(g.data(), {m - 2, n})),
+                    bld::shape_error);
+    // a bad teacher probability names the byte
+    auto bad_t = p.targets;
+    bad_t[2 * 260 + 5] = -0.5;
+    CHECK_THROWS_WITH_AS(bld::token_head_loss(plan, rv, p.ids, bld::tensor_view<const double, 2>(bad_t.data(), {L, 260}), {}, o, gv),
+                         doctest::Contains("text byte 2, entry 5"), bld::value_error);
+    // options
+    o.temperature = 0;
+    CHECK_THROWS_AS(bld::token_head_loss(plan, rv, p.ids, tv, {}, o, gv), bld::value_error);
+}
