@@ -251,3 +251,168 @@ TEST_CASE("token head: bad input gets the teacher side's errors") {
     o.temperature = 0;
     CHECK_THROWS_AS(bld::token_head_loss(plan, rv, p.ids, tv, {}, o, gv), bld::value_error);
 }
+
+namespace {
+
+bld::vocabulary toy_teacher() {
+    std::vector<bld::token_entry> e{{0, {}, bld::token_kind::special, "<s>"},
+                                    {1, "a", bld::token_kind::text, ""},
+                                    {2, "b", bld::token_kind::text, ""},
+                                    {3, "c", bld::token_kind::text, ""},
+                                    {4, "bc", bld::token_kind::text, ""},
+                                    {5, "aab", bld::token_kind::text, ""},
+                                    {6, "ca", bld::token_kind::text, ""},
+                                    {7, "\xC3", bld::token_kind::text, ""},
+                                    {8, "\xA9", bld::token_kind::text, ""},
+                                    {9, "\xA9" "a", bld::token_kind::text, ""}};
+    return bld::vocabulary::from_entries(std::move(e), "toy teacher");
+}
+
+// Greedy longest-match ids of `text` under `v` (any ids that spell the text will do).
+std::vector<std::int64_t> greedy(const bld::vocabulary& v, const std::string& text) {
+    std::vector<std::int64_t> ids;
+    std::size_t o = 0;
+    while (o < text.size()) {
+        std::int64_t best = -1;
+        std::size_t len = 0;
+        for (std::size_t id = 0; id < v.size(); ++id) {
+            if (v.kinds()[id] != bld::token_kind::text) continue;
+            const auto b = v.bytes(id);
+            if (b.size() > len && text.compare(o, b.size(), b) == 0) {
+                best = static_cast<std::int64_t>(id);
+                len = b.size();
+            }
+        }
+        REQUIRE(best >= 0);
+        ids.push_back(best);
+        o += len;
+    }
+    return ids;
+}
+
+} // namespace
+
+TEST_CASE("token head through the distiller: a padded, shifted batch equals the single-text loss, and its gradient central differences") {
+    auto student = std::make_shared<const bld::vocabulary>(toy_student());
+    auto teacher = std::make_shared<const bld::byte_trie>(toy_teacher());
+    for (const auto layout : {bld::target_layout::dense, bld::target_layout::compact}) {
+        bld::distiller_options o;
+        o.heads = 3;
+        o.layout = layout;
+        o.shifted = true;
+        o.path = bld::projection_path::reference;
+        const bld::distiller d(teacher, student, o);
+        // Two sequences, BOS on both sides; the second is right-padded.
+        std::mt19937 rng(99);
+        const std::vector<std::int64_t> pool{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13};
+        std::vector<std::vector<std::int64_t>> sids(2);
+        std::vector<std::string> texts(2);
+        for (std::size_t b = 0; b < 2; ++b) {
+            sids[b].push_back(0);
+            for (int t = 0; t < (b == 0 ? 6 : 4); ++t) {
+                // keep the text spellable by the teacher: no lone "ba"/"bb" issues, every byte exists there
+                const auto id = pool[rng() % pool.size()];
+                sids[b].push_back(id);
+                texts[b] += student->bytes(static_cast<std::size_t>(id));
+            }
+        }
+        const std::int64_t Ss = 7, B = 2;
+        std::vector<std::int64_t> s_ids(B * Ss, 0), s_len{7, 5};
+        for (std::size_t b = 0; b < 2; ++b)
+            for (std::size_t t = 0; t < sids[b].size(); ++t) s_ids[b * Ss + t] = sids[b][t];
+        std::vector<std::vector<std::int64_t>> tids(2);
+        std::int64_t St = 0;
+        for (std::size_t b = 0; b < 2; ++b) {
+            tids[b] = greedy(teacher->vocab(), texts[b]);
+            tids[b].insert(tids[b].begin(), 0);
+            St = std::max<std::int64_t>(St, static_cast<std::int64_t>(tids[b].size()));
+        }
+        std::vector<std::int64_t> t_ids(B * St, 0), t_len(2);
+        for (std::size_t b = 0; b < 2; ++b) {
+            for (std::size_t t = 0; t < tids[b].size(); ++t) t_ids[b * St + t] = tids[b][t];
+            t_len[b] = static_cast<std::int64_t>(tids[b].size());
+        }
+        const std::int64_t Vt = 10, Vs = static_cast<std::int64_t>(student->size()) + 1;
+        std::normal_distribution<double> g(0.0, 1.5);
+        std::vector<float> tl(B * St * Vt);
+        for (auto& z : tl) z = static_cast<float>(g(rng));
+        std::vector<double> sl(B * Ss * Vs);
+        for (auto& z : sl) z = g(rng);
+        bld::distill_batch<float> tb;
+        tb.teacher_logits = bld::tensor_view<const float, 3>(tl.data(), {B, St, Vt});
+        tb.teacher_ids = bld::tensor_view<const std::int64_t, 2>(t_ids.data(), {B, St});
+        tb.student_ids = bld::tensor_view<const std::int64_t, 2>(s_ids.data(), {B, Ss});
+        tb.ranges.teacher_lengths = t_len;
+        tb.ranges.student_lengths = s_len;
+        const auto targets = d.targets(tb);
+        const auto tv = targets.view<float>();
+        bld::token_head_options ho;
+        ho.reduction = bld::token_head_reduction::sum;
+        const auto run = [&](const std::vector<double>& logits, std::vector<double>* grad) {
+            bld::student_batch<double> sb;
+            sb.logits = bld::tensor_view<const double, 3>(logits.data(), {B, Ss, Vs});
+            sb.ids = tb.student_ids;
+            sb.ranges.student_lengths = s_len;
+            bld::tensor_view<double, 3> gv;
+            if (grad) {
+                grad->assign(logits.size(), 5.0);
+                gv = bld::tensor_view<double, 3>(grad->data(), {B, Ss, Vs});
+            }
+            return d.token_head_loss(sb, tv, ho, gv);
+        };
+        std::vector<double> grad;
+        const auto res = run(sl, &grad);
+        // The single-text loss per sequence on the same per-byte targets.
+        double expect = 0;
+        std::int64_t positions = 0;
+        const auto dense = targets.view<float>();
+        for (std::int64_t b = 0; b < B; ++b) {
+            const std::int64_t n = s_len[static_cast<std::size_t>(b)];
+            const std::vector<std::int64_t> ids(s_ids.begin() + b * Ss + 1, s_ids.begin() + b * Ss + n);
+            std::vector<double> per_byte;
+            std::vector<std::uint8_t> mask;
+            for (std::int64_t t = 1; t < n; ++t) {
+                const auto nb = static_cast<std::int64_t>(student->bytes(static_cast<std::size_t>(s_ids[b * Ss + t])).size());
+                for (std::int64_t k = 0; k < nb; ++k) {
+                    const std::int64_t slot = ((b * Ss + t - 1) * 3 + k);
+                    const bool on = k < 3 && dense.mask.data()[slot];
+                    mask.push_back(on ? 1 : 0);
+                    std::int64_t r = -1;
+                    if (on) {
+                        if (dense.layout == bld::target_layout::dense) r = slot;
+                        else
+                            for (std::int64_t q = 0; q < dense.rows(); ++q)
+                                if (dense.slots(q) == slot) r = q;
+                    }
+                    for (std::size_t a = 0; a < 260; ++a)
+                        per_byte.push_back(r >= 0 ? static_cast<double>(dense.values(r, static_cast<std::int64_t>(a))) : 0.0);
+                }
+            }
+            const bld::row_plan& plan = d.student_plan();
+            std::vector<double> g1(static_cast<std::size_t>((n - 1) * Vs));
+            const auto one = bld::token_head_loss(
+                plan, bld::tensor_view<const double, 2>(sl.data() + b * Ss * Vs, {n - 1, Vs}), ids,
+                bld::tensor_view<const double, 2>(per_byte.data(), {static_cast<std::int64_t>(mask.size()), 260}), mask, ho,
+                bld::tensor_view<double, 2>(g1.data(), {n - 1, Vs}), {bld::row_order::id, bld::projection_path::reference});
+            expect += one.value;
+            positions += one.positions;
+            for (std::size_t k = 0; k < g1.size(); ++k) CHECK(grad[static_cast<std::size_t>(b * Ss * Vs) + k] == doctest::Approx(g1[k]).epsilon(1e-12));
+        }
+        CHECK(res.positions == positions);
+        CHECK(res.positions > 10);
+        CHECK(res.value == doctest::Approx(expect).epsilon(1e-12));
+        // Central differences over the whole batch (padding rows included: their gradient is 0).
+        auto x = sl;
+        for (std::size_t k = 0; k < x.size(); ++k) {
+            const double h = 1e-5;
+            x[k] = sl[k] + h;
+            const double up = run(x, nullptr).value;
+            x[k] = sl[k] - h;
+            const double dn = run(x, nullptr).value;
+            x[k] = sl[k];
+            const double fd = (up - dn) / (2 * h);
+            INFO("entry ", k);
+            CHECK(std::abs(fd - grad[k]) <= 1e-7 + 1e-5 * std::abs(fd));
+        }
+    }
+}

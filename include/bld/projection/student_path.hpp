@@ -80,7 +80,7 @@ struct token_head_result {
 };
 
 /// How the student's rows are laid out and read.
-struct student_rows {
+struct student_rows_options {
     row_order order = row_order::id;               ///< id order, or row_plan::permutation() order
     projection_path path = projection_path::fast;  ///< fast (SIMD) or the fp64 reference (id order)
     simd::level level = simd::level::automatic;
@@ -286,7 +286,7 @@ struct vjp_workspace {
 /// ignores a column: absent ids, padding past the vocabulary or the trie order).
 template <class T, class G>
 void row_backward(const row_plan& plan, row_coefficients& rc, const row_summary& s, const T* z, std::size_t width,
-                  const student_rows& how, simd::level lvl, G* grad) {
+                  const student_rows_options& how, simd::level lvl, G* grad) {
     auto& ws = vjp_workspace::of_this_thread();
     std::fill(grad, grad + width, G{});
     if (!rc.touched) return;
@@ -356,7 +356,7 @@ void row_backward(const row_plan& plan, row_coefficients& rc, const row_summary&
 /// position, then one backward pass per row into grad [rows, width] (if not null).
 template <class T, class G, class Loss>
 void student_path_run(const row_plan& plan, const canonical_plan& cp, tensor_view<const T, 2> rows,
-                      std::span<const std::int64_t> ids, const student_rows& how, Loss& loss, G* grad,
+                      std::span<const std::int64_t> ids, const student_rows_options& how, Loss& loss, G* grad,
                       std::size_t grad_stride) {
     const char* op = "token-head projection";
     const auto lvl = simd::resolve(how.level, op);
@@ -424,7 +424,7 @@ template <logit_type T, class G>
 [[nodiscard]] byte_distributions canonical_path_vjp(const row_plan& plan, tensor_view<const T, 2> rows,
                                                     std::span<const std::int64_t> ids,
                                                     tensor_view<const double, 2> grad_log_probs, tensor_view<G, 2> grad,
-                                                    const student_rows& how = {},
+                                                    const student_rows_options& how = {},
                                                     std::optional<std::string_view> text = std::nullopt) {
     const char* op = "canonical-path vjp";
     const canonical_plan cp = canonical_plan::build(plan.trie(), ids, text);
@@ -467,7 +467,7 @@ template <logit_type T, target_type P, class G>
 token_head_result token_head_loss(const row_plan& plan, tensor_view<const T, 2> rows, std::span<const std::int64_t> ids,
                                   tensor_view<const P, 2> targets, std::span<const std::uint8_t> mask,
                                   const token_head_options& options, tensor_view<G, 2> grad,
-                                  const student_rows& how = {}, std::optional<std::string_view> text = std::nullopt) {
+                                  const student_rows_options& how = {}, std::optional<std::string_view> text = std::nullopt) {
     const char* op = "bld::token_head_loss";
     const math::slot_params prm = detail::position_params(options, op);
     const canonical_plan cp = canonical_plan::build(plan.trie(), ids, text);

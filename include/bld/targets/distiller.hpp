@@ -40,6 +40,7 @@
 #include "bld/projection/device_projection.hpp"
 #include "bld/projection/fast_rows.hpp"
 #include "bld/projection/row_options.hpp"
+#include "bld/projection/student_path.hpp"
 #include "bld/backends/simd/row_pass.hpp"
 #include "bld/targets/alignment.hpp"
 #include "bld/targets/slot_targets.hpp"
@@ -69,6 +70,7 @@ struct distiller_options {
     row_order rows = row_order::id;               ///< column order of the teacher rows
     projection_path path = projection_path::fast;
     bool shifted = false;                         ///< model outputs at position i predict token i + 1
+    row_order student_order = row_order::id;      ///< column order of the student's rows (token_head_loss)
     parallel_options parallel{};                  ///< threads over sequences (0: all cores)
     simd::level level = simd::level::automatic;
 };
@@ -90,6 +92,17 @@ struct distill_batch {
     tensor_view<const T, 3> teacher_logits;
     tensor_view<const std::int64_t, 2> teacher_ids;
     tensor_view<const std::int64_t, 2> student_ids;
+    batch_ranges ranges{};
+};
+
+/// The student's side of a padded batch for distiller::token_head_loss: its logits
+/// [B, S_s, V_s] (float, bf16, f16 or double; row p = the student's output at input position p),
+/// its input ids [B, S_s] and their valid ranges (batch_ranges' student fields; the teacher
+/// fields are not read).
+template <class T>
+struct student_batch {
+    tensor_view<const T, 3> logits;
+    tensor_view<const std::int64_t, 2> ids;
     batch_ranges ranges{};
 };
 
@@ -326,11 +339,202 @@ public:
         }
     }
 
+    /// The student's sorted trie and row plan (built on first use; shared by copies).
+    [[nodiscard]] const row_plan& student_plan() const { return student_state().plan; }
+    /// The trie order of the student's columns: with options().student_order = row_order::trie,
+    /// column k of a student row holds the logit of id student_permutation()[k].
+    [[nodiscard]] std::span<const std::uint32_t> student_permutation() const { return student_plan().permutation(); }
+
+    /// Token-head distillation of a padded batch (docs/07_token_head.md): the student's own rows,
+    /// projected along its tokenization, against the teacher's byte distributions that
+    /// targets(batch) gave for the same batch — Σ over supervised text bytes of
+    /// D(p̂ ‖ q_τ) (bld::token_head_loss), reduced over the whole batch, and its gradient w.r.t.
+    /// the student's logits.
+    ///
+    /// Layout: row p of the student's logits and position p of the targets belong to the same
+    /// student token — token p + 1 with `shifted` (the causal-LM layout), token p without. Each
+    /// run of text tokens between special tokens is one canonical path; with `shifted` the
+    /// first token of a sequence has no row before it and its bytes are not supervised. A text
+    /// byte is supervised where its slot is active (the mask): byte k of a token has a slot for
+    /// k < K only, so give the distiller K ≥ student().max_token_bytes() to supervise every byte.
+    /// @param grad [B, S_s, V_s] float (double for double logits), or empty for the value only;
+    ///        rows outside every path get 0
+    /// @throws shape_error for mismatched shapes or targets of another batch, value_error for
+    ///         bad ids, options or teacher probabilities, and the projection's errors for bad
+    ///         rows — naming the sequence
+    template <logit_type T, target_type P, class G>
+        requires(std::same_as<G, float> || std::same_as<G, double>)
+    token_head_result token_head_loss(const student_batch<T>& batch, const slot_targets_view<P>& targets,
+                                      const token_head_options& options, tensor_view<G, 3> grad) const {
+        const char* op = "bld::distiller::token_head_loss";
+        const math::slot_params prm = detail::position_params(options, op);
+        const auto& L = batch.logits;
+        const std::int64_t B = L.extent(0), S = L.extent(1), V = L.extent(2);
+        if (batch.ids.extent(0) != B || batch.ids.extent(1) != S)
+            throw shape_error(op, "student_ids",
+                              "expected [" + std::to_string(B) + ", " + std::to_string(S) +
+                                  "] to match the student's logits [B, S_s, V] = " + detail::format_extents(L.extents()) +
+                                  ", got " + detail::format_extents(batch.ids.extents()));
+        if (L.device() != device_kind::cpu || batch.ids.device() != device_kind::cpu)
+            throw shape_error(op, L.device() != device_kind::cpu ? "student_logits" : "student_ids",
+                              "the token-head loss reads host memory (this build has no device implementation of "
+                              "it): pass CPU tensors");
+        targets.check(op);
+        const std::int64_t K = targets.heads;
+        if (targets.tokens != B * S || K != static_cast<std::int64_t>(options_.heads))
+            throw shape_error(op, "targets",
+                              "expected the targets of this batch: [" + std::to_string(B * S) + ", " +
+                                  std::to_string(options_.heads) + "] slots (B·S_s, K), got [" +
+                                  std::to_string(targets.tokens) + ", " + std::to_string(K) + "]");
+        if (targets.values.device() != device_kind::cpu)
+            throw shape_error(op, "targets", "the token-head loss reads host memory: pass targets on the CPU");
+        const bool want_grad = !grad.empty();
+        if (want_grad && (grad.extent(0) != B || grad.extent(1) != S || grad.extent(2) != V))
+            throw shape_error(op, "grad", "expected the logits' shape " + detail::format_extents(L.extents()) + ", got " +
+                                              detail::format_extents(grad.extents()));
+        const auto& st = student_state();
+        const std::size_t need = options_.student_order == row_order::trie ? st.plan.permutation().size()
+                                                                             : st.plan.vocab_size();
+        if (V < static_cast<std::int64_t>(need))
+            throw shape_error(op, "student_logits",
+                              "rows of " + std::to_string(V) + " columns are narrower than the student's " +
+                                  (options_.student_order == row_order::trie ? "trie order (" : "vocabulary (") +
+                                  std::to_string(need) + " columns)");
+        const auto sr = ranges_of(batch.ranges.student_starts, batch.ranges.student_lengths, batch.ranges.student_mask, B,
+                                  S, "student");
+        // Target row of each active slot (dense: the slot itself).
+        std::vector<std::int64_t> row_of_slot;
+        if (targets.layout == target_layout::compact) {
+            row_of_slot.assign(static_cast<std::size_t>(B * S * K), -1);
+            for (std::int64_t r = 0; r < targets.rows(); ++r) {
+                const std::int64_t slot = targets.slots(r);
+                if (slot < 0 || slot >= B * S * K || !targets.mask.data()[slot])
+                    throw value_error(op, "targets.slots, row " + std::to_string(r),
+                                      "slot " + std::to_string(slot) + " is not an active slot of the mask");
+                row_of_slot[static_cast<std::size_t>(slot)] = r;
+            }
+        }
+        // Phase 1: the runs of text tokens of every sequence and the supervised bytes.
+        struct run_t {
+            std::int64_t first = 0, count = 0; ///< input positions [first, first + count)
+        };
+        const auto& sv = student_state().trie.vocab();
+        const std::int64_t shift = options_.shifted ? 1 : 0;
+        std::vector<std::vector<run_t>> runs(static_cast<std::size_t>(B));
+        std::int64_t supervised = 0;
+        for (std::int64_t b = 0; b < B; ++b) {
+            const auto [s0, n] = sr[static_cast<std::size_t>(b)];
+            const std::int64_t* ids = batch.ids.data() + b * S;
+            std::int64_t pos = s0;
+            while (pos < s0 + n) {
+                const auto id = ids[pos];
+                if (id < 0 || static_cast<std::uint64_t>(id) >= sv.size())
+                    throw value_error(op, detail::seq_name(static_cast<std::size_t>(b)) + ", student position " + std::to_string(pos),
+                                      "id " + std::to_string(id) + " is outside the student's vocabulary of " +
+                                          std::to_string(sv.size()) + " ids (" + sv.source() + ")");
+                if (sv.kinds()[static_cast<std::size_t>(id)] != token_kind::text) {
+                    ++pos;
+                    continue;
+                }
+                std::int64_t e = pos;
+                while (e < s0 + n && ids[e] >= 0 && static_cast<std::uint64_t>(ids[e]) < sv.size() &&
+                       sv.kinds()[static_cast<std::size_t>(ids[e])] == token_kind::text)
+                    ++e;
+                const std::int64_t first = pos - shift < s0 ? pos + 1 : pos; // a token needs a row in range
+                if (first < e) {
+                    runs[static_cast<std::size_t>(b)].push_back({first, e - first});
+                    for (std::int64_t q = first; q < e; ++q) {
+                        const auto nb = static_cast<std::int64_t>(sv.unchecked_bytes(static_cast<std::size_t>(ids[q])).size());
+                        const std::int64_t slot0 = (b * S + q - shift) * K;
+                        for (std::int64_t k = 0; k < std::min(nb, K); ++k) supervised += targets.mask.data()[slot0 + k] ? 1 : 0;
+                    }
+                }
+                pos = e;
+            }
+        }
+        token_head_result res;
+        res.positions = supervised;
+        const double scale = options.weight / (options.reduction == token_head_reduction::mean
+                                                   ? static_cast<double>(std::max<std::int64_t>(supervised, 1))
+                                                   : 1.0);
+        if (want_grad) std::fill(grad.data(), grad.data() + B * S * V, G{});
+        std::vector<double> value(static_cast<std::size_t>(B), 0.0), unreachable(static_cast<std::size_t>(B), 0.0);
+        const student_rows_options how{options_.student_order, options_.path, options_.level};
+        std::vector<std::size_t> order(static_cast<std::size_t>(B));
+        for (std::size_t b = 0; b < order.size(); ++b) order[b] = b;
+        std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+            return sr[x][1] > sr[y][1];
+        });
+        for_each_sequence(order, [&](std::size_t b) {
+            try {
+                for (const auto& r : runs[b]) {
+                    const std::int64_t row0 = static_cast<std::int64_t>(b) * S + r.first - shift; // flat row of the run's first token
+                    const std::span<const std::int64_t> ids(batch.ids.data() + static_cast<std::int64_t>(b) * S + r.first,
+                                                            static_cast<std::size_t>(r.count));
+                    const tensor_view<const T, 2> rows(L.data() + row0 * V, {r.count, V});
+                    const canonical_plan cp = canonical_plan::build(st.trie, ids, std::nullopt);
+                    // Byte i of the run → (token, k): the slot that holds its teacher target.
+                    std::vector<std::int64_t> slot_of_byte;
+                    slot_of_byte.reserve(cp.bytes.size());
+                    for (std::int64_t t = 0; t < r.count; ++t) {
+                        const auto nb = static_cast<std::int64_t>(sv.unchecked_bytes(static_cast<std::size_t>(ids[static_cast<std::size_t>(t)])).size());
+                        for (std::int64_t k = 0; k < nb; ++k) {
+                            const std::int64_t slot = (row0 + t) * K + k;
+                            slot_of_byte.push_back(k < K && targets.mask.data()[slot] ? slot : -1);
+                        }
+                    }
+                    auto loss = [&](std::size_t i, const double* q, double, double* g) {
+                        const std::int64_t slot = slot_of_byte[i];
+                        if (slot < 0) return false;
+                        const std::int64_t tr = targets.layout == target_layout::dense ? slot : row_of_slot[static_cast<std::size_t>(slot)];
+                        if (tr < 0)
+                            throw value_error(op, "targets", "active slot " + std::to_string(slot) + " has no row in the compact values");
+                        const P* p = targets.values.data() + tr * static_cast<std::int64_t>(alphabet_size);
+                        const auto pr = math::position_loss(q, p, prm, g);
+                        if (pr.status != math::slot_status::ok)
+                            detail::bad_target(op, "targets, slot " + std::to_string(slot), pr.index,
+                                               static_cast<double>(p[pr.index]));
+                        value[b] += pr.value;
+                        unreachable[b] += 1.0 - pr.reachable;
+                        for (std::size_t a = 0; a < alphabet_size; ++a) g[a] *= scale;
+                        return true;
+                    };
+                    detail::student_path_run(st.plan, cp, rows, ids, how, loss,
+                                             want_grad ? grad.data() + row0 * V : static_cast<G*>(nullptr),
+                                             static_cast<std::size_t>(V));
+                }
+            } catch (const error& e) {
+                rethrow_in(e, b);
+            }
+        });
+        double total = 0.0;
+        for (std::size_t b = 0; b < value.size(); ++b) {
+            total += value[b];
+            res.unreachable += unreachable[b];
+        }
+        res.value = total * scale;
+        return res;
+    }
+
 private:
     struct device_state {
         std::mutex mutex;
         std::unique_ptr<device_projector> projector;
     };
+    /// The student's trie and row plan (the plan points into the trie: built in place once).
+    struct student_tables {
+        explicit student_tables(std::shared_ptr<const vocabulary> v) : trie(std::move(v)), plan(trie) {}
+        byte_trie trie;
+        row_plan plan;
+    };
+    struct student_holder {
+        std::once_flag once;
+        std::unique_ptr<student_tables> tables;
+    };
+    [[nodiscard]] const student_tables& student_state() const {
+        std::call_once(student_tables_->once, [&] { student_tables_->tables = std::make_unique<student_tables>(student_); });
+        return *student_tables_->tables;
+    }
 
     template <class P>
     static std::shared_ptr<const P> require(std::shared_ptr<const P> p, const char* what) {
@@ -625,6 +829,7 @@ private:
 
     std::shared_ptr<const byte_trie> teacher_;
     std::shared_ptr<const vocabulary> student_;
+    std::shared_ptr<student_holder> student_tables_ = std::make_shared<student_holder>();
     distiller_options options_;
     row_plan plan_;
     std::shared_ptr<device_state> device_;
