@@ -13,6 +13,9 @@
 #                                    # bench-targets, a few minutes): rewrites that section and
 #                                    # its acceptance block of docs/performance.md in place,
 #                                    # keeping the other sections (and their dated header)
+#   BLD_BENCH_ONLY=token_head bash scripts/bench.sh
+#                                    # only token-head distillation (bld_bench_token_head, and a
+#                                    # perf profile where perf exists): rewrites that section
 #
 # Needs the real data (bash scripts/fetch-data.sh), Google Benchmark, /usr/bin/python3 with
 # numpy and matplotlib (Debian: libbenchmark-dev python3-numpy python3-matplotlib). Run it on a
@@ -27,17 +30,21 @@ only=${BLD_BENCH_ONLY:-}
 case "$only" in
     "") out="$build/bench-results" ;;
     targets) out="$build/bench-results-targets" ;;
-    *) echo "bench.sh: BLD_BENCH_ONLY must be empty or 'targets', not '$only'" >&2; exit 2 ;;
+    token_head) out="$build/bench-results-token-head" ;;
+    *) echo "bench.sh: BLD_BENCH_ONLY must be empty, 'targets' or 'token_head', not '$only'" >&2; exit 2 ;;
 esac
 py=/usr/bin/python3
 
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBLD_BUILD_BENCHMARKS=ON -DBLD_BUILD_EXAMPLES=ON >/dev/null
 if [ "$only" = targets ]; then
     targets=(bld_bench_targets bld-cli)
+elif [ "$only" = token_head ]; then
+    targets=(bld_bench_token_head)
 else
     targets=(bld_bench_row_pass bld-cli)
     if grep -q "bench_loss" benchmarks/CMakeLists.txt; then targets+=(bld_bench_loss); fi
     if grep -q "bench_targets" benchmarks/CMakeLists.txt; then targets+=(bld_bench_targets); fi
+    if grep -q "bench_token_head" benchmarks/CMakeLists.txt; then targets+=(bld_bench_token_head); fi
 fi
 # The commit the binaries are built from (HEAD may move while the benchmarks run).
 commit=$(git rev-parse --short HEAD)
@@ -80,8 +87,28 @@ run_targets() {
     fi
 }
 
+# Token-head distillation (issue 15): bld::token_head_loss forward + backward on one text of 64
+# student rows (GPT-2, Llama-3), id and trie order, beside the streaming read; then, where perf
+# exists, where the Llama-3 forward + backward spends its time (perf starts after the setup).
+run_token_head() {
+    echo "== bld_bench_token_head"
+    "$build/benchmarks/bld_bench_token_head" "${gb_args[@]}" --benchmark_out="$out/token_head.json"
+    if command -v perf >/dev/null; then
+        local order
+        for order in id trie; do
+            perf record -q -D 4000 -o "$out/perf_$order.data" "$build/benchmarks/bld_bench_token_head" \
+                --benchmark_filter="token_head/llama3/f32/fwd_bwd/$order\$" --benchmark_min_time=4 >/dev/null 2>&1 &&
+                perf report -q -i "$out/perf_$order.data" --no-children --sort symbol --percent-limit 2 --stdio \
+                    2>/dev/null | grep '%' >"$out/profile_$order.txt" || true
+            rm -f "$out/perf_$order.data"
+        done
+    fi
+}
+
 if [ "$only" = targets ]; then
     run_targets
+elif [ "$only" = token_head ]; then
+    run_token_head
 else
     # Inputs and bld's results for the numpy baseline (which checks itself against them).
     BLD_BENCH_EXPORT="$out/export" "$build/benchmarks/bld_bench_row_pass"
@@ -103,6 +130,7 @@ else
     "$build/examples/bld-cli" bench-rows --tokenizer "$tok" --rows 64 --threads 1 --repeats 9 | tee "$out/cli_t1.json"
     "$build/examples/bld-cli" bench-rows --tokenizer "$tok" --rows 64 --threads 2 --repeats 9 | tee "$out/cli_t2.json"
     if [ -x "$build/benchmarks/bld_bench_targets" ]; then run_targets; fi
+    if [ -x "$build/benchmarks/bld_bench_token_head" ]; then run_token_head; fi
 fi
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -142,6 +170,9 @@ EOF
 if [ "$only" = targets ]; then
     "$py" scripts/bench_report.py --targets-only --results "$out" --md docs/performance.md
     echo "== rewrote the trainer-route section of docs/performance.md (results in $out)"
+elif [ "$only" = token_head ]; then
+    "$py" scripts/bench_report.py --token-head-only --results "$out" --md docs/performance.md
+    echo "== rewrote the token-head section of docs/performance.md (results in $out)"
 else
     "$py" scripts/bench_report.py --results "$out" --md docs/performance.md --png docs/performance.png
     echo "== wrote docs/performance.md and docs/performance.png (results in $out)"

@@ -11,6 +11,9 @@ and for the trainer route targets.json and cli_targets_{id,trie}_t{1,2}.json (op
 rewrites only the trainer-route section (between its markers) of an existing report from
 `BLD_BENCH_ONLY=targets bash scripts/bench.sh`'s results; the section carries its own machine
 line (commit, date, load), the rest of the file keeps its numbers and its dated header.
+
+       bench_report.py --token-head-only --results DIR --md docs/performance.md
+does the same for the token-head section (token_head.json, profile_{id,trie}.txt if perf ran).
 """
 import argparse
 import json
@@ -253,13 +256,104 @@ def targets_section(R, machine):
     return L
 
 
-def replace_targets_section(md, lines):
+TOKEN_HEAD_BEGIN = "<!-- token-head: begin (scripts/bench_report.py) -->"
+TOKEN_HEAD_END = "<!-- token-head: end -->"
+
+
+def token_head_section(R, machine):
+    """Token-head distillation (issue 15): bld_bench_token_head's medians, the ratios to the
+    streaming read, the perf profile where bench.sh took one, and the acceptance block. Empty
+    when the run has no token_head.json."""
+    tj = load(os.path.join(R, "token_head.json"))
+    if not tj:
+        return []
+    th = medians(tj)
+
+    def g(key, name, field=None):
+        b = th.get(f"token_head/{key}/f32/{name}")
+        if not b:
+            return None
+        return us_per_item(b) if field is None else b.get(field)
+
+    students = (("gpt2", "GPT-2 50k"), ("llama3", "Llama-3 128k"))
+    L = [TOKEN_HEAD_BEGIN]
+    w = L.append
+    w("## Token-head distillation: the student's canonical path, forward + backward (issue 15)")
+    w("")
+    w(f"Measured {machine.get('date', '?')} at commit {machine.get('commit', '?')}, load average "
+      f"{machine.get('load_before', '?')} before and {machine.get('load_after', '?')} after "
+      f"({machine.get('repetitions', '?')} repetitions, medians; `BLD_BENCH_ONLY=token_head bash scripts/bench.sh` "
+      "reruns this section alone).")
+    w("")
+    w("`bld_bench_token_head`: `bld::token_head_loss` on one text, one thread — the student's 64 float32 rows")
+    w("(random N(0, 3)) along its reference tokenization of a fortunes record (the first 64 tokens), teacher")
+    w("targets from the same projection on other random rows, mask all ones, forward KL. `fwd+bwd` writes the")
+    w("gradient [64, V]; `fwd` passes an empty gradient (the loss only); `bwd` is their difference. Rows in id")
+    w("order or with their columns permuted by `row_plan::permutation()` (trie order). Each iteration takes the")
+    w("next text of a ≥ 512 MiB pool (cold rows); `× stream` divides the median by the median of a streaming")
+    w("read (`simd::stream_read`) of another text's rows, equally cold, taken beside each iteration. Every")
+    w("configuration was checked against the fp64 reference path before timing (value 1e-5 relative,")
+    w("gradient 1e-5 · max|g|).")
+    w("")
+    w("| student | order | fwd+bwd µs/row | fwd µs/row | bwd µs/row | stream µs/row (beside) | fwd+bwd × stream | fwd × stream | fwd+bwd rows/s | fwd+bwd GB/s | stream alone µs/row | stream GB/s |")
+    w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for key, label in students:
+        for o in ("id", "trie"):
+            fb, f = g(key, f"fwd_bwd/{o}"), g(key, f"fwd/{o}")
+            st = th.get(f"token_head/{key}/f32/stream/{o}")
+            w(f"| {label} | {o} | {fmt(fb)} | {fmt(f)} | {fmt(fb - f if fb and f else None)} | "
+              f"{fmt(g(key, f'fwd_bwd/{o}', 'stream_us_per_row'))} | {fmt(g(key, f'fwd_bwd/{o}', 'x_stream'), 2)} | "
+              f"{fmt(g(key, f'fwd/{o}', 'x_stream'), 2)} | {fmt(g(key, f'fwd_bwd/{o}', 'items_per_second'), 0)} | "
+              f"{fmt(gbs(th.get(f'token_head/{key}/f32/fwd_bwd/{o}')), 2)} | {fmt(us_per_item(st))} | {fmt(gbs(st), 2)} |")
+    w("")
+    prof = {}
+    for o in ("id", "trie"):
+        path = os.path.join(R, f"profile_{o}.txt")
+        if os.path.exists(path):
+            rows = []
+            for line in open(path):
+                parts = line.split(None, 2)
+                if len(parts) == 3 and parts[0].endswith("%"):
+                    name = parts[2].strip().split("  ")[0].strip()
+                    rows.append((parts[0], name if len(name) <= 70 else name[:67] + "..."))
+            prof[o] = rows
+    if any(prof.values()):
+        w("Where the Llama-3 forward + backward spends its time (`perf record`, one run of `fwd_bwd`, after the")
+        w("setup; symbols ≥ 2 %; the `stream_read` line is the stream taken beside, outside the timed call):")
+        w("")
+        w("| order | share | symbol |")
+        w("| --- | ---: | --- |")
+        for o, rows in prof.items():
+            for share, name in rows:
+                w(f"| {o} | {share} | `{name}` |")
+        w("")
+    w("### Acceptance (issue 15)")
+    w("")
+    for key, label in students:
+        for o in ("id", "trie"):
+            x = g(key, f"fwd_bwd/{o}", "x_stream")
+            fb, f = g(key, f"fwd_bwd/{o}"), g(key, f"fwd/{o}")
+            ok = x is not None and x <= 3.0
+            line = (f"* {label}, {o} order, one thread: forward + backward {fmt(x, 2)}× the streaming read of the rows "
+                    f"(≤ 3: {'met' if ok else '**missed**'}")
+            if x is not None and not ok:
+                line += f" by a factor {fmt(x / 3.0, 2)}"
+            line += ")"
+            if fb and f:
+                line += f"; forward alone {fmt(g(key, f'fwd/{o}', 'x_stream'), 2)}×, the backward {fmt(100 * (fb - f) / fb, 0)} % of the time"
+            w(line + ".")
+    w("")
+    w(TOKEN_HEAD_END)
+    return L
+
+
+def replace_targets_section(md, lines, begin=TARGETS_BEGIN, end=TARGETS_END):
     """Puts `lines` between the markers of an existing report (or before its plot line)."""
     text = open(md).read() if os.path.exists(md) else "# Performance\n"
     block = "\n".join(lines) + "\n"
-    if TARGETS_BEGIN in text and TARGETS_END in text:
-        a = text.index(TARGETS_BEGIN)
-        b = text.index(TARGETS_END) + len(TARGETS_END) + 1
+    if begin in text and end in text:
+        a = text.index(begin)
+        b = text.index(end) + len(end) + 1
         text = text[:a] + block + text[b:]
     elif "![row pass](performance.png)" in text:
         a = text.index("![row pass](performance.png)")
@@ -278,6 +372,8 @@ def main():
     ap.add_argument("--png")
     ap.add_argument("--targets-only", action="store_true",
                     help="rewrite only the trainer-route section of an existing --md from --results")
+    ap.add_argument("--token-head-only", action="store_true",
+                    help="rewrite only the token-head section of an existing --md from --results")
     a = ap.parse_args()
     if a.baseline:
         baseline_report(a.baseline, a.md)
@@ -289,6 +385,14 @@ def main():
         if not lines:
             ap.error(f"no targets.json in {a.results}")
         replace_targets_section(a.md, lines)
+        return
+    if a.token_head_only:
+        if not a.results:
+            ap.error("--token-head-only needs --results")
+        lines = token_head_section(a.results, load(os.path.join(a.results, "machine.json"), {}))
+        if not lines:
+            ap.error(f"no token_head.json in {a.results}")
+        replace_targets_section(a.md, lines, TOKEN_HEAD_BEGIN, TOKEN_HEAD_END)
         return
     if not a.results or not a.png:
         ap.error("--results and --png are required without --baseline")
@@ -456,6 +560,10 @@ def main():
               f"stream {fmt(c['stream_us_per_row'])} µs/row ({fmt(c['ratio_to_stream'], 2)}×).")
     w("")
     sec = targets_section(R, machine)
+    if sec:
+        L.extend(sec)
+        w("")
+    sec = token_head_section(R, machine)
     if sec:
         L.extend(sec)
         w("")
