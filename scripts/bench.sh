@@ -97,7 +97,7 @@ run_token_head() {
         local order
         for order in id trie; do
             perf record -q -D 4000 -o "$out/perf_$order.data" "$build/benchmarks/bld_bench_token_head" \
-                --benchmark_filter="token_head/llama3/f32/fwd_bwd/$order\$" --benchmark_min_time=4 >/dev/null 2>&1 &&
+                --benchmark_filter="token_head/llama3/f32/fwd_bwd/$order/" --benchmark_min_time=4 >/dev/null 2>&1 &&
                 perf report -q -i "$out/perf_$order.data" --no-children --sort symbol --percent-limit 2 --stdio \
                     2>/dev/null | grep '%' >"$out/profile_$order.txt" || true
             rm -f "$out/perf_$order.data"

@@ -284,6 +284,13 @@ def token_head_section(R, machine):
       f"{machine.get('load_before', '?')} before and {machine.get('load_after', '?')} after "
       f"({machine.get('repetitions', '?')} repetitions, medians; `BLD_BENCH_ONLY=token_head bash scripts/bench.sh` "
       "reruns this section alone).")
+    try:
+        busy = float(str(machine.get("load_before", "0")).split()[0]) >= 1.0
+    except ValueError:
+        busy = False
+    if busy:
+        w(f"The machine ({machine.get('cores', '?')} cores) was busy with other processes during this run: the ratios to")
+        w("the stream moved by tens of percent between runs (compare `× stream` beside with the stream measured alone).")
     w("")
     w("`bld_bench_token_head`: `bld::token_head_loss` on one text, one thread — the student's 64 float32 rows")
     w("(random N(0, 3)) along its reference tokenization of a fortunes record (the first 64 tokens), teacher")
@@ -339,6 +346,9 @@ def token_head_section(R, machine):
             if x is not None and not ok:
                 line += f" by a factor {fmt(x / 3.0, 2)}"
             line += ")"
+            alone = us_per_item(th.get(f"token_head/{key}/f32/stream/{o}"))
+            if fb and alone:
+                line += f"; {fmt(fb / alone, 2)}× the stream measured alone"
             if fb and f:
                 line += f"; forward alone {fmt(g(key, f'fwd/{o}', 'x_stream'), 2)}×, the backward {fmt(100 * (fb - f) / fb, 0)} % of the time"
             w(line + ".")
