@@ -38,9 +38,12 @@
 #include "bld/projection/canonical_path.hpp"
 #include "bld/projection/canonical_plan.hpp"
 #include "bld/projection/device_projection.hpp"
+#include "bld/projection/device_student_path.hpp"
+#include "bld/projection/device_token_head.hpp"
 #include "bld/projection/fast_rows.hpp"
 #include "bld/projection/row_options.hpp"
 #include "bld/projection/student_path.hpp"
+#include "bld/backends/device_loss.hpp"
 #include "bld/backends/simd/row_pass.hpp"
 #include "bld/targets/alignment.hpp"
 #include "bld/targets/slot_targets.hpp"
@@ -375,10 +378,23 @@ public:
                               "expected [" + std::to_string(B) + ", " + std::to_string(S) +
                                   "] to match the student's logits [B, S_s, V] = " + detail::format_extents(L.extents()) +
                                   ", got " + detail::format_extents(batch.ids.extents()));
-        if (L.device() != device_kind::cpu || batch.ids.device() != device_kind::cpu)
-            throw shape_error(op, L.device() != device_kind::cpu ? "student_logits" : "student_ids",
-                              "the token-head loss reads host memory (this build has no device implementation of "
-                              "it): pass CPU tensors");
+        if (batch.ids.device() != device_kind::cpu)
+            throw shape_error(op, "student_ids", "expected host memory (the host plans the canonical paths)");
+        const bool on_device = L.device() == device_kind::cuda;
+        device_token_head_factory head_factory = nullptr;
+        if (on_device) {
+            head_factory = device_token_head_registry::cuda.load(std::memory_order_acquire);
+            if (head_factory == nullptr)
+                throw shape_error(op, "student_logits",
+                                  "the logits are in CUDA memory, but this program has no CUDA backend: include "
+                                  "<bld/cuda.cuh> in a CUDA translation unit (link bld::cuda), or copy the logits "
+                                  "to the host");
+            if constexpr (!row_kernel_reads<T>)
+                throw shape_error(op, "student_logits",
+                                  std::string(to_string(dtype_of<T>)) +
+                                      " logits in CUDA memory: the CUDA token head reads float32 and bfloat16 rows "
+                                      "(convert them on the device, or pass host memory)");
+        }
         targets.check(op);
         const std::int64_t K = targets.heads;
         if (targets.tokens != B * S || K != static_cast<std::int64_t>(options_.heads))
@@ -392,6 +408,13 @@ public:
         if (want_grad && (grad.extent(0) != B || grad.extent(1) != S || grad.extent(2) != V))
             throw shape_error(op, "grad", "expected the logits' shape " + detail::format_extents(L.extents()) + ", got " +
                                               detail::format_extents(grad.extents()));
+        if (want_grad && (grad.device() != L.device() || grad.device_index() != L.device_index()))
+            throw shape_error(op, "grad",
+                              "expected the logits' device (" + std::string(to_string(L.device())) + ":" +
+                                  std::to_string(L.device_index()) + "), got " + std::string(to_string(grad.device())) +
+                                  ":" + std::to_string(grad.device_index()));
+        if (want_grad && on_device && !std::same_as<G, float>)
+            throw shape_error(op, "grad", "the CUDA token head writes float32 gradients");
         const auto& st = student_state();
         const std::size_t need = options_.student_order == row_order::trie ? st.plan.permutation().size()
                                                                              : st.plan.vocab_size();
@@ -457,56 +480,80 @@ public:
         const double scale = options.weight / (options.reduction == token_head_reduction::mean
                                                    ? static_cast<double>(std::max<std::int64_t>(supervised, 1))
                                                    : 1.0);
-        if (want_grad) std::fill(grad.data(), grad.data() + B * S * V, G{});
         std::vector<double> value(static_cast<std::size_t>(B), 0.0), unreachable(static_cast<std::size_t>(B), 0.0);
-        const student_rows_options how{options_.student_order, options_.path, options_.level};
+        // A run: its flat first row, its ids, and the slot that holds each text byte's teacher
+        // target (−1: not supervised).
+        const auto row_of_run = [&](std::size_t b, const run_t& r) {
+            return static_cast<std::int64_t>(b) * S + r.first - shift; // flat row of the run's first token
+        };
+        const auto ids_of_run = [&](std::size_t b, const run_t& r) {
+            return std::span<const std::int64_t>(batch.ids.data() + static_cast<std::int64_t>(b) * S + r.first,
+                                                 static_cast<std::size_t>(r.count));
+        };
+        const auto slots_of_run = [&](std::int64_t row0, std::span<const std::int64_t> ids, std::size_t bytes) {
+            std::vector<std::int64_t> slot_of_byte;
+            slot_of_byte.reserve(bytes);
+            for (std::size_t t = 0; t < ids.size(); ++t) {
+                const auto nb = static_cast<std::int64_t>(sv.unchecked_bytes(static_cast<std::size_t>(ids[t])).size());
+                for (std::int64_t k = 0; k < nb; ++k) {
+                    const std::int64_t slot = (row0 + static_cast<std::int64_t>(t)) * K + k;
+                    slot_of_byte.push_back(k < K && targets.mask.data()[slot] ? slot : -1);
+                }
+            }
+            return slot_of_byte;
+        };
+        // The per-position loss of a run of sequence b (student_path_run's `loss`).
+        const auto loss_of_run = [&](std::size_t b, const std::vector<std::int64_t>& slot_of_byte) {
+            return [&, b](std::size_t i, const double* q, double, double* g) {
+                const std::int64_t slot = slot_of_byte[i];
+                if (slot < 0) return false;
+                const std::int64_t tr = targets.layout == target_layout::dense ? slot : row_of_slot[static_cast<std::size_t>(slot)];
+                if (tr < 0)
+                    throw value_error(op, "targets", "active slot " + std::to_string(slot) + " has no row in the compact values");
+                const P* p = targets.values.data() + tr * static_cast<std::int64_t>(alphabet_size);
+                const auto pr = math::position_loss(q, p, prm, g);
+                if (pr.status != math::slot_status::ok)
+                    detail::bad_target(op, "targets, slot " + std::to_string(slot), pr.index, static_cast<double>(p[pr.index]));
+                value[b] += pr.value;
+                unreachable[b] += 1.0 - pr.reachable;
+                for (std::size_t a = 0; a < alphabet_size; ++a) g[a] *= scale;
+                return true;
+            };
+        };
         std::vector<std::size_t> order(static_cast<std::size_t>(B));
         for (std::size_t b = 0; b < order.size(); ++b) order[b] = b;
-        std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
-            return sr[x][1] > sr[y][1];
-        });
-        for_each_sequence(order, [&](std::size_t b) {
-            try {
-                for (const auto& r : runs[b]) {
-                    const std::int64_t row0 = static_cast<std::int64_t>(b) * S + r.first - shift; // flat row of the run's first token
-                    const std::span<const std::int64_t> ids(batch.ids.data() + static_cast<std::int64_t>(b) * S + r.first,
-                                                            static_cast<std::size_t>(r.count));
-                    const tensor_view<const T, 2> rows(L.data() + row0 * V, {r.count, V});
-                    const canonical_plan cp = canonical_plan::build(st.trie, ids, std::nullopt);
-                    // Byte i of the run → (token, k): the slot that holds its teacher target.
-                    std::vector<std::int64_t> slot_of_byte;
-                    slot_of_byte.reserve(cp.bytes.size());
-                    for (std::int64_t t = 0; t < r.count; ++t) {
-                        const auto nb = static_cast<std::int64_t>(sv.unchecked_bytes(static_cast<std::size_t>(ids[static_cast<std::size_t>(t)])).size());
-                        for (std::int64_t k = 0; k < nb; ++k) {
-                            const std::int64_t slot = (row0 + t) * K + k;
-                            slot_of_byte.push_back(k < K && targets.mask.data()[slot] ? slot : -1);
-                        }
-                    }
-                    auto loss = [&](std::size_t i, const double* q, double, double* g) {
-                        const std::int64_t slot = slot_of_byte[i];
-                        if (slot < 0) return false;
-                        const std::int64_t tr = targets.layout == target_layout::dense ? slot : row_of_slot[static_cast<std::size_t>(slot)];
-                        if (tr < 0)
-                            throw value_error(op, "targets", "active slot " + std::to_string(slot) + " has no row in the compact values");
-                        const P* p = targets.values.data() + tr * static_cast<std::int64_t>(alphabet_size);
-                        const auto pr = math::position_loss(q, p, prm, g);
-                        if (pr.status != math::slot_status::ok)
-                            detail::bad_target(op, "targets, slot " + std::to_string(slot), pr.index,
-                                               static_cast<double>(p[pr.index]));
-                        value[b] += pr.value;
-                        unreachable[b] += 1.0 - pr.reachable;
-                        for (std::size_t a = 0; a < alphabet_size; ++a) g[a] *= scale;
-                        return true;
-                    };
-                    detail::student_path_run(st.plan, cp, rows, ids, how, loss,
-                                             want_grad ? grad.data() + row0 * V : static_cast<G*>(nullptr),
-                                             static_cast<std::size_t>(V));
-                }
-            } catch (const error& e) {
-                rethrow_in(e, b);
+        if (on_device) {
+            if constexpr (row_kernel_reads<T> && std::same_as<G, float>) {
+                token_head_on_device(head_factory, L, want_grad ? grad.data() : nullptr, runs, row_of_run, ids_of_run,
+                                     slots_of_run, loss_of_run);
+            } else if constexpr (row_kernel_reads<T>) {
+                token_head_on_device(head_factory, L, static_cast<float*>(nullptr), runs, row_of_run, ids_of_run,
+                                     slots_of_run, loss_of_run); // value only (a double gradient was refused above)
             }
-        });
+        } else {
+            if (want_grad) std::fill(grad.data(), grad.data() + B * S * V, G{});
+            const student_rows_options how{options_.student_order, options_.path, options_.level};
+            std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+                return sr[x][1] > sr[y][1];
+            });
+            for_each_sequence(order, [&](std::size_t b) {
+                try {
+                    for (const auto& r : runs[b]) {
+                        const std::int64_t row0 = row_of_run(b, r);
+                        const auto ids = ids_of_run(b, r);
+                        const tensor_view<const T, 2> rows(L.data() + row0 * V, {r.count, V});
+                        const canonical_plan cp = canonical_plan::build(st.trie, ids, std::nullopt);
+                        const auto slot_of_byte = slots_of_run(row0, ids, cp.bytes.size());
+                        auto loss = loss_of_run(b, slot_of_byte);
+                        detail::student_path_run(st.plan, cp, rows, ids, how, loss,
+                                                 want_grad ? grad.data() + row0 * V : static_cast<G*>(nullptr),
+                                                 static_cast<std::size_t>(V));
+                    }
+                } catch (const error& e) {
+                    rethrow_in(e, b);
+                }
+            });
+        }
         double total = 0.0;
         for (std::size_t b = 0; b < value.size(); ++b) {
             total += value[b];
@@ -520,7 +567,103 @@ private:
     struct device_state {
         std::mutex mutex;
         std::unique_ptr<device_projector> projector;
+        std::unique_ptr<device_token_head> token_head;
     };
+
+    /// Sequences whose paths share one download of device sums hold about this many node
+    /// requests (≈ 2 KiB of sums each, on the device and the host); a longer sequence goes alone.
+    static constexpr std::size_t device_head_requests = std::size_t{1} << 16;
+
+    /// token_head_loss on CUDA logits (bld/projection/device_token_head.hpp): per group of
+    /// sequences, the device computes the row summaries and node sums of every run, the host
+    /// runs each run's canonical path, loss and coefficients over them (sequences on
+    /// options().parallel threads, as on the CPU), and the device writes the gradient rows from
+    /// the coefficient pieces. The run helpers are token_head_loss's; `grad` null: value only.
+    template <class T, class Runs, class RowOf, class IdsOf, class SlotsOf, class LossOf>
+    void token_head_on_device(device_token_head_factory factory, tensor_view<const T, 3> L, float* grad,
+                              const Runs& runs, const RowOf& row_of_run, const IdsOf& ids_of_run,
+                              const SlotsOf& slots_of_run, const LossOf& loss_of_run) const {
+        const auto& st = student_state();
+        const std::int64_t V = L.extent(2), rows = L.extent(0) * L.extent(1);
+        const bool trie = options_.student_order == row_order::trie;
+        const auto column_ids = trie ? st.plan.permutation() : std::span<const std::uint32_t>{};
+        void* const stream = current_device_stream();
+        const std::size_t B = runs.size();
+        // The plans of every run. A sequence whose ids fail to plan sends no path to the device
+        // and reports its error with its group, so that the lowest failing sequence's error
+        // wins, as on the CPU.
+        std::vector<std::vector<canonical_plan>> plans(B);
+        std::vector<std::exception_ptr> plan_error(B);
+        std::vector<std::size_t> all(B);
+        for (std::size_t b = 0; b < B; ++b) all[b] = b;
+        for_each_sequence(all, [&](std::size_t b) {
+            try {
+                for (const auto& r : runs[b]) plans[b].push_back(canonical_plan::build(st.trie, ids_of_run(b, r), std::nullopt));
+            } catch (...) {
+                plan_error[b] = std::current_exception();
+            }
+        });
+        std::lock_guard<std::mutex> lock(device_->mutex);
+        if (!device_->token_head) device_->token_head = factory(st.trie);
+        device_token_head& head = *device_->token_head;
+        bool cleared = false;
+        for (std::size_t b0 = 0; b0 < B;) {
+            // The group [b0, b1): whole sequences, about device_head_requests requests.
+            std::size_t b1 = b0, requests = 0;
+            std::vector<device_head_path> paths;
+            std::vector<std::size_t> first_path(1, 0);
+            while (b1 < B && (b1 == b0 || requests < device_head_requests)) {
+                for (std::size_t k = 0; k < runs[b1].size() && !plan_error[b1]; ++k) {
+                    const auto& r = runs[b1][k];
+                    paths.push_back({row_of_run(b1, r), r.count, plans[b1][k].requests});
+                    requests += plans[b1][k].requests.size();
+                }
+                first_path.push_back(paths.size());
+                ++b1;
+            }
+            std::vector<device_head_sums> sums;
+            if (!paths.empty())
+                sums = head.sums(dtype_of<T>, L.data(), rows, V, L.device_index(), trie, paths, stream);
+            std::vector<device_head_pieces> pieces(b1 - b0);
+            std::vector<std::size_t> group(b1 - b0);
+            for (std::size_t g = 0; g < group.size(); ++g) group[g] = b0 + g;
+            for_each_sequence(group, [&](std::size_t b) {
+                try {
+                    if (plan_error[b]) std::rethrow_exception(plan_error[b]);
+                    for (std::size_t k = 0; k < runs[b].size(); ++k) {
+                        const auto& r = runs[b][k];
+                        const std::int64_t row0 = row_of_run(b, r);
+                        const auto ids = ids_of_run(b, r);
+                        const canonical_plan& cp = plans[b][k];
+                        const auto slot_of_byte = slots_of_run(row0, ids, cp.bytes.size());
+                        auto loss = loss_of_run(b, slot_of_byte);
+                        detail::device_head_path_run(st.plan, cp, sums[first_path[b - b0] + k], column_ids, ids, loss,
+                                                     row0, grad != nullptr ? &pieces[b - b0] : nullptr);
+                    }
+                } catch (const error& e) {
+                    rethrow_in(e, b);
+                }
+            });
+            if (grad != nullptr) {
+                device_head_pieces all_pieces;
+                for (auto& p : pieces) {
+                    const auto offset = static_cast<std::uint32_t>(all_pieces.value.size());
+                    for (auto r : p.rows) {
+                        r.first_piece += offset;
+                        all_pieces.rows.push_back(r);
+                    }
+                    all_pieces.lo.insert(all_pieces.lo.end(), p.lo.begin(), p.lo.end());
+                    all_pieces.hi.insert(all_pieces.hi.end(), p.hi.begin(), p.hi.end());
+                    all_pieces.value.insert(all_pieces.value.end(), p.value.begin(), p.value.end());
+                }
+                head.backward(dtype_of<T>, L.data(), grad, rows, V, L.device_index(), trie, all_pieces, !cleared, stream);
+                cleared = true;
+            }
+            b0 = b1;
+        }
+        if (grad != nullptr && !cleared)
+            head.backward(dtype_of<T>, L.data(), grad, rows, V, L.device_index(), trie, device_head_pieces{}, true, stream);
+    }
     /// The student's trie and row plan (the plan points into the trie: built in place once).
     struct student_tables {
         explicit student_tables(std::shared_ptr<const vocabulary> v) : trie(std::move(v)), plan(trie) {}
