@@ -8,8 +8,9 @@
 // contiguous range of the trie order, so with c_S = ∂L/∂M_S (probability units) the gradient
 // w.r.t. row ℓ's logits is
 //     ∂L/∂z_v = p_v · (c(v) − Σ_S c_S M_S),      c(v) = Σ_{S ∋ v} c_S.
-// The second term vanishes in exact arithmetic (q does not change when a row's masses are
-// scaled); it is kept, computed from the forward's masses. A position contributes, per row:
+// The second term is kept, computed from the forward's masses: it vanishes for the masses of
+// a row's own positions (their q does not change when the row's masses are scaled together), not
+// for the root masses R_{j+1} that a boundary reads beside M_j(s·a). A position contributes, per row:
 //   root (byte 0, row 0)        q ∝ R_0(a):                  c_{R_0(a)} += g_a / (q_a Z)
 //   inside token j at node s    q ∝ M_j(s·a):                c_{M_j(s·a)} += g_a / (q_a Z)
 //   boundary (end of token j)   q ∝ M_j(s·a) + E_j(s) R_{j+1}(a):
@@ -156,6 +157,12 @@ struct vjp_sink {
     void finish(std::size_t i) {
         double g[alphabet_size];
         if (!(*loss)(i, static_cast<const double*>(q), drop, g)) return;
+        // ∂L/∂num_a = (g_a − q_a Σ_b g_b) / num_a, as log q_a = log num_a − log Z. (A loss's own g
+        // already sums to ~0 over the support; an arbitrary upstream gradient need not.)
+        double gs = 0.0;
+        for (std::size_t a = 0; a < alphabet_size; ++a)
+            if (q[a] > 0.0) gs += g[a];
+        for (std::size_t a = 0; a < alphabet_size; ++a) g[a] = q[a] > 0.0 ? g[a] - q[a] * gs : 0.0;
         const canonical_position& pos = plan->positions[i];
         constexpr std::size_t nb = root_bin_count;
         if (pos.kind == math::position_kind::root) {
@@ -282,22 +289,26 @@ struct vjp_workspace {
     }
 };
 
-/// Row j's gradient: grad[c] = p_c (c(c) − mean) over the row's columns (0 where the softmax
-/// ignores a column: absent ids, padding past the vocabulary or the trie order).
+/// Row j's gradient: grad[c] = p_c (c(c) − mean) over the row's `width` columns (0 where the
+/// softmax ignores a column: absent ids, padding past the vocabulary or the trie order).
 template <class T, class G>
 void row_backward(const row_plan& plan, row_coefficients& rc, const row_summary& s, const T* z, std::size_t width,
                   const student_rows_options& how, simd::level lvl, G* grad) {
     auto& ws = vjp_workspace::of_this_thread();
-    std::fill(grad, grad + width, G{});
-    if (!rc.touched) return;
+    if (!rc.touched) {
+        std::fill(grad, grad + width, G{});
+        return;
+    }
     coefficient_pieces(rc, plan.root_bounds(), ws.bounds, ws.values);
     const auto perm = plan.permutation();
+    const auto P = static_cast<std::uint32_t>(perm.size());
     const double shift = s.max_logit + s.log_normalizer;
     const std::size_t np = ws.values.size();
     constexpr bool fast_type = simd_kernel_reads<T> && std::same_as<G, float>;
     const bool fast = fast_type && how.path == projection_path::fast;
     if (!fast) {
         // fp64: p_c (c − mean) with p_c = e^(z − shift).
+        std::fill(grad, grad + width, G{});
         for (std::size_t k = 0; k < np; ++k) {
             const double w = ws.values[k];
             if (w == 0.0) continue;
@@ -311,6 +322,7 @@ void row_backward(const row_plan& plan, row_coefficients& rc, const row_summary&
     if constexpr (fast_type) {
         const auto k = simd::detail::weighted_exp_for<std::remove_cv_t<T>>(lvl);
         if (how.order == row_order::trie) {
+            // The pieces cover columns [0, P) exactly: only the padding past them needs zeros.
             ws.fshift.resize(np);
             ws.fsign.resize(np);
             for (std::size_t p = 0; p < np; ++p) {
@@ -320,21 +332,26 @@ void row_backward(const row_plan& plan, row_coefficients& rc, const row_summary&
                                         : std::numeric_limits<float>::infinity();
             }
             k.segments(z, ws.bounds.data(), ws.fshift.data(), ws.fsign.data(), np, grad);
-            for (std::size_t p = 0; p < np; ++p) // zero-weight pieces: e^(z − inf) · 0 = 0 already, unless z = +inf
+            for (std::size_t p = 0; p < np; ++p) // e^(z − inf) · 0 is 0 already, unless z = +inf
                 if (ws.fsign[p] == 0.0f) std::fill(grad + ws.bounds[p], grad + ws.bounds[p + 1], 0.0f);
+            std::fill(grad + P, grad + width, 0.0f);
             return;
         }
-        const std::size_t V = plan.vocab_size();
-        ws.weights.assign(V, 0.0f);
+        // Id order: the weights in trie order (one sequential fill), read through each id's
+        // column (row_plan::columns); weights[P] = 0 serves the absent ids.
+        ws.weights.resize(static_cast<std::size_t>(P) + 1);
         double wmax = 0.0;
         for (std::size_t p = 0; p < np; ++p) {
             const double w = ws.values[p];
             wmax = std::max(wmax, std::abs(w));
-            const float wf = static_cast<float>(w);
-            for (std::uint32_t t = ws.bounds[p]; t < ws.bounds[p + 1]; ++t) ws.weights[perm[t]] = wf;
+            std::fill(ws.weights.begin() + ws.bounds[p], ws.weights.begin() + ws.bounds[p + 1], static_cast<float>(w));
         }
+        ws.weights[P] = 0.0f;
+        const std::size_t V = plan.vocab_size();
         if (!(wmax < 1e30)) {
-            // A weight beyond float's comfort (a node the row gives < ~1e-30): the fp64 loop.
+            // A weight beyond float's comfort (a node the row gives < ~1e-30): the fp64 loop,
+            // the weight folded into the exponent.
+            std::fill(grad, grad + width, 0.0f);
             for (std::size_t p = 0; p < np; ++p) {
                 const double w = ws.values[p];
                 if (w == 0.0) continue;
@@ -344,10 +361,13 @@ void row_backward(const row_plan& plan, row_coefficients& rc, const row_summary&
             }
             return;
         }
-        k.dense(z, ws.weights.data(), V, static_cast<float>(shift), grad);
-        const auto bins = plan.bins();
-        for (std::size_t id = 0; id < V; ++id) // absent ids: whatever their logits hold, no gradient
-            if (bins[id] == ignored_bin) grad[id] = 0.0f;
+        k.gather(z, plan.columns().data(), ws.weights.data(), V, static_cast<float>(shift), grad);
+        std::fill(grad + V, grad + width, 0.0f);
+        if (P < V) { // absent ids: whatever their logits hold (NaN · 0), no gradient
+            const auto cols = plan.columns();
+            for (std::size_t id = 0; id < V; ++id)
+                if (cols[id] == P) grad[id] = 0.0f;
+        }
     }
 }
 
@@ -462,8 +482,9 @@ template <logit_type T, class G>
 /// @param mask    [text bytes] nonzero = supervised, or empty: every byte
 /// @throws value_error for options out of range or a bad teacher probability (naming the byte),
 ///         shape_error for mismatched shapes, and canonical_path's errors for ids, text and rows
-template <logit_type T, target_type P, class G>
-    requires(std::same_as<G, float> || std::same_as<G, double>)
+template <logit_type T, class P, class G>
+    requires(std::same_as<P, float> || std::same_as<P, bf16> || std::same_as<P, double>) &&
+            (std::same_as<G, float> || std::same_as<G, double>)
 token_head_result token_head_loss(const row_plan& plan, tensor_view<const T, 2> rows, std::span<const std::int64_t> ids,
                                   tensor_view<const P, 2> targets, std::span<const std::uint8_t> mask,
                                   const token_head_options& options, tensor_view<G, 2> grad,

@@ -214,23 +214,23 @@ namespace bld::simd::detail {
 template <class T>
 struct weighted_exp_table {
     void (*segments)(const T*, const std::uint32_t*, const float*, const float*, std::size_t, float*);
-    void (*dense)(const T*, const float*, std::size_t, float, float*);
+    void (*gather)(const T*, const std::uint32_t*, const float*, std::size_t, float, float*);
 };
 
 template <class T>
 [[nodiscard]] inline weighted_exp_table<T> weighted_exp_for(level l) noexcept {
     switch (l) {
 #if BLD_SIMD_X86
-        case level::avx512: return {&avx512_ns::weighted_exp_segments<T>, &avx512_ns::weighted_exp<T>};
-        case level::avx2: return {&avx2_ns::weighted_exp_segments<T>, &avx2_ns::weighted_exp<T>};
+        case level::avx512: return {&avx512_ns::weighted_exp_segments<T>, &avx512_ns::weighted_exp_gather<T>};
+        case level::avx2: return {&avx2_ns::weighted_exp_segments<T>, &avx2_ns::weighted_exp_gather<T>};
 #endif
 #if BLD_SIMD_SSE2
-        case level::sse2: return {&sse2_ns::weighted_exp_segments<T>, &sse2_ns::weighted_exp<T>};
+        case level::sse2: return {&sse2_ns::weighted_exp_segments<T>, &sse2_ns::weighted_exp_gather<T>};
 #endif
 #if BLD_SIMD_NEON
-        case level::neon: return {&neon_ns::weighted_exp_segments<T>, &neon_ns::weighted_exp<T>};
+        case level::neon: return {&neon_ns::weighted_exp_segments<T>, &neon_ns::weighted_exp_gather<T>};
 #endif
-        default: return {&scalar_ns::weighted_exp_segments<T>, &scalar_ns::weighted_exp<T>};
+        default: return {&scalar_ns::weighted_exp_segments<T>, &scalar_ns::weighted_exp_gather<T>};
     }
 }
 

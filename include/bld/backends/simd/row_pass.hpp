@@ -97,6 +97,9 @@ public:
     /// Root segments of a trie-ordered row: byte b is columns [root_bounds()[b], [b + 1]), STOP
     /// is [root_bounds()[256], [257]). [258]
     [[nodiscard]] std::span<const std::uint32_t> root_bounds() const noexcept { return root_bounds_; }
+    /// The inverse of permutation(): the trie-order column of every id, permutation().size() for
+    /// an absent id. [vocab size]
+    [[nodiscard]] std::span<const std::uint32_t> columns() const noexcept { return columns_; }
 
 private:
     friend struct detail::row_plan_access;
@@ -290,6 +293,8 @@ private:
         if (trie_->node(byte_trie::root).end_hi != 0)
             throw value_error("SIMD row plan", trie_->vocab().source(), "a text token with no bytes");
         root_bounds_[root_bin_count] = static_cast<std::uint32_t>(perm_.size());
+        columns_.assign(V, static_cast<std::uint32_t>(perm_.size()));
+        for (std::size_t k = 0; k < perm_.size(); ++k) columns_[perm_[k]] = static_cast<std::uint32_t>(k);
         build_node_plan();
     }
 
@@ -303,6 +308,7 @@ private:
     std::vector<std::uint16_t> flush_bins_;
     std::vector<std::uint32_t> perm_;
     std::vector<std::uint32_t> root_bounds_;
+    std::vector<std::uint32_t> columns_;
     std::vector<std::uint16_t> node_tile_bins_;
     std::vector<std::uint16_t> node_real_bin_;
     std::vector<std::uint32_t> node_flush_start_;
