@@ -2,7 +2,7 @@
 # CI compile check of the CUDA kernels (issues 6 and 14): configures bld with -DBLD_ENABLE_CUDA=ON
 # and builds every CUDA target for sm_80 and sm_90 — bld_cuda_compile_all (every .cuh, every
 # kernel instantiated: row pass, projection, the device projector, dense and compact losses, the
-# bld::cuda entries and the host entries' CUDA dispatch) and bld_cuda_tests (the GPU tests, which
+# bld::cuda entries and the host entries' CUDA dispatch, the device token head) and bld_cuda_tests (the GPU tests, which
 # ctest reports SKIPPED without a GPU) — then runs bld_cuda_tests once to show it skips cleanly
 # (or passes, on a GPU machine); links two CUDA translation units that both include
 # <bld/cuda.cuh> (tests/cuda/two_tu_*.cu); links a host-compiled translation unit that calls
@@ -95,7 +95,13 @@ cudainc_for_host=$(dirname "$(dirname "$(readlink -f "$nvcc")")")/include
   -o "$disp/distill_host.o"
 "$nvcc" "${gencode[@]}" "$disp/distill_host.o" "$disp/dispatch_register.o" -o "$disp/bld_distill_host"
 "$disp/bld_distill_host"
-echo "cuda-compile-check: a host-compiled bld::bld_loss on CUDA views and bld::distiller on CUDA logits link with a registering CUDA TU and reach the backend (sm_${archs//;/, sm_}) in $(( $(date +%s) - start )) s"
+# The token-head loss on CUDA student logits (tests/cuda/token_head_host.cpp, host compiler)
+# reaches the device token head (bld/backends/cuda/token_head.cuh) the same TU registers.
+"${CXX:-c++}" -std=c++20 -O1 -Wall -Wextra -Werror -Iinclude -I"$cudainc_for_host" -c tests/cuda/token_head_host.cpp \
+  -o "$disp/token_head_host.o"
+"$nvcc" "${gencode[@]}" "$disp/token_head_host.o" "$disp/dispatch_register.o" -o "$disp/bld_token_head_host"
+"$disp/bld_token_head_host"
+echo "cuda-compile-check: a host-compiled bld::bld_loss on CUDA views, bld::distiller on CUDA logits and its token-head loss on CUDA student logits link with a registering CUDA TU and reach the backend (sm_${archs//;/, sm_}) in $(( $(date +%s) - start )) s"
 
 # bld_torch's CUDA side (issue 6 item 5, issue 14): python/bld_torch_cuda.cu with nvcc for the same
 # architectures (it only registers bld's CUDA backend: CUDA tensors take the module's one loss

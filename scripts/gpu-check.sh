@@ -5,7 +5,8 @@
 # the device projector the distiller calls (a batch of sequences, id- and trie-ordered rows,
 # float32 and bf16), each within the tolerances tests/cuda/test_cuda_main.cpp states; runs
 # tests/cuda/dispatch_host.cpp (a host-compiled bld::bld_loss on device memory, dense and compact,
-# against the CPU); runs bld_torch's CUDA tests where a CUDA build of torch sees the GPU (else says
+# against the CPU) and tests/cuda/token_head_host.cpp (distiller::token_head_loss on device student
+# logits: value and gradient against the CPU route); runs bld_torch's CUDA tests where a CUDA build of torch sees the GPU (else says
 # why it skipped them); runs the row-pass benchmark (4096 rows × 128,256 logits, float32 and
 # bf16: GB/s of logits read vs the card's peak bandwidth and a raw-read baseline) and writes
 # docs/gpu_report.md.
@@ -77,6 +78,10 @@ else
   "${CXX:-c++}" -std=c++20 -O2 -Iinclude -I"$cudainc" -c tests/cuda/distill_host.cpp -o "$build/distill_host.o"
   "$nvcc" "$arch_flag" "$build/distill_host.o" "$build/dispatch_register.o" -o "$build/bld_distill_host"
   distill_bin=$build/bld_distill_host
+  # The token-head loss on device student logits against the host (tests/cuda/token_head_host.cpp).
+  "${CXX:-c++}" -std=c++20 -O2 -Iinclude -I"$cudainc" -c tests/cuda/token_head_host.cpp -o "$build/token_head_host.o"
+  "$nvcc" "$arch_flag" "$build/token_head_host.o" "$build/dispatch_register.o" -o "$build/bld_token_head_host"
+  token_head_bin=$build/bld_token_head_host
 fi
 
 # 3. Tests, then the benchmark.
@@ -100,6 +105,13 @@ if [[ -n "${distill_bin:-}" ]]; then
   "$distill_bin" 2>&1 | tee "$work/distill.txt"
   distill_rc=${PIPESTATUS[0]}
   distill_note="$([[ $distill_rc -eq 0 ]] && echo passed || echo "FAILED (exit $distill_rc)") — $(tail -n 1 "$work/distill.txt")"
+fi
+token_head_rc=0
+token_head_note="not built (prebuilt bld_cuda_tests given)"
+if [[ -n "${token_head_bin:-}" ]]; then
+  "$token_head_bin" 2>&1 | tee "$work/token_head.txt"
+  token_head_rc=${PIPESTATUS[0]}
+  token_head_note="$([[ $token_head_rc -eq 0 ]] && echo passed || echo "FAILED (exit $token_head_rc)") — $(tail -n 1 "$work/token_head.txt")"
 fi
 set -e
 if [[ $tests_rc -eq 77 ]]; then fail "no GPU: bld_cuda_tests found no usable CUDA device ($(head -n 1 "$work/tests.txt"))"; fi
@@ -136,6 +148,7 @@ fi
   echo "* CUDA tests: $([[ $tests_rc -eq 0 ]] && echo passed || echo "FAILED (exit $tests_rc)") — $(grep -E '^\[doctest\] (test cases|assertions)' "$work/tests.txt" | sed 's/\[doctest\] //' | tr -s ' ' | paste -sd ';' -)"
   echo "* Host-compiled bld::bld_loss on device memory, dense and compact (tests/cuda/dispatch_host.cpp): $dispatch_note"
   echo "* bld::distiller on device logits vs the host (tests/cuda/distill_host.cpp): $distill_note"
+  echo "* distiller::token_head_loss on device student logits vs the host (tests/cuda/token_head_host.cpp): $token_head_note"
   echo "* bld_torch on CUDA tensors (tests/python CudaDispatchTest): $torch_note"
   echo "* Acceptance (row pass, float32, 4096 × 128,256, ≥ 70% of peak bandwidth): $target"
   echo
@@ -150,5 +163,5 @@ fi
   echo '```'
 } > "$report"
 echo "gpu-check: report written to $report"
-[[ $tests_rc -eq 0 && $bench_rc -eq 0 && $dispatch_rc -eq 0 && $distill_rc -eq 0 && ${torch_rc:-0} -eq 0 ]] ||
-  fail "tests exit $tests_rc, benchmark exit $bench_rc, dispatch exit $dispatch_rc, distiller exit $distill_rc, bld_torch exit ${torch_rc:-0} (see $report)"
+[[ $tests_rc -eq 0 && $bench_rc -eq 0 && $dispatch_rc -eq 0 && $distill_rc -eq 0 && $token_head_rc -eq 0 && ${torch_rc:-0} -eq 0 ]] ||
+  fail "tests exit $tests_rc, benchmark exit $bench_rc, dispatch exit $dispatch_rc, distiller exit $distill_rc, token head exit $token_head_rc, bld_torch exit ${torch_rc:-0} (see $report)"

@@ -10,6 +10,7 @@
 #include <bld/backends/cuda/registration.cuh>
 #include <bld/backends/cuda/row_pass.cuh>
 #include <bld/backends/cuda/stream.cuh>
+#include <bld/backends/cuda/token_head.cuh>
 #include <bld/loss/byte_loss.hpp>
 
 #include <cstdint>
@@ -51,6 +52,20 @@ std::vector<bld::byte_distributions> bld_compile_all_project(const bld::byte_tri
     return a;
 }
 bool bld_compile_all_registered() { return bld::cuda::detail::cuda_backend_registered; }
+
+// The token head (sums and backward for both row dtypes and column orders).
+static_assert(std::is_base_of_v<bld::device_token_head, bld::cuda::token_head>);
+static_assert(!std::is_constructible_v<bld::cuda::token_head, bld::byte_trie&&>);
+std::size_t bld_compile_all_token_head(const bld::byte_trie& trie, const void* rows, float* grad,
+                                       std::span<const bld::device_head_path> paths,
+                                       const bld::device_head_pieces& pieces) {
+    bld::cuda::token_head h(trie);
+    auto a = h.sums(bld::dtype::f32, rows, 4, 300, 0, false, paths, nullptr);
+    auto b = h.sums(bld::dtype::bf16, rows, 4, 300, 0, true, paths, nullptr);
+    h.backward(bld::dtype::f32, rows, grad, 4, 300, 0, true, pieces, true, nullptr);
+    h.backward(bld::dtype::bf16, rows, grad, 4, 300, 0, false, pieces, false, nullptr);
+    return a.size() + b.size();
+}
 
 // Losses: the launcher instantiates the slot kernel for every (logits, targets, true bytes)
 // type; these calls instantiate the argument conventions: views, no_tensor, uint8 / bool masks,
