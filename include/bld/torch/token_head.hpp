@@ -20,7 +20,10 @@
 // and the saved gradient are float32 (float64 for float64 logits), and backward hands the
 // gradient back in the logits' own dtype. ids int64 [B, S_s]. The optional attention mask
 // [B, S_s] (bool, uint8, or int32/int64 as Hugging Face's attention_mask; nonzero = token) marks
-// one contiguous run per sequence: left or right padding. CPU tensors, dense and contiguous.
+// one contiguous run per sequence: left or right padding. Dense, contiguous tensors; ids, mask
+// and targets on the CPU, the logits too unless the program has bld's CUDA token head
+// (distiller::token_head_loss: float32 / bf16 logits in CUDA memory, run on torch's current
+// stream as in bld/torch/loss.hpp; the gradient then stays on the logits' device).
 // Bad input throws bld's own errors (shape_error, value_error) from the call, naming the
 // argument, sequence and reason. The backward pass is not itself differentiable.
 //
@@ -34,6 +37,7 @@
 #include "bld/core/error.hpp"
 #include "bld/targets/slot_targets.hpp" // first: projection/student_path.hpp uses target_type without including it
 #include "bld/targets/distiller.hpp"    // bld::distiller, token_head_options (projection/student_path.hpp)
+#include "bld/torch/loss.hpp"            // detail::torch_stream_scope
 
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/types.h>
@@ -70,20 +74,21 @@ struct token_head_function : torch::autograd::Function<token_head_function> {
                               "expected [B, S_s, V_s] token logits, got " + bld::detail::describe_tensor(logits));
         const dtype dt = tensor_dtype(logits, "student_logits");
         const bool wide = dt == dtype::f64;
-        const auto gopts = torch::TensorOptions().dtype(wide ? torch::kFloat64 : torch::kFloat32);
+        const auto dev = tensor_adapter<at::Tensor>::device(logits);
+        const auto gopts = torch::TensorOptions().dtype(wide ? torch::kFloat64 : torch::kFloat32).device(logits.device());
         torch::Tensor grad = call.need_grad ? torch::empty(logits.sizes(), gopts) : torch::Tensor();
         const auto ids_view = as_view<const std::int64_t, 2>(ids, "student_ids");
         const auto run = [&]<class T, class G>() -> token_head_result {
             student_batch<T> b;
-            b.logits = as_view<const T, 3>(logits, "student_logits", any_extents<3>(),
-                                           tensor_adapter<at::Tensor>::device(logits));
+            b.logits = as_view<const T, 3>(logits, "student_logits", any_extents<3>(), dev);
             b.ids = ids_view;
             b.ranges.student_mask = call.student_mask;
             tensor_view<G, 3> gv;
-            if (grad.defined()) gv = as_view<G, 3>(grad, "grad");
+            if (grad.defined()) gv = as_view<G, 3>(grad, "grad", any_extents<3>(), dev);
             return std::visit([&](const auto& t) { return call.d->token_head_loss(b, t, call.options, gv); },
                               call.targets);
         };
+        const torch_stream_scope on_torch_stream(logits); // CUDA logits: torch's current stream
         token_head_result r;
         switch (dt) {
             case dtype::f32: r = run.template operator()<float, float>(); break;
@@ -110,11 +115,13 @@ struct token_head_function : torch::autograd::Function<token_head_function> {
     }
 };
 
-/// The attention mask as bld reads it: bool / uint8 as they are, integer masks as nonzero → 1.
-inline torch::Tensor mask_bytes(const torch::Tensor& m) {
-    if (!m.defined()) return m;
-    if (m.requires_grad())
+/// The attention mask as bld reads it, in host memory (the host finds the runs): bool / uint8 as
+/// they are, integer masks as nonzero → 1; a device mask is copied to the host ([B, S_s] bytes).
+inline torch::Tensor mask_bytes(const torch::Tensor& mask) {
+    if (!mask.defined()) return mask;
+    if (mask.requires_grad())
         throw value_error(token_head_op, "argument `student_mask`", "requires grad: pass it .detach()");
+    const torch::Tensor m = mask.device().is_cpu() ? mask : mask.to(torch::kCPU);
     switch (m.scalar_type()) {
         case c10::ScalarType::Bool:
         case c10::ScalarType::Byte: return m;
@@ -142,8 +149,6 @@ torch::Tensor token_head_apply(const distiller& d, const torch::Tensor& student_
         if (mask.dim() != 2)
             throw shape_error(op, "argument `student_mask`",
                               "expected [B, S_s] like the ids, got " + bld::detail::describe_tensor(mask));
-        if (tensor_adapter<at::Tensor>::device(mask) != device_kind::cpu)
-            throw shape_error(op, "argument `student_mask`", "expected a CPU tensor, got " + mask.device().str());
         if (!tensor_adapter<at::Tensor>::is_contiguous(mask))
             throw shape_error(op, "argument `student_mask`", tensor_adapter<at::Tensor>::layout_note(mask));
         // bool storage is one byte holding 0 or 1: read it as uint8.
@@ -157,12 +162,13 @@ torch::Tensor token_head_apply(const distiller& d, const torch::Tensor& student_
 
 /// The token-head loss of a padded batch — bld::distiller::token_head_loss of `d` with the same
 /// options — differentiable with respect to `student_logits`.
-/// @param student_logits [B, S_s, V_s] float32, bfloat16, float16 or float64 (CPU): row p is the
+/// @param student_logits [B, S_s, V_s] float32, bfloat16, float16 or float64: row p is the
 ///        student's output at input position p; columns in id order, or in
 ///        d.student_permutation() order with distiller_options::student_order = row_order::trie
 /// @param student_ids [B, S_s] int64: the student's input ids (those d.targets() was given)
 /// @param targets the slot targets d.targets() returned for this batch (read during the call only)
-/// @param student_mask [B, S_s] attention mask (bool, uint8, int32 or int64; nonzero = token), or
+/// @param student_mask [B, S_s] attention mask (bool, uint8, int32 or int64; nonzero = token; on
+///        any device: bld reads a host copy of a device mask), or
 ///        an undefined tensor (the default) for "every position"
 /// @returns a 0-dim float32 tensor (float64 for float64 logits) with a grad_fn when grad mode is
 ///          on and the logits require grad
