@@ -360,11 +360,19 @@ public:
     /// first token of a sequence has no row before it and its bytes are not supervised. A text
     /// byte is supervised where its slot is active (the mask): byte k of a token has a slot for
     /// k < K only, so give the distiller K ≥ student().max_token_bytes() to supervise every byte.
+    ///
+    /// Logits in CUDA memory (float32 or bf16; the ids and targets stay on the host) take the
+    /// device token head that <bld/cuda.cuh> registers (bld/projection/device_token_head.hpp):
+    /// the row and node sums and the gradient rows on the GPU, on the thread's device stream
+    /// (current_device_stream()), the canonical paths and the loss on the host; the gradient is
+    /// then float32 on the logits' device. Results agree with the CPU route within the row
+    /// pass's tolerance.
     /// @param grad [B, S_s, V_s] float (double for double logits), or empty for the value only;
-    ///        rows outside every path get 0
-    /// @throws shape_error for mismatched shapes or targets of another batch, value_error for
-    ///         bad ids, options or teacher probabilities, and the projection's errors for bad
-    ///         rows — naming the sequence
+    ///        on the logits' device; rows outside every path get 0
+    /// @throws shape_error for mismatched shapes or targets of another batch, CUDA logits without
+    ///         a registered backend (or of another dtype than float32 / bf16, or with a double
+    ///         gradient), value_error for bad ids, options or teacher probabilities, and the
+    ///         projection's errors for bad rows — naming the sequence
     template <logit_type T, target_type P, class G>
         requires(std::same_as<G, float> || std::same_as<G, double>)
     token_head_result token_head_loss(const student_batch<T>& batch, const slot_targets_view<P>& targets,
