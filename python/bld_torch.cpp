@@ -21,6 +21,7 @@
 #include <bld/io/json.hpp>
 #include <bld/loss/byte_loss.hpp>
 #include <bld/torch/loss.hpp>
+#include <bld/torch/token_head.hpp>
 
 #include <algorithm>
 #include <filesystem>
@@ -310,7 +311,8 @@ struct distiller_handle {
 
 distiller_handle make_distiller(const tokenizer& teacher, const tokenizer& student, std::int64_t heads,
                                 const std::string& layout, const std::string& precision, const std::string& rows,
-                                const std::string& path, bool shifted, std::int64_t threads) {
+                                const std::string& path, bool shifted, std::int64_t threads,
+                                const std::string& student_rows) {
     const char* op = "bld_torch.Distiller";
     bld::distiller_options o;
     if (heads < 1 || heads > bld::max_byte_heads)
@@ -325,6 +327,9 @@ distiller_handle make_distiller(const tokenizer& teacher, const tokenizer& stude
     if (rows == "id") o.rows = bld::row_order::id;
     else if (rows == "trie") o.rows = bld::row_order::trie;
     else throw bld::value_error(op, "row_order", "expected \"id\" or \"trie\", got \"" + rows + "\"");
+    if (student_rows == "id") o.student_order = bld::row_order::id;
+    else if (student_rows == "trie") o.student_order = bld::row_order::trie;
+    else throw bld::value_error(op, "student_row_order", "expected \"id\" or \"trie\", got \"" + student_rows + "\"");
     if (path == "fast") o.path = bld::projection_path::fast;
     else if (path == "reference") o.path = bld::projection_path::reference;
     else throw bld::value_error(op, "path", "expected \"fast\" or \"reference\", got \"" + path + "\"");
@@ -454,6 +459,61 @@ loss_on_targets(const torch::Tensor& logits, const torch::Tensor& values, const 
     return {value, grad};
 }
 
+/// The token-head loss on distiller targets (bld::autograd::token_head_loss: one autograd node,
+/// the same as C++ trainers get). logits [B, S, V] float32/bfloat16/float16/float64; ids [B, S]
+/// int64; the Targets' tensors as distill returned them (values compact [A, 260] or dense
+/// [B, S, K, 260], slots [A], mask [B, S, K] bool, true_bytes [B, S, K] int32); student_mask
+/// [B, S] or None. Returns the 0-dim loss (float32; float64 for float64 logits).
+torch::Tensor token_head_loss(const distiller_handle& h, const torch::Tensor& logits, const torch::Tensor& ids,
+                              const torch::Tensor& values, const torch::Tensor& slots, const torch::Tensor& mask,
+                              const torch::Tensor& true_bytes, bool compact,
+                              const std::optional<torch::Tensor>& student_mask, const std::string& kind,
+                              double temperature, double weight, const std::string& reduction, double target_floor) {
+    const char* op = "bld_torch.Distiller.token_head_loss";
+    require_dtype(values, "targets.values", {torch::kFloat32, torch::kBFloat16}, "float32 or bfloat16");
+    require_dtype(mask, "targets.mask", {torch::kBool, torch::kUInt8}, "bool or uint8");
+    require_dtype(true_bytes, "targets.true_bytes", {torch::kInt32}, "int32");
+    if (mask.dim() != 3)
+        throw bld::shape_error(op, "targets.mask", "expected [B, S, K], got " + bld::detail::describe_tensor(mask));
+    const std::int64_t T = mask.size(0) * mask.size(1), K = mask.size(2);
+    const std::int64_t a = static_cast<std::int64_t>(bld::alphabet_size);
+    const auto view = [&]<class P>() {
+        bld::slot_targets_view<P> v;
+        v.layout = compact ? bld::target_layout::compact : bld::target_layout::dense;
+        v.tokens = T;
+        v.heads = K;
+        if (compact) {
+            v.values = bld::as_view<const P, 2>(values, "targets.values");
+            v.slots = bld::as_view<const std::int64_t, 1>(slots, "targets.slots");
+        } else {
+            const auto d = bld::as_view<const P, 4>(values, "targets.values", {mask.size(0), mask.size(1), K, a});
+            v.values = bld::tensor_view<const P, 2>(d.data(), {T * K, a});
+        }
+        if (!mask.is_contiguous()) throw bld::shape_error(op, "targets.mask", "expected a contiguous tensor");
+        v.mask = bld::tensor_view<const std::uint8_t, 2>(static_cast<const std::uint8_t*>(mask.data_ptr()), {T, K});
+        const auto y = bld::as_view<const std::int32_t, 3>(true_bytes, "targets.true_bytes", {mask.size(0), mask.size(1), K});
+        v.true_bytes = bld::tensor_view<const std::int32_t, 2>(y.data(), {T, K});
+        return v;
+    };
+    bld::token_head_options o;
+    o.kind = bld::parse_divergence(kind);
+    o.temperature = temperature;
+    o.weight = weight;
+    if (reduction == "mean") o.reduction = bld::token_head_reduction::mean;
+    else if (reduction == "sum") o.reduction = bld::token_head_reduction::sum;
+    else throw bld::value_error(op, "reduction", "expected \"mean\" or \"sum\", got \"" + reduction + "\"");
+    o.target_floor = target_floor;
+    const torch::Tensor m = student_mask ? *student_mask : torch::Tensor();
+    if (values.scalar_type() == torch::kFloat32) {
+        const auto v = view.template operator()<float>();
+        py::gil_scoped_release no_gil;
+        return bld::autograd::token_head_loss(*h.d, logits, ids, v, o, m);
+    }
+    const auto v = view.template operator()<bld::bf16>();
+    py::gil_scoped_release no_gil;
+    return bld::autograd::token_head_loss(*h.d, logits, ids, v, o, m);
+}
+
 void translate(std::exception_ptr p) {
     try {
         if (p) std::rethrow_exception(p);
@@ -542,9 +602,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
             const auto p = h.d->permutation();
             return std::vector<std::int64_t>(p.begin(), p.end());
         })
-        .def("row_width", [](const distiller_handle& h) { return h.d->row_width(); });
+        .def("row_width", [](const distiller_handle& h) { return h.d->row_width(); })
+        .def("student_permutation", [](const distiller_handle& h) {
+            const auto p = h.d->student_permutation();
+            return std::vector<std::int64_t>(p.begin(), p.end());
+        });
     m.def("make_distiller", &make_distiller, py::arg("teacher"), py::arg("student"), py::arg("heads"), py::arg("layout"),
-          py::arg("precision"), py::arg("row_order"), py::arg("path"), py::arg("shifted"), py::arg("threads"));
+          py::arg("precision"), py::arg("row_order"), py::arg("path"), py::arg("shifted"), py::arg("threads"),
+          py::arg("student_row_order") = "id");
     m.def("distill", &distill, py::arg("distiller"), py::arg("teacher_logits"), py::arg("teacher_ids"),
           py::arg("student_ids"), py::arg("teacher_mask"), py::arg("student_mask"), py::arg("texts"),
           "(values, slots, mask, true_bytes, dropped) of a batch: see bld_torch.Distiller.targets.");
@@ -552,6 +617,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           py::arg("true_bytes"), py::arg("compact"), py::arg("mode"), py::arg("kind"), py::arg("temperature"),
           py::arg("reduction"), py::arg("lambda_byte"), py::arg("lambda_kl"), py::arg("target_floor"),
           py::arg("need_grad"), "(value, grad) of a bld byte loss on distiller targets.");
+    m.def("token_head_loss", &token_head_loss, py::arg("distiller"), py::arg("student_logits"), py::arg("student_ids"),
+          py::arg("values"), py::arg("slots"), py::arg("mask"), py::arg("true_bytes"), py::arg("compact"),
+          py::arg("student_mask"), py::arg("kind"), py::arg("temperature"), py::arg("weight"), py::arg("reduction"),
+          py::arg("target_floor"),
+          "The token-head loss on distiller targets, differentiable w.r.t. student_logits (one autograd node: "
+          "bld::autograd::token_head_loss); see bld_torch.Distiller.token_head_loss.");
     m.attr("byte_alphabet_size") = static_cast<std::int64_t>(bld::alphabet_size);
 #ifdef BLD_TORCH_WITH_CUDA
     m.attr("with_cuda") = bld_torch_cuda::backend_registered();

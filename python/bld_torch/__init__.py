@@ -8,8 +8,9 @@ or build in place for development with ``/usr/bin/python3 python/build_bld_torch
 build-py``, then ``PYTHONPATH=build-py python3 -c "import bld_torch"``.
 
 Modules: ``bld_torch.losses`` (``byte_loss``, ``bld_loss``), ``bld_torch.head`` (``ByteHead``),
-``bld_torch.targets`` (``load_tokenizer``, ``Tokenizer``, ``canonical_targets``); all of them
-are importable from ``bld_torch`` itself.
+``bld_torch.targets`` (``load_tokenizer``, ``Tokenizer``, ``canonical_targets``),
+``bld_torch.distiller`` (``Distiller``, ``Targets``; ``token_head_loss`` on the student's own
+token logits); all of them are importable from ``bld_torch`` itself.
 
 Shapes (``...`` = any leading dimensions, e.g. [batch, seq]; they are flattened into tokens):
 
@@ -64,10 +65,22 @@ from .head import ByteHead  # noqa: E402
 from .targets import Tokenizer, canonical_targets, load_tokenizer  # noqa: E402
 from .distiller import Distiller, Targets, aligned_windows  # noqa: E402
 
+
+def token_head_loss(distiller, student_logits, student_ids, targets, **kwargs):
+    """``distiller.token_head_loss(student_logits, student_ids, targets, **kwargs)``: token-head
+    distillation of the student's own logits against the distiller's targets (see
+    ``Distiller.token_head_loss``)."""
+    if not isinstance(distiller, Distiller):
+        raise TypeError(f"bld_torch.token_head_loss: argument `distiller`: expected a bld_torch.Distiller, "
+                        f"got {type(distiller).__name__}")
+    return distiller.token_head_loss(student_logits, student_ids, targets, **kwargs)
+
+
 __all__ = [
     "Distiller",
     "Targets",
     "aligned_windows",
+    "token_head_loss",
     "Tokenizer",
     "load_tokenizer",
     "canonical_targets",

@@ -12,7 +12,7 @@ import operator
 import torch
 
 from . import _bld_torch as _C
-from .losses import _check_tensor
+from .losses import _DIVERGENCES, _check_tensor
 
 ShapeError = _C.ShapeError
 DtypeError = _C.DtypeError
@@ -109,10 +109,14 @@ class Distiller:
             bit-identical for any thread count.
         teacher_pad_id, student_pad_id: padding ids, used with -100 to find the valid tokens when
             no attention mask is given.
+        student_row_order: column order of the student's own logits for ``token_head_loss``: "id"
+            (as they come) or "trie" (columns permuted once by ``student_permutation``, as
+            ``row_order`` does for the teacher's).
     """
 
     def __init__(self, teacher, student, heads=10, *, shifted=True, layout="compact", dtype=torch.float32,
-                 row_order="id", path="fast", threads=1, teacher_pad_id=None, student_pad_id=None):
+                 row_order="id", path="fast", threads=1, teacher_pad_id=None, student_pad_id=None,
+                 student_row_order="id"):
         where = "bld_torch.Distiller"
         for name, tok in (("teacher", teacher), ("student", student)):
             if not isinstance(tok, Tokenizer):
@@ -129,8 +133,9 @@ class Distiller:
         self.heads, self.shifted, self.layout, self.dtype = heads, bool(shifted), str(layout), dtype
         self.row_order, self.path, self.threads = str(row_order), str(path), threads
         self.teacher_pad_id, self.student_pad_id = teacher_pad_id, student_pad_id
+        self.student_row_order = str(student_row_order)
         self._d = _C.make_distiller(teacher, student, heads, self.layout, _TARGET_DTYPES[dtype], self.row_order,
-                                    self.path, self.shifted, threads)
+                                    self.path, self.shifted, threads, self.student_row_order)
 
     @property
     def permutation(self):
@@ -140,13 +145,21 @@ class Distiller:
         return torch.as_tensor(self._d.permutation(), dtype=torch.int64)
 
     @property
+    def student_permutation(self):
+        """[n] int64: with ``student_row_order="trie"``, column k of a student logits row (the
+        input of ``token_head_loss``) holds the logit of student id ``student_permutation[k]``:
+        permute the student's unembedding rows once, ``W_sorted = W[student_permutation]``."""
+        return torch.as_tensor(self._d.student_permutation(), dtype=torch.int64)
+
+    @property
     def row_width(self):
         """Columns a teacher row needs (wider rows are fine: extra columns are ignored)."""
         return self._d.row_width()
 
     def __repr__(self):
         return (f"<bld_torch.Distiller heads={self.heads} shifted={self.shifted} layout={self.layout} "
-                f"dtype={self.dtype} row_order={self.row_order} path={self.path} threads={self.threads}\n"
+                f"dtype={self.dtype} row_order={self.row_order} student_row_order={self.student_row_order} "
+                f"path={self.path} threads={self.threads}\n"
                 f"  teacher {self.teacher!r}\n  student {self.student!r}>")
 
     def targets(self, teacher_logits, teacher_ids, student_ids, *, teacher_mask=None, student_mask=None, texts=None):
@@ -210,6 +223,76 @@ class Distiller:
         values, slots, mask, true_bytes, dropped = _C.distill(self._d, logits, tids, sids, tmask, smask, texts)
         t = Targets(values, slots, mask, true_bytes, dropped, self.layout)
         return t.to(logits.device) if logits.device.type != "cpu" else t
+
+    def token_head_loss(self, student_logits, student_ids, targets, *, student_mask=None, divergence="forward_kl",
+                        temperature=1.0, weight=1.0, reduction="mean", target_floor=1e-12):
+        """Token-head distillation: the student's own token logits, projected to next-byte
+        distributions along its tokenization (the canonical path, as for the teacher), against the
+        teacher's byte targets of the same batch — differentiable with respect to
+        ``student_logits`` (docs/06_trainers.md, "Token-head distillation").
+
+        Args:
+            student_logits: [B, S_s, V_s] (or one sequence [S_s, V_s]) float32, bfloat16, float16 or
+                float64: the student's LM-head output for ``student_ids`` (row p is its output at
+                input position p; with ``shifted`` it predicts token p + 1, as a causal LM's).
+                Columns in id order, or in ``student_permutation`` order with
+                ``student_row_order="trie"``; wider rows are fine.
+            student_ids: [B, S_s] the student's input ids — the ones ``targets()`` was given.
+            targets: the ``Targets`` that ``targets()`` returned for this batch (read on the CPU).
+            student_mask: [B, S_s] attention mask (left or right padding); without one, ids equal
+                to -100 or ``student_pad_id`` are padding, as in ``targets()``.
+            divergence: "forward_kl" (KL(p||q), the default; also "kl"), "reverse_kl", "jsd" or "tvd".
+            temperature: tau > 0, applied to the student's byte distributions, q_tau ∝ q^(1/tau).
+            weight: lambda >= 0, multiplies the value and the gradient.
+            reduction: "mean" over the supervised text bytes (the default) or "sum".
+            target_floor: epsilon of reverse KL (log max(p, epsilon)).
+
+        A text byte is supervised where its slot is active: byte k of a token has a slot for k < K
+        only, so build the distiller with heads >= the student's longest token to supervise every
+        byte. Returns a 0-dim tensor (float32; float64 for float64 logits) whose backward gives
+        the gradient in the logits' dtype (one autograd node, bld::autograd::token_head_loss).
+        """
+        where = "bld_torch.Distiller.token_head_loss"
+        _check_tensor(student_logits, "student_logits", where)
+        _check_tensor(student_ids, "student_ids", where)
+        _check_tensor(student_mask, "student_mask", where, optional=True)
+        if not isinstance(targets, Targets):
+            raise TypeError(f"{where}: argument `targets`: expected bld_torch.Targets (from Distiller.targets), "
+                            f"got {type(targets).__name__}")
+        if student_logits.dtype not in _LOGIT_DTYPES:
+            raise DtypeError(f"{where}: argument `student_logits`: expected float32, bfloat16, float16 or float64, "
+                             f"got {student_logits.dtype}")
+        logits = student_logits
+        single = logits.dim() == 2
+        if single:
+            logits = logits.unsqueeze(0)
+        if logits.dim() != 3:
+            raise ShapeError(f"{where}: argument `student_logits`: expected [B, S_s, V_s] (or one sequence "
+                             f"[S_s, V_s]), got {_shape(student_logits)}")
+        sids = self._ids(student_ids, "student_ids", single, where)
+        if tuple(sids.shape) != tuple(logits.shape[:2]):
+            raise ShapeError(f"{where}: argument `student_ids`: expected [{logits.shape[0]}, {logits.shape[1]}] to "
+                             f"match student_logits {_shape(logits)} (one logits row per input position), "
+                             f"got {_shape(sids)}")
+        if targets.shape[:2] != tuple(sids.shape) or targets.heads != self.heads:
+            raise ShapeError(f"{where}: argument `targets`: expected the targets of this batch, slots "
+                             f"[{sids.shape[0]}, {sids.shape[1]}, {self.heads}], got {list(targets.shape)}")
+        if targets.layout != self.layout:
+            raise ShapeError(f"{where}: argument `targets`: {targets.layout} targets, but this distiller makes "
+                             f"{self.layout} ones")
+        smask = self._mask(student_mask, sids, self.student_pad_id, "student_mask", single, where)
+        if divergence not in _DIVERGENCES:
+            raise DomainError(f"{where}: divergence={divergence!r}: expected one of {', '.join(_DIVERGENCES)}")
+        if reduction not in ("mean", "sum"):
+            raise DomainError(f"{where}: reduction={reduction!r}: expected 'mean' or 'sum'")
+        if targets.device.type != "cpu":
+            targets = targets.to("cpu")  # the host walks the slots
+        if not logits.is_contiguous():
+            logits = logits.contiguous()
+        compact = targets.layout == "compact"
+        return _C.token_head_loss(self._d, logits, sids, targets.values.contiguous(), targets.slots.contiguous(),
+                                  targets.mask.contiguous(), targets.true_bytes.contiguous(), compact, smask,
+                                  divergence, float(temperature), float(weight), reduction, float(target_floor))
 
     @staticmethod
     def _ids(ids, name, single, where):
