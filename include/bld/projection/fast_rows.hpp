@@ -77,6 +77,7 @@ public:
         const auto need = trie_ordered ? plan.permutation().size() : plan.vocab_size();
         detail::check_row_width(plan, rows.extent(1), need, "canonical-path projection",
                                 trie_ordered ? "columns of the trie order (text + special ids)" : "ids of the vocabulary");
+        if (trie_ordered) block = 1;
         sums_.resize(count());
         bad_.assign(count(), 0);
         done_.assign((count() + block - 1) / block, 0);
@@ -156,7 +157,11 @@ public:
     [[nodiscard]] double residual(std::size_t) const noexcept { return 0.0; }
 
 private:
-    static constexpr std::size_t block = 16;
+    /// Rows summarised together: 16 in id order (the tile kernel's batch), one at a time in
+    /// trie order (each row is its own segment pass), so a row is still in cache while the
+    /// canonical path asks for its nodes (and the token head's backward reads it again).
+    static constexpr std::size_t max_block = 16;
+    std::size_t block = max_block;
     /// Per row: the first node's end sum, then its children's (≤ 256) in byte order.
     static constexpr std::size_t first_stride = 1 + 256;
     /// A first node whose sums (units of e^shift of the row) total less than this is summed
@@ -299,8 +304,8 @@ private:
     // The first nodes' sums of the latest summarised block (row j at j % block).
     mutable std::size_t first_block_ = static_cast<std::size_t>(-1);
     mutable std::vector<double> first_sums_;       ///< [block × first_stride] (units of e^shift)
-    mutable std::array<float, block> first_shift_{};
-    mutable std::array<std::uint8_t, block> first_ok_{};
+    mutable std::array<float, max_block> first_shift_{};
+    mutable std::array<std::uint8_t, max_block> first_ok_{};
 };
 
 /// canonical_path on the fast path (see the top of this header); rows in id order

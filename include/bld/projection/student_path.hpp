@@ -134,15 +134,22 @@ private:
     mutable double last_to_p_ = 0.0;
 };
 
+/// Called with row j once the positions that read row j's own nodes are done (at the boundary
+/// that ends token j): its coefficients are then complete, and the row was read moments ago.
+struct no_row_done {
+    void operator()(std::size_t) const noexcept {}
+};
+
 /// The position sink of the student's path: hands each finished q to `loss`, which returns
 /// whether the position is supervised and writes g = ∂L/∂log q; turns g into row coefficients.
-template <class Rows, class Loss>
+template <class Rows, class Loss, class Done = no_row_done>
 struct vjp_sink {
     const byte_trie* trie;
     const canonical_plan* plan;
     const recording_rows<Rows>* rec;
     Loss* loss;
     std::vector<row_coefficients>* coef;
+    Done done{};
     alignas(64) double q[alphabet_size];
     double drop = 0.0, bnd = 0.0;
 
@@ -155,6 +162,12 @@ struct vjp_sink {
     [[nodiscard]] double& bound(std::size_t) noexcept { return bnd; }
 
     void finish(std::size_t i) {
+        accumulate(i);
+        const canonical_position& pos = plan->positions[i];
+        if (pos.kind == math::position_kind::boundary) done(plan->requests[pos.request].row);
+    }
+
+    void accumulate(std::size_t i) {
         double g[alphabet_size];
         if (!(*loss)(i, static_cast<const double*>(q), drop, g)) return;
         // ∂L/∂num_a = (g_a − q_a Σ_b g_b) / num_a, as log q_a = log num_a − log Z. (A loss's own g
@@ -382,16 +395,22 @@ void student_path_run(const row_plan& plan, const canonical_plan& cp, tensor_vie
     const auto lvl = simd::resolve(how.level, op);
     const std::size_t m = ids.size();
     std::vector<row_coefficients> coef(m);
+    std::vector<std::uint8_t> done(m, 0);
+    const auto width = static_cast<std::size_t>(rows.extent(1));
     const auto run = [&](const auto& source) {
         using S = std::remove_cvref_t<decltype(source)>;
         recording_rows<S> rec(source, m);
-        vjp_sink<S, Loss> sink{&plan.trie(), &cp, &rec, &loss, &coef, {}, 0.0, 0.0};
-        canonical_path_into(cp, rec, ids, sink);
-        if (grad == nullptr) return;
-        const auto width = static_cast<std::size_t>(rows.extent(1));
-        for (std::size_t j = 0; j < m; ++j)
+        // Each row's backward runs as soon as its coefficients are complete (the boundary that
+        // ends its token), while the row is still in cache from the forward.
+        const auto backward = [&](std::size_t j) {
+            if (grad == nullptr || j >= m || done[j]) return;
+            done[j] = 1;
             row_backward(plan, coef[j], rec.summary_of(j), rows.data() + j * width, width, how, lvl,
                          grad + j * grad_stride);
+        };
+        vjp_sink<S, Loss, decltype(backward)> sink{&plan.trie(), &cp, &rec, &loss, &coef, backward, {}, 0.0, 0.0};
+        canonical_path_into(cp, rec, ids, sink);
+        for (std::size_t j = 0; j < m; ++j) backward(j);
     };
     const bool trie = how.order == row_order::trie;
     if constexpr (simd_kernel_reads<T>) {

@@ -166,6 +166,9 @@ struct ops<scalar_arch> {
     static vf mul(vf a, vf b) noexcept { return a * b; }
     static vf max(vf a, vf b) noexcept { return a > b ? a : b; }
     static void store(float* p, vf v) noexcept { *p = v; }
+    /// A store that bypasses the caches where the target has one (p aligned to width floats).
+    static void store_stream(float* p, vf v) noexcept { *p = v; }
+    static void stream_fence() noexcept {}
     // The C library's expf (correctly rounded or nearly): this target is the portable fallback.
     static vf exp(vf x) noexcept { return x >= exp_constants::lowest ? std::exp(x) : 0.0f; }
     static vf exp_keep_nan(vf x) noexcept { return !(x < exp_constants::lowest) ? std::exp(x) : 0.0f; }
@@ -257,6 +260,8 @@ struct ops<avx2_arch> {
     static vf mul(vf a, vf b) noexcept { return _mm256_mul_ps(a, b); }
     static vf max(vf a, vf b) noexcept { return _mm256_max_ps(a, b); }
     static void store(float* p, vf v) noexcept { _mm256_storeu_ps(p, v); }
+    static void store_stream(float* p, vf v) noexcept { _mm256_stream_ps(p, v); }
+    static void stream_fence() noexcept { _mm_sfence(); }
     static vf exp(vf x) noexcept {
         using c = exp_constants;
         // n = round(x·log2 e) by the 1.5·2^23 trick: the low mantissa bits of t then hold n.
@@ -481,6 +486,8 @@ struct ops<avx512_arch> {
     // (masked form: GCC 12 warns -Wmaybe-uninitialized on _mm512_max_ps's undefined passthrough)
     static vf max(vf a, vf b) noexcept { return _mm512_mask_max_ps(a, 0xFFFF, a, b); }
     static void store(float* p, vf v) noexcept { _mm512_storeu_ps(p, v); }
+    static void store_stream(float* p, vf v) noexcept { _mm512_stream_ps(p, v); }
+    static void stream_fence() noexcept { _mm_sfence(); }
     /// exp, but NaN (and +Inf) arguments give NaN: the tile kernel finds them in its sums. The
     /// table-driven form (exp_constants::exp2_frac), relative error ≤ 5e-7.
     static vf exp_keep_nan(vf x) noexcept {

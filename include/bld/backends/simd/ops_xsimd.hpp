@@ -103,6 +103,8 @@ struct xsimd_ops {
     static vf mul(vf a, vf b) noexcept { return a * b; }
     static vf max(vf a, vf b) noexcept { return xsimd::max(a, b); }
     static void store(float* p, vf v) noexcept { v.store_unaligned(p); }
+    static void store_stream(float* p, vf v) noexcept { v.store_aligned(p); }
+    static void stream_fence() noexcept {}
     /// e^x for x ≤ 88; 0 below exp_constants::lowest and for −inf; NaN for NaN and +Inf (so the
     /// row-pass kernels find bad logits in their sums).
     static vf exp_keep_nan(vf x) noexcept {
