@@ -109,6 +109,34 @@ for step in range(30):
     # [/doc:step]
     losses.append(byte_loss.item())
 
+# Token-head distillation: the same targets train the student's own token logits (no byte
+# head); the term joins the usual token cross-entropy with a weight.
+head_losses = []
+for step in range(5):
+    with torch.no_grad():
+        t_out = teacher(input_ids=t_ids, attention_mask=t_mask)
+    targets = distiller.targets(t_out.logits, t_ids, s_ids, teacher_mask=t_mask, student_mask=s_mask)
+    # [doc:token_head]
+    s_out = student(input_ids=s_ids, attention_mask=s_mask)          # logits [B, S_s, V_s]
+    labels = s_ids.masked_fill(s_mask == 0, -100)
+    token_loss = torch.nn.functional.cross_entropy(
+        s_out.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    head_loss = distiller.token_head_loss(s_out.logits, s_ids, targets, student_mask=s_mask)
+    loss = token_loss + 0.5 * head_loss                                # λ = 0.5
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    # [/doc:token_head]
+    head_losses.append(head_loss.item())
+assert all(torch.isfinite(torch.tensor(head_losses))), head_losses
+# The term's gradient reaches the student's output layer, and a small step along it lowers the term.
+head_loss = distiller.token_head_loss(student(input_ids=s_ids).logits, s_ids, targets, student_mask=s_mask)
+(g,) = torch.autograd.grad(head_loss, student.lm_head.weight)
+with torch.no_grad():
+    student.lm_head.weight -= 1e-2 * g / g.norm()
+    lowered = distiller.token_head_loss(student(input_ids=s_ids).logits, s_ids, targets, student_mask=s_mask)
+assert g.norm() > 0 and lowered < head_loss, (head_loss.item(), lowered.item())
+
 # Trie-ordered rows for free: permute the teacher's output layer once, and its logits arrive in
 # the order the projection reads fastest; the targets are the same.
 with torch.no_grad():
@@ -128,4 +156,5 @@ assert torch.allclose(trie_order.values, id_order.values, rtol=1e-4, atol=1e-6)
 assert all(torch.isfinite(torch.tensor(losses))), losses
 assert losses[-1] < 0.8 * losses[0], f"the byte loss did not fall: {losses[0]:.3f} -> {losses[-1]:.3f}"
 print(f"hf_train_step: {targets.active_slots} active slots of {targets.mask.numel()}, byte loss "
-      f"{losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps")
+      f"{losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps; {len(head_losses)} steps with the "
+      f"token-head term, which a step along its gradient lowers {head_loss.item():.4f} -> {lowered.item():.4f}")
