@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include "error_text.hpp"
+#include "token_ids.hpp"
 #include "real_data.hpp"
 
 #include <cmath>
@@ -268,27 +269,6 @@ bld::vocabulary toy_teacher() {
     return bld::vocabulary::from_entries(std::move(e), "toy teacher");
 }
 
-// Greedy longest-match ids of `text` under `v` (any ids that spell the text will do).
-std::vector<std::int64_t> greedy(const bld::vocabulary& v, const std::string& text) {
-    std::vector<std::int64_t> ids;
-    std::size_t o = 0;
-    while (o < text.size()) {
-        std::int64_t best = -1;
-        std::size_t len = 0;
-        for (std::size_t id = 0; id < v.size(); ++id) {
-            if (v.kinds()[id] != bld::token_kind::text) continue;
-            const auto b = v.bytes(id);
-            if (b.size() > len && text.compare(o, b.size(), b) == 0) {
-                best = static_cast<std::int64_t>(id);
-                len = b.size();
-            }
-        }
-        REQUIRE(best >= 0);
-        ids.push_back(best);
-        o += len;
-    }
-    return ids;
-}
 
 } // namespace
 
@@ -323,7 +303,7 @@ TEST_CASE("token head through the distiller: a padded, shifted batch equals the 
         std::vector<std::vector<std::int64_t>> tids(2);
         std::int64_t St = 0;
         for (std::size_t b = 0; b < 2; ++b) {
-            tids[b] = greedy(teacher->vocab(), texts[b]);
+            tids[b] = bld_test::greedy_ids(teacher->vocab(), texts[b]);
             tids[b].insert(tids[b].begin(), 0);
             St = std::max<std::int64_t>(St, static_cast<std::int64_t>(tids[b].size()));
         }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../error_text.hpp"
+#include "../token_ids.hpp"
 
 namespace {
 
@@ -46,27 +47,6 @@ bld::vocabulary teacher_vocab() {
     return bld::vocabulary::from_entries(std::move(e), "toy teacher");
 }
 
-// Greedy longest-match ids of `text` (any ids that spell it will do).
-std::vector<std::int64_t> greedy(const bld::vocabulary& v, const std::string& text) {
-    std::vector<std::int64_t> ids;
-    std::size_t o = 0;
-    while (o < text.size()) {
-        std::int64_t best = -1;
-        std::size_t len = 0;
-        for (std::size_t id = 0; id < v.size(); ++id) {
-            if (v.kinds()[id] != bld::token_kind::text) continue;
-            const auto b = v.bytes(id);
-            if (b.size() > len && text.compare(o, b.size(), b) == 0) {
-                best = static_cast<std::int64_t>(id);
-                len = b.size();
-            }
-        }
-        REQUIRE(best >= 0);
-        ids.push_back(best);
-        o += len;
-    }
-    return ids;
-}
 
 /// A shifted batch of two sequences, BOS first; the second right-padded: student ids [2, 7],
 /// lengths {7, 5}; the distiller's targets for it.
@@ -104,7 +84,7 @@ struct batch {
                 text += student->bytes(static_cast<std::size_t>(id));
             }
             smask.index_put_({b, torch::indexing::Slice(0, s_len[static_cast<std::size_t>(b)])}, 1);
-            tids.push_back(greedy(teacher->vocab(), text));
+            tids.push_back(bld_test::greedy_ids(teacher->vocab(), text));
             tids.back().insert(tids.back().begin(), 0);
             t_len.push_back(static_cast<std::int64_t>(tids.back().size()));
         }
