@@ -35,7 +35,7 @@
 
 #include "bld/adapters/torch.hpp"
 #include "bld/core/error.hpp"
-#include "bld/targets/slot_targets.hpp" // first: projection/student_path.hpp uses target_type without including it
+#include "bld/targets/slot_targets.hpp"
 #include "bld/targets/distiller.hpp"    // bld::distiller, token_head_options (projection/student_path.hpp)
 #include "bld/torch/loss.hpp"            // detail::torch_stream_scope
 
