@@ -539,7 +539,14 @@ public:
                                      slots_of_run, loss_of_run); // value only (a double gradient was refused above)
             }
         } else {
-            if (want_grad) std::fill(grad.data(), grad.data() + B * S * V, G{});
+            if (want_grad) { // the runs' rows are written whole by their backward: zero the others
+                std::vector<std::uint8_t> covered(static_cast<std::size_t>(B * S), 0);
+                for (std::size_t b = 0; b < runs.size(); ++b)
+                    for (const auto& r : runs[b])
+                        std::fill_n(covered.begin() + row_of_run(b, r), r.count, std::uint8_t{1});
+                for (std::int64_t row = 0; row < B * S; ++row)
+                    if (!covered[static_cast<std::size_t>(row)]) std::fill_n(grad.data() + row * V, V, G{});
+            }
             const student_rows_options how{options_.student_order, options_.path, options_.level};
             std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
                 return sr[x][1] > sr[y][1];
