@@ -57,16 +57,29 @@ BLD_HOST_DEVICE position_loss_result position_loss(const double* q, const P* p, 
     }
     r.reachable = mass;
     if (!(mass > 0.0)) return r;
-    double s = 0.0;
-    for (int a = 0; a < n; ++a)
-        if (q[a] > 0.0) s += exp64(u[a] - umax);
-    const double lse = umax + log64(s);
     double lq[n], qt[n], ph[n], gu[n];
-    for (int a = 0; a < n; ++a) {
-        const bool in = q[a] > 0.0;
-        lq[a] = in ? u[a] - lse : -infinity();
-        qt[a] = in ? exp64(lq[a]) : 0.0;
-        ph[a] = in ? static_cast<double>(p[a]) / mass : 0.0;
+    if (prm.inv_temperature == 1.0) {
+        // τ = 1: q_τ = q / Σ q (Σ q = 1 up to rounding) — no exponentials needed.
+        double s = 0.0;
+        for (int a = 0; a < n; ++a) s += q[a] > 0.0 ? q[a] : 0.0;
+        const double ls = log64(s);
+        for (int a = 0; a < n; ++a) {
+            const bool in = q[a] > 0.0;
+            lq[a] = in ? u[a] - ls : -infinity();
+            qt[a] = in ? q[a] / s : 0.0;
+            ph[a] = in ? static_cast<double>(p[a]) / mass : 0.0;
+        }
+    } else {
+        double s = 0.0;
+        for (int a = 0; a < n; ++a)
+            if (q[a] > 0.0) s += exp64(u[a] - umax);
+        const double lse = umax + log64(s);
+        for (int a = 0; a < n; ++a) {
+            const bool in = q[a] > 0.0;
+            lq[a] = in ? u[a] - lse : -infinity();
+            qt[a] = in ? exp64(lq[a]) : 0.0;
+            ph[a] = in ? static_cast<double>(p[a]) / mass : 0.0;
+        }
     }
     r.value = divergence_terms(host_lanes{}, lq, qt, ph, prm, gu);
     for (int a = 0; a < n; ++a) g[a] = q[a] > 0.0 ? gu[a] * prm.inv_temperature : 0.0;
