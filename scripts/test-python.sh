@@ -62,6 +62,13 @@ print(f"test-python.sh: bld_torch {bld_torch.__version__} installed at {where.pa
 EOF
 )
 
+# The developer route's build (step 3) compiles one translation unit on one core: it runs in
+# the background while the suites below (mostly one core) run against the installed package.
+dev_log="$out/dev-build.log"
+"$python" "$repo/python/build_bld_torch.py" --out "$out" >"$dev_log" 2>&1 &
+dev_pid=$!
+trap 'kill "$dev_pid" 2>/dev/null || true' EXIT
+
 # ---- 2. the test suites against the installed package; the Hugging Face-style step ----------
 export BLD_TORCH_INSTALLED=1
 export BLD_DATA_DIR="${BLD_DATA_DIR:-$repo/.cache/data}"
@@ -77,5 +84,10 @@ done
 unset BLD_TORCH_INSTALLED
 
 # ---- 3. the developer route: build_bld_torch.py, checked by the docs' example ---------------
-"$python" "$repo/python/build_bld_torch.py" --out "$out"
+if ! wait "$dev_pid"; then
+    cat "$dev_log" >&2
+    echo "test-python.sh: python/build_bld_torch.py --out $out failed" >&2
+    exit 1
+fi
+cat "$dev_log"
 PYTHONPATH="$out" "$python" "$repo/examples/bld_torch_example.py"
