@@ -10,6 +10,7 @@ pkgs=(
   libsimdjson-dev nlohmann-json3-dev                         # JSON loaders (bld::json)
   fortunes fortunes-de fortunes-zh                           # real text (English, German, Chinese)
   python3 python3-numpy python3-torch libtorch-dev python3-setuptools python3-matplotlib
+  libopenblas0-pthread                                       # libtorch's BLAS: OpenBLAS, not the reference one
   pybind11-dev python3-dev                                   # the bld_torch extension (torch/extension.h)
   python3-venv python3-pip python3-wheel                     # pip install ./python (scripts/test-python.sh)
   clang libclang-rt-14-dev                                   # sanitizers / fuzzing with clang

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <filesystem>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -435,4 +436,107 @@ TEST_CASE("canonical_path_vjp: an arbitrary upstream gradient on log q matches c
         CHECK(std::abs(fd - grad[k]) <= 1e-6 + 1e-6 * std::abs(fd));
     }
     CHECK(gmax > 0.1);
+}
+
+TEST_CASE("token head, trie order: the backward's reuse of the row pass's terms holds where the row pass moves its shift "
+          "mid-row and where a node lies 20 nats below the rest of its row") {
+    // ~4,000 tokens: a-z words of 2-4 letters besides the 256 single bytes, so a row spans several
+    // of segment_sums' chunks. Row 1's first 2,048 trie columns sit 20 below the rest (the pass
+    // starts with a low shift and moves it later: the terms kept before the move are rescaled);
+    // the node 'x' of row 2 lies 20 below its row (mass ~1e-11, inside the fast path's contract
+    // of 1e-12; its weights exceed the 2^24 up to which the backward multiplies kept terms, so
+    // it exponentiates there with the weight in the shift).
+    std::mt19937 rng(5);
+    std::vector<bld::token_entry> e;
+    for (int b = 0; b < 256; ++b) e.push_back({b, std::string(1, static_cast<char>(b)), bld::token_kind::text, ""});
+    e.push_back({256, {}, bld::token_kind::special, "<s>"});
+    std::set<std::string> words;
+    while (words.size() < 4000) {
+        std::string w;
+        const std::size_t len = 2 + rng() % 3;
+        for (std::size_t i = 0; i < len; ++i) w += static_cast<char>('a' + rng() % 26);
+        words.insert(w);
+    }
+    std::vector<std::string> wl(words.begin(), words.end());
+    for (std::size_t i = 0; i < wl.size(); ++i) e.push_back({static_cast<std::int64_t>(257 + i), wl[i], bld::token_kind::text, ""});
+    const bld::byte_trie trie(bld::vocabulary::from_entries(std::move(e), "words"));
+    const bld::row_plan plan(trie);
+    const auto& v = trie.vocab();
+    // The text: words, the third starting with 'x'.
+    std::vector<std::int64_t> ids;
+    std::string text;
+    const auto pick = [&](char first) {
+        for (;;) {
+            const auto id = static_cast<std::int64_t>(257 + rng() % wl.size());
+            const auto b = v.bytes(static_cast<std::size_t>(id));
+            if ((first == 0 && b[0] != 'x') || b[0] == first) return id;
+        }
+    };
+    for (const char f : {'\0', '\0', 'x', '\0', '\0'}) {
+        ids.push_back(pick(f));
+        text += v.bytes(static_cast<std::size_t>(ids.back()));
+    }
+    const auto perm = plan.permutation();
+    const std::size_t P = perm.size(), n = v.size(), m = ids.size();
+    REQUIRE(P > 3 * bld::simd::detail::segment_chunk);
+    std::size_t xlo = 0, xhi = 0;
+    for (const auto& ch : trie.children(bld::byte_trie::root))
+        if (ch.byte == 'x') xlo = ch.lo, xhi = ch.hi;
+    REQUIRE(xhi > xlo + 16);
+    std::normal_distribution<double> g(0.0, 1.5);
+    std::vector<float> rt(m * P); // trie order
+    for (std::size_t j = 0; j < m; ++j)
+        for (std::size_t k = 0; k < P; ++k) {
+            double z = g(rng);
+            if (j == 1 && k < 2048) z -= 20.0;
+            if (j == 2 && k >= xlo && k < xhi) z -= 20.0;
+            rt[j * P + k] = static_cast<float>(z);
+        }
+    std::vector<double> rd(m * n, -1e300); // id order, fp64 (every id is in the trie order)
+    for (std::size_t j = 0; j < m; ++j)
+        for (std::size_t k = 0; k < P; ++k) rd[j * n + perm[k]] = rt[j * P + k];
+    // Teacher: 0.6 on the text's byte, the rest over a-z.
+    std::vector<double> targets(text.size() * 260, 0.0);
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        for (int a = 'a'; a <= 'z'; ++a) targets[i * 260 + a] = 0.4 / 26;
+        targets[i * 260 + static_cast<std::uint8_t>(text[i])] += 0.6;
+    }
+    const bld::tensor_view<const double, 2> tv(targets.data(), {static_cast<std::int64_t>(text.size()), 260});
+    const auto mi = static_cast<std::int64_t>(m);
+    for (const auto kind : {bld::divergence::forward_kl, bld::divergence::reverse_kl}) {
+        bld::token_head_options o;
+        o.kind = kind;
+        std::vector<double> gref(rd.size());
+        const auto ref = bld::token_head_loss(plan, bld::tensor_view<const double, 2>(rd.data(), {mi, static_cast<std::int64_t>(n)}),
+                                              ids, tv, {}, o, bld::tensor_view<double, 2>(gref.data(), {mi, static_cast<std::int64_t>(n)}));
+        double gmax = 0, gxmax = 0;
+        for (double x : gref) gmax = std::max(gmax, std::abs(x));
+        for (std::size_t k = xlo; k < xhi; ++k) gxmax = std::max(gxmax, std::abs(gref[2 * n + perm[k]]));
+        REQUIRE(gxmax > 1e-3 * gmax); // the light node's gradient counts
+        for (const auto lvl : levels()) {
+            INFO("level ", bld::simd::to_string(lvl), ", divergence ", static_cast<int>(kind));
+            std::vector<float> gt(rt.size(), 9.0f);
+            const auto fast = bld::token_head_loss(plan, bld::tensor_view<const float, 2>(rt.data(), {mi, static_cast<std::int64_t>(P)}),
+                                                   ids, tv, {}, o, bld::tensor_view<float, 2>(gt.data(), {mi, static_cast<std::int64_t>(P)}),
+                                                   {bld::row_order::trie, bld::projection_path::fast, lvl});
+            CHECK(fast.value == doctest::Approx(ref.value).epsilon(1e-5));
+            double worst = 0, worst_x = 0;
+            for (std::size_t j = 0; j < m; ++j)
+                for (std::size_t k = 0; k < P; ++k) {
+                    const double d = std::abs(gt[j * P + k] - gref[j * n + perm[k]]);
+                    worst = std::max(worst, d);
+                    if (j == 2 && k >= xlo && k < xhi) worst_x = std::max(worst_x, d);
+                }
+            CHECK(worst <= 1e-5 * gmax);
+            CHECK(worst_x <= 1e-5 * gxmax);
+            // Row 1's first chunks (kept before the shift moved): relative to their own size.
+            double g1 = 0, d1 = 0;
+            for (std::size_t k = 0; k < 2048; ++k) {
+                g1 = std::max(g1, std::abs(gref[n + perm[k]]));
+                d1 = std::max(d1, std::abs(gt[P + k] - gref[n + perm[k]]));
+            }
+            CHECK(g1 > 0);
+            CHECK(d1 <= 1e-5 * g1);
+        }
+    }
 }

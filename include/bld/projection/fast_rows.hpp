@@ -61,6 +61,25 @@ struct node_workspace {
     }
 };
 
+/// The row pass's terms e^(z − shift) of the latest trie-ordered rows (dense_rows::keep_terms),
+/// two rows per thread (the canonical path reads row j + 1's root before row j is done), each
+/// tagged with the rows object that wrote it (a fresh tag per object: a new object at the
+/// address of an old one never finds the old one's terms) and the row.
+struct kept_terms {
+    struct slot {
+        aligned_buffer<float> e;
+        std::uint64_t owner = 0;
+        std::size_t row = 0;
+        float shift = 0.0f;
+    };
+    std::array<slot, 2> slots;
+    std::uint64_t next_owner = 1;
+    [[nodiscard]] static kept_terms& of_this_thread() {
+        static thread_local kept_terms k;
+        return k;
+    }
+};
+
 } // namespace detail
 
 /// Dense rows [rows, n] for canonical_path_from, on the fast path: in id order (n ≥ vocab
@@ -156,6 +175,26 @@ public:
     }
     [[nodiscard]] double residual(std::size_t) const noexcept { return 0.0; }
 
+    /// Optional, trie-ordered rows only (ignored in id order): the root pass also stores each
+    /// term e^(z − shift) of the row it reads, for the last two rows summarised on this thread
+    /// (the token head's backward multiplies them by its weights instead of exponentiating the
+    /// row a second time; bld/projection/student_path.hpp). The rows must be summarised and
+    /// read back (kept_terms) on the thread that called this.
+    void keep_terms() {
+        if (!trie_ordered_) return;
+        auto& k = detail::kept_terms::of_this_thread();
+        keep_owner_ = k.next_owner++;
+    }
+    /// Row j's terms (columns [0, permutation size) of the trie order, in units of e^shift), or
+    /// null when they are not kept (keep_terms not called, id order, or overwritten since).
+    [[nodiscard]] const float* kept_terms(std::size_t j, float& shift) const noexcept {
+        if (keep_owner_ == 0) return nullptr;
+        const auto& sl = detail::kept_terms::of_this_thread().slots[j % 2];
+        if (sl.owner != keep_owner_ || sl.row != j) return nullptr;
+        shift = sl.shift;
+        return sl.e.data();
+    }
+
 private:
     /// Rows summarised together: 16 in id order (the tile kernel's batch), one at a time in
     /// trie order (each row is its own segment pass), so a row is still in cache while the
@@ -180,9 +219,24 @@ private:
         for (std::size_t r = 0; r < out.size(); ++r) {
             const E* x = sub.data() + r * static_cast<std::size_t>(sub.extent(1));
             const std::size_t j = r0 + r;
+            // With keep_terms, the pass stores its terms in this thread's slot for row j.
+            detail::kept_terms::slot* keep = nullptr;
+            if (keep_owner_ != 0) {
+                keep = &detail::kept_terms::of_this_thread().slots[j % 2];
+                keep->owner = 0;
+                keep->e.reserve(plan_->permutation().size() + 64);
+            }
+            const auto pass = [&](const std::uint32_t* bounds, std::size_t nseg) {
+                if (keep == nullptr) return k.segment_sums(x, bounds, nseg, sums.data());
+                const auto q = k.segment_sums_keep(x, bounds, nseg, sums.data(), keep->e.data());
+                keep->owner = keep_owner_;
+                keep->row = j;
+                keep->shift = q.shift;
+                return q;
+            };
             const auto f = first_.empty() ? byte_trie::npos : first_[j];
             if (f == byte_trie::npos) {
-                const auto q = k.segment_sums(x, rb.data(), root_bin_count, sums.data());
+                const auto q = pass(rb.data(), root_bin_count);
                 bad[r] = detail::usable(q) ? 0 : 1;
                 if (!bad[r]) detail::finish_summary(sums.data(), q.max, q.shift, out[r]);
                 continue;
@@ -195,7 +249,7 @@ private:
             bounds[b + 1] = nd.end_hi;
             for (std::size_t c = 0; c < nk; ++c) bounds[b + 2 + c] = kids[c].hi;
             for (std::size_t t = b + 1; t <= root_bin_count; ++t) bounds[t + nk] = rb[t];
-            const auto q = k.segment_sums(x, bounds.data(), root_bin_count + nk, sums.data());
+            const auto q = pass(bounds.data(), root_bin_count + nk);
             bad[r] = detail::usable(q) ? 0 : 1;
             if (bad[r]) continue;
             double* fs = first_sums_.data() + r * first_stride;
@@ -306,6 +360,7 @@ private:
     mutable std::vector<double> first_sums_;       ///< [block × first_stride] (units of e^shift)
     mutable std::array<float, max_block> first_shift_{};
     mutable std::array<std::uint8_t, max_block> first_ok_{};
+    std::uint64_t keep_owner_ = 0; ///< keep_terms' tag, 0 when not keeping
 };
 
 /// canonical_path on the fast path (see the top of this header); rows in id order

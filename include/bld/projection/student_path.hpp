@@ -295,18 +295,25 @@ inline void coefficient_pieces(row_coefficients& rc, std::span<const std::uint32
 struct vjp_workspace {
     std::vector<std::uint32_t> bounds;
     std::vector<double> values;
-    std::vector<float> fshift, fsign, weights;
+    std::vector<float> fshift, fsign, fscale, weights;
     [[nodiscard]] static vjp_workspace& of_this_thread() {
         static thread_local vjp_workspace ws;
         return ws;
     }
 };
 
+/// The largest |scale| a backward piece multiplies the row pass's kept terms by: the terms it
+/// could have flushed (< e^−86.6 ≈ 2.4e-38) then weigh < 4e-31 in the gradient.
+inline constexpr double max_kept_scale = 16777216.0; // 2^24
+
 /// Row j's gradient: grad[c] = p_c (c(c) − mean) over the row's `width` columns (0 where the
 /// softmax ignores a column: absent ids, padding past the vocabulary or the trie order).
+/// `kept`, if not null, holds the row pass's terms e^(z − kept_shift) over the trie order
+/// (dense_rows::kept_terms; trie-ordered rows on the fast path).
 template <class T, class G>
 void row_backward(const row_plan& plan, row_coefficients& rc, const row_summary& s, const T* z, std::size_t width,
-                  const student_rows_options& how, simd::level lvl, G* grad) {
+                  const student_rows_options& how, simd::level lvl, G* grad, const float* kept = nullptr,
+                  float kept_shift = 0.0f) {
     auto& ws = vjp_workspace::of_this_thread();
     if (!rc.touched) {
         std::fill(grad, grad + width, G{});
@@ -336,15 +343,24 @@ void row_backward(const row_plan& plan, row_coefficients& rc, const row_summary&
         const auto k = simd::detail::weighted_exp_for<std::remove_cv_t<T>>(lvl);
         if (how.order == row_order::trie) {
             // The pieces cover columns [0, P) exactly: only the padding past them needs zeros.
+            // With the row pass's terms E = e^(z − kept_shift): p = E · e^(kept_shift − shift), so
+            // a piece's gradient is E times one scale, unless the scale is large (a light node,
+            // where E may have been flushed to 0 below e^−86.6 of the row's shift while p · w
+            // still counts): those pieces exponentiate with the weight in the shift.
             ws.fshift.resize(np);
             ws.fsign.resize(np);
+            ws.fscale.resize(np);
+            const double to_p = kept != nullptr ? std::exp(static_cast<double>(kept_shift) - shift) : 0.0;
             for (std::size_t p = 0; p < np; ++p) {
                 const double w = ws.values[p];
                 ws.fsign[p] = w > 0.0 ? 1.0f : (w < 0.0 ? -1.0f : 0.0f);
                 ws.fshift[p] = w != 0.0 ? static_cast<float>(shift - std::log(std::abs(w)))
                                         : std::numeric_limits<float>::infinity();
+                const double sc = w * to_p;
+                ws.fscale[p] = std::abs(sc) <= max_kept_scale ? static_cast<float>(sc)
+                                                               : std::numeric_limits<float>::quiet_NaN();
             }
-            k.segments(z, ws.bounds.data(), ws.fshift.data(), ws.fsign.data(), np, grad);
+            k.segments(z, kept, ws.bounds.data(), ws.fshift.data(), ws.fsign.data(), ws.fscale.data(), np, grad);
             for (std::size_t p = 0; p < np; ++p) // e^(z − inf) · 0 is 0 already, unless z = +inf
                 if (ws.fsign[p] == 0.0f) std::fill(grad + ws.bounds[p], grad + ws.bounds[p + 1], 0.0f);
             std::fill(grad + P, grad + width, 0.0f);
@@ -405,8 +421,11 @@ void student_path_run(const row_plan& plan, const canonical_plan& cp, tensor_vie
         const auto backward = [&](std::size_t j) {
             if (grad == nullptr || j >= m || done[j]) return;
             done[j] = 1;
+            const float* kept = nullptr;
+            float kept_shift = 0.0f;
+            if constexpr (requires { source.kept_terms(j, kept_shift); }) kept = source.kept_terms(j, kept_shift);
             row_backward(plan, coef[j], rec.summary_of(j), rows.data() + j * width, width, how, lvl,
-                         grad + j * grad_stride);
+                         grad + j * grad_stride, kept, kept_shift);
         };
         vjp_sink<S, Loss, decltype(backward)> sink{&plan.trie(), &cp, &rec, &loss, &coef, backward, {}, 0.0, 0.0};
         canonical_path_into(cp, rec, ids, sink);
@@ -417,6 +436,7 @@ void student_path_run(const row_plan& plan, const canonical_plan& cp, tensor_vie
         if (how.path == projection_path::fast) {
             dense_rows<T> source(plan, rows, trie, lvl);
             source.expect_first_nodes(ids);
+            if (grad != nullptr) source.keep_terms(); // trie order: the backward reuses the terms
             run(source);
             return;
         }

@@ -182,6 +182,7 @@ struct kernel_table {
     void (*tile_row_pass)(const tile_plan&, const T* const*, tile_workspace&, tile_result*);
     segment_result (*segment_sums)(const T*, const std::uint32_t*, std::size_t, double*);
     void (*tile_bin_pass)(const tile_plan&, const T* const*, float*, double*, tile_row_head*);
+    segment_result (*segment_sums_keep)(const T*, const std::uint32_t*, std::size_t, double*, float*);
 };
 
 template <class T>
@@ -189,20 +190,25 @@ template <class T>
     switch (l) {
 #if BLD_SIMD_X86
         case level::avx512:
-            return {avx512_ns::W, &avx512_ns::tile_row_pass<T>, &avx512_ns::segment_sums<T>, &avx512_ns::tile_bin_pass<T>};
+            return {avx512_ns::W, &avx512_ns::tile_row_pass<T>, &avx512_ns::segment_sums<T>, &avx512_ns::tile_bin_pass<T>,
+                    &avx512_ns::segment_sums_keep<T>};
         case level::avx2:
-            return {avx2_ns::W, &avx2_ns::tile_row_pass<T>, &avx2_ns::segment_sums<T>, &avx2_ns::tile_bin_pass<T>};
+            return {avx2_ns::W, &avx2_ns::tile_row_pass<T>, &avx2_ns::segment_sums<T>, &avx2_ns::tile_bin_pass<T>,
+                    &avx2_ns::segment_sums_keep<T>};
 #endif
 #if BLD_SIMD_SSE2
         case level::sse2:
-            return {sse2_ns::W, &sse2_ns::tile_row_pass<T>, &sse2_ns::segment_sums<T>, &sse2_ns::tile_bin_pass<T>};
+            return {sse2_ns::W, &sse2_ns::tile_row_pass<T>, &sse2_ns::segment_sums<T>, &sse2_ns::tile_bin_pass<T>,
+                    &sse2_ns::segment_sums_keep<T>};
 #endif
 #if BLD_SIMD_NEON
         case level::neon:
-            return {neon_ns::W, &neon_ns::tile_row_pass<T>, &neon_ns::segment_sums<T>, &neon_ns::tile_bin_pass<T>};
+            return {neon_ns::W, &neon_ns::tile_row_pass<T>, &neon_ns::segment_sums<T>, &neon_ns::tile_bin_pass<T>,
+                    &neon_ns::segment_sums_keep<T>};
 #endif
         default:
-            return {scalar_ns::W, &scalar_ns::tile_row_pass<T>, &scalar_ns::segment_sums<T>, &scalar_ns::tile_bin_pass<T>};
+            return {scalar_ns::W, &scalar_ns::tile_row_pass<T>, &scalar_ns::segment_sums<T>, &scalar_ns::tile_bin_pass<T>,
+                    &scalar_ns::segment_sums_keep<T>};
     }
 }
 
@@ -213,7 +219,8 @@ namespace bld::simd::detail {
 /// The token-head backward kernels of a target for element type T (kernels.inc).
 template <class T>
 struct weighted_exp_table {
-    void (*segments)(const T*, const std::uint32_t*, const float*, const float*, std::size_t, float*);
+    void (*segments)(const T*, const float*, const std::uint32_t*, const float*, const float*, const float*, std::size_t,
+                     float*);
     void (*gather)(const T*, const std::uint32_t*, const float*, std::size_t, float, float*);
 };
 
