@@ -233,7 +233,11 @@ TEST_CASE("token head: bad input gets the teacher side's errors") {
     auto nan_rows = rf;
     nan_rows[static_cast<std::size_t>(n) + 3] = std::nanf("");
     CHECK_THROWS_WITH_AS(bld::token_head_loss(plan, bld::tensor_view<const float, 2>(nan_rows.data(), {m, n}), p.ids, tv, {}, o, gv),
-                         doctest::Contains("row 1, column 3"), bld::value_error);
+                         doctest::Contains("student row pass: row 1, column 3"), bld::value_error);
+    // ... and on the fp64 reference path, and for too few rows: the student's rows are named
+    CHECK_THROWS_WITH_AS(bld::token_head_loss(plan, bld::tensor_view<const double, 2>(p.rows.data(), {m - 2, n}), p.ids, tv, {}, o,
+                                              bld::tensor_view<double, 2>()),
+                         doctest::Contains("one student row per token"), bld::shape_error);
     // shapes
     CHECK_THROWS_AS(bld::token_head_loss(plan, rv, p.ids, bld::tensor_view<const double, 2>(p.targets.data(), {L - 1, 260}), {}, o, gv),
                     bld::shape_error);

@@ -46,10 +46,10 @@ public:
     [[nodiscard]] row_summary summary(std::size_t j) const {
         const std::int32_t st = sums_->row_status[j];
         if (st == device_head_row_no_finite_logit)
-            throw value_error("teacher row pass", "row " + std::to_string(j), "no finite logit among the vocabulary's ids");
+            throw value_error("student row pass", "row " + std::to_string(j), "no finite logit among the vocabulary's ids");
         if (st != device_head_row_ok) {
             const auto c = static_cast<std::size_t>(st);
-            detail::bad_logit(j, column_ids_.empty() ? c : column_ids_[c], sums_->bad_logit[j], "teacher row pass");
+            detail::bad_logit(j, column_ids_.empty() ? c : column_ids_[c], sums_->bad_logit[j], "student row pass");
         }
         return sums_->rows[j];
     }

@@ -400,13 +400,34 @@ void row_backward(const row_plan& plan, row_coefficients& rc, const row_summary&
     }
 }
 
+/// The row sources and the projection word their errors for the teacher, whose rows they
+/// usually read; on the student's rows the same error names the student's rows instead.
+template <class F>
+decltype(auto) with_student_wording(F&& f) {
+    const auto reword = [](const std::string& s) {
+        std::string out = s;
+        for (const char* from : {"teacher row pass", "one teacher row per token"}) {
+            const std::string what = from;
+            if (const auto k = out.find(what); k != std::string::npos) out.replace(k + what.find("teacher"), 7, "student");
+        }
+        return out;
+    };
+    try {
+        return f();
+    } catch (const value_error& e) {
+        throw value_error(reword(e.operation()), e.location(), reword(e.reason()));
+    } catch (const shape_error& e) {
+        throw shape_error(reword(e.operation()), e.location(), reword(e.reason()));
+    }
+}
+
 /// The student's canonical path with the gradient of a per-position loss: forward through
 /// canonical_path_into (the teacher's projection), `loss(i, q, dropped, g)` per finished
 /// position, then one backward pass per row into grad [rows, width] (if not null).
 template <class T, class G, class Loss>
-void student_path_run(const row_plan& plan, const canonical_plan& cp, tensor_view<const T, 2> rows,
-                      std::span<const std::int64_t> ids, const student_rows_options& how, Loss& loss, G* grad,
-                      std::size_t grad_stride) {
+void student_path_run_body(const row_plan& plan, const canonical_plan& cp, tensor_view<const T, 2> rows,
+                           std::span<const std::int64_t> ids, const student_rows_options& how, Loss& loss, G* grad,
+                           std::size_t grad_stride) {
     const char* op = "token-head projection";
     const auto lvl = simd::resolve(how.level, op);
     const std::size_t m = ids.size();
@@ -447,6 +468,14 @@ void student_path_run(const row_plan& plan, const canonical_plan& cp, tensor_vie
                           "and double rows take id order)");
     detail::check_row_width(plan, rows.extent(1), plan.vocab_size(), op, "ids of the vocabulary");
     run(reference::dense_rows<T>(plan.trie(), rows));
+}
+
+/// student_path_run_body with the row errors worded for the student's rows.
+template <class T, class G, class Loss>
+void student_path_run(const row_plan& plan, const canonical_plan& cp, tensor_view<const T, 2> rows,
+                      std::span<const std::int64_t> ids, const student_rows_options& how, Loss& loss, G* grad,
+                      std::size_t grad_stride) {
+    with_student_wording([&] { student_path_run_body(plan, cp, rows, ids, how, loss, grad, grad_stride); });
 }
 
 [[nodiscard]] inline math::slot_params position_params(const token_head_options& o, const char* op) {
