@@ -347,6 +347,18 @@ TEST_CASE("token head through the distiller: a padded, shifted batch equals the 
         };
         std::vector<double> grad;
         const auto res = run(sl, &grad);
+        {
+            // A student mask with a gap is the token head's error, named as such.
+            std::vector<std::uint8_t> gap(static_cast<std::size_t>(B * Ss), 1);
+            gap[2] = 0;
+            bld::student_batch<double> sb;
+            sb.logits = bld::tensor_view<const double, 3>(sl.data(), {B, Ss, Vs});
+            sb.ids = tb.student_ids;
+            sb.ranges.student_mask = bld::tensor_view<const std::uint8_t, 2>(gap.data(), {B, Ss});
+            CHECK_THROWS_WITH_AS(d.token_head_loss(sb, tv, ho, bld::tensor_view<double, 3>()),
+                                 doctest::Contains("bld::distiller::token_head_loss: student_mask, sequence 0"),
+                                 bld::value_error);
+        }
         // The single-text loss per sequence on the same per-byte targets.
         double expect = 0;
         std::int64_t positions = 0;

@@ -432,7 +432,7 @@ public:
                                   (options_.student_order == row_order::trie ? "trie order (" : "vocabulary (") +
                                   std::to_string(need) + " columns)");
         const auto sr = ranges_of(batch.ranges.student_starts, batch.ranges.student_lengths, batch.ranges.student_mask, B,
-                                  S, "student");
+                                  S, "student", op);
         // Target row of each active slot (dense: the slot itself).
         std::vector<std::int64_t> row_of_slot;
         if (targets.layout == target_layout::compact) {
@@ -717,8 +717,8 @@ private:
     static std::vector<std::array<std::int64_t, 2>> ranges_of(std::span<const std::int64_t> starts,
                                                               std::span<const std::int64_t> lengths,
                                                               tensor_view<const std::uint8_t, 2> mask, std::int64_t B,
-                                                              std::int64_t S, const std::string& side) {
-        const char* op = "bld::distiller::targets";
+                                                              std::int64_t S, const std::string& side,
+                                                              const char* op = "bld::distiller::targets") {
         std::vector<std::array<std::int64_t, 2>> r(static_cast<std::size_t>(B), std::array<std::int64_t, 2>{0, S});
         if (mask.data() != nullptr) {
             if (!starts.empty() || !lengths.empty())
