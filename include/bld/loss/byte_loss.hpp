@@ -357,6 +357,22 @@ inline void check_floor(std::string_view op, double eps) {
     }
 }
 
+/// The checked options of byte_loss as the slot kernel's parameters (λ_KL = 1, no CE).
+inline math::slot_params params_of(std::string_view op, const byte_loss_options& o) {
+    check_temperature(op, o.temperature);
+    check_floor(op, o.target_floor);
+    return {1.0, 0.0, o.kind, 1.0 / o.temperature, std::log(o.target_floor)};
+}
+
+/// The checked options of bld_loss as the slot kernel's parameters.
+inline math::slot_params params_of(std::string_view op, const bld_loss_options& o) {
+    check_weight(op, "lambda_byte", o.lambda_byte);
+    check_weight(op, "lambda_kl", o.lambda_kl);
+    check_temperature(op, o.temperature);
+    check_floor(op, o.target_floor);
+    return {o.lambda_kl, o.lambda_byte, o.kind, 1.0 / o.temperature, std::log(o.target_floor)};
+}
+
 /// Calls f(view) with the float or double view of a [T, K, 260] tensor.
 template <class Src, class F>
 decltype(auto) visit_real3(std::string_view op, const Src& src, std::string_view name,
@@ -503,10 +519,7 @@ inline constexpr struct byte_loss_fn {
                                 const byte_loss_options& options = {}, Grad&& grad = no_tensor,
                                 PerSlot&& per_slot = no_tensor) const {
         constexpr std::string_view op = "bld::byte_loss";
-        detail::check_temperature(op, options.temperature);
-        detail::check_floor(op, options.target_floor);
-        const math::slot_params prm{1.0, 0.0, options.kind, 1.0 / options.temperature,
-                                      std::log(options.target_floor)};
+        const math::slot_params prm = detail::params_of(op, options);
         return detail::byte_loss_entry(op, logits, targets, no_tensor, mask, prm, options.reduction,
                                        grad, per_slot);
     }
@@ -518,10 +531,7 @@ inline constexpr struct byte_loss_fn {
                                 const byte_loss_options& options = {}, Grad&& grad = no_tensor,
                                 PerSlot&& per_slot = no_tensor) const {
         constexpr std::string_view op = "bld::byte_loss";
-        detail::check_temperature(op, options.temperature);
-        detail::check_floor(op, options.target_floor);
-        const math::slot_params prm{1.0, 0.0, options.kind, 1.0 / options.temperature,
-                                      std::log(options.target_floor)};
+        const math::slot_params prm = detail::params_of(op, options);
         return detail::targets_entry(op, logits, targets, prm, options.reduction, grad, per_slot);
     }
 } byte_loss{};
@@ -560,12 +570,7 @@ inline constexpr struct bld_loss_fn {
                                 const bld_loss_options& options = {}, Grad&& grad = no_tensor,
                                 PerSlot&& per_slot = no_tensor) const {
         constexpr std::string_view op = "bld::bld_loss";
-        detail::check_weight(op, "lambda_byte", options.lambda_byte);
-        detail::check_weight(op, "lambda_kl", options.lambda_kl);
-        detail::check_temperature(op, options.temperature);
-        detail::check_floor(op, options.target_floor);
-        const math::slot_params prm{options.lambda_kl, options.lambda_byte, options.kind,
-                                      1.0 / options.temperature, std::log(options.target_floor)};
+        const math::slot_params prm = detail::params_of(op, options);
         return detail::byte_loss_entry(op, logits, targets, true_bytes, mask, prm,
                                        options.reduction, grad, per_slot);
     }
@@ -581,12 +586,7 @@ inline constexpr struct bld_loss_fn {
                                 const bld_loss_options& options = {}, Grad&& grad = no_tensor,
                                 PerSlot&& per_slot = no_tensor) const {
         constexpr std::string_view op = "bld::bld_loss";
-        detail::check_weight(op, "lambda_byte", options.lambda_byte);
-        detail::check_weight(op, "lambda_kl", options.lambda_kl);
-        detail::check_temperature(op, options.temperature);
-        detail::check_floor(op, options.target_floor);
-        const math::slot_params prm{options.lambda_kl, options.lambda_byte, options.kind,
-                                      1.0 / options.temperature, std::log(options.target_floor)};
+        const math::slot_params prm = detail::params_of(op, options);
         return detail::targets_entry(op, logits, targets, prm, options.reduction, grad, per_slot);
     }
 } bld_loss{};

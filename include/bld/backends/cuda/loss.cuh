@@ -474,9 +474,7 @@ inline constexpr struct byte_loss_fn {
                             const byte_loss_options& options = {}, Grad&& grad = no_tensor,
                             PerSlot&& per_slot = no_tensor) const {
         constexpr std::string_view op = "bld::cuda::byte_loss";
-        bld::detail::check_temperature(op, options.temperature);
-        bld::detail::check_floor(op, options.target_floor);
-        const math::slot_params prm{1.0, 0.0, options.kind, 1.0 / options.temperature, std::log(options.target_floor)};
+        const math::slot_params prm = bld::detail::params_of(op, options);
         return detail::launch_entry(op, logits, targets, no_tensor, mask, prm, options.reduction, grad, per_slot);
     }
     /// The same on slot targets (dense or compact; float, bf16 or double values on the device).
@@ -485,9 +483,7 @@ inline constexpr struct byte_loss_fn {
     pending_loss operator()(const Logits& logits, const slot_targets_view<P>& targets, const byte_loss_options& options = {},
                             Grad&& grad = no_tensor, PerSlot&& per_slot = no_tensor) const {
         constexpr std::string_view op = "bld::cuda::byte_loss";
-        bld::detail::check_temperature(op, options.temperature);
-        bld::detail::check_floor(op, options.target_floor);
-        const math::slot_params prm{1.0, 0.0, options.kind, 1.0 / options.temperature, std::log(options.target_floor)};
+        const math::slot_params prm = bld::detail::params_of(op, options);
         return detail::launch_targets_entry(op, logits, targets, prm, options.reduction, grad, per_slot);
     }
 } byte_loss{};
@@ -515,12 +511,7 @@ inline constexpr struct bld_loss_fn {
                             const bld_loss_options& options = {}, Grad&& grad = no_tensor,
                             PerSlot&& per_slot = no_tensor) const {
         constexpr std::string_view op = "bld::cuda::bld_loss";
-        bld::detail::check_weight(op, "lambda_byte", options.lambda_byte);
-        bld::detail::check_weight(op, "lambda_kl", options.lambda_kl);
-        bld::detail::check_temperature(op, options.temperature);
-        bld::detail::check_floor(op, options.target_floor);
-        const math::slot_params prm{options.lambda_kl, options.lambda_byte, options.kind, 1.0 / options.temperature,
-                                    std::log(options.target_floor)};
+        const math::slot_params prm = bld::detail::params_of(op, options);
         return detail::launch_entry(op, logits, targets, true_bytes, mask, prm, options.reduction, grad, per_slot);
     }
     /// The same on slot targets (dense or compact; float, bf16 or double values on the device),
@@ -530,12 +521,7 @@ inline constexpr struct bld_loss_fn {
     pending_loss operator()(const Logits& logits, const slot_targets_view<P>& targets, const bld_loss_options& options = {},
                             Grad&& grad = no_tensor, PerSlot&& per_slot = no_tensor) const {
         constexpr std::string_view op = "bld::cuda::bld_loss";
-        bld::detail::check_weight(op, "lambda_byte", options.lambda_byte);
-        bld::detail::check_weight(op, "lambda_kl", options.lambda_kl);
-        bld::detail::check_temperature(op, options.temperature);
-        bld::detail::check_floor(op, options.target_floor);
-        const math::slot_params prm{options.lambda_kl, options.lambda_byte, options.kind, 1.0 / options.temperature,
-                                    std::log(options.target_floor)};
+        const math::slot_params prm = bld::detail::params_of(op, options);
         return detail::launch_targets_entry(op, logits, targets, prm, options.reduction, grad, per_slot);
     }
 } bld_loss{};
