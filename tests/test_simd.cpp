@@ -428,6 +428,56 @@ TEST_CASE("simd exp: relative error ≤ 5e-7 on [−86.5, 0], zero below −86.6
     }
 }
 
+TEST_CASE("simd segment sums: one pass with a lazy shift that moves, against fp64 sums (with and without kept terms)") {
+    // Values rise in steps so the shift moves several times: in the first chunk, in a chunk that
+    // begins inside a segment, in one that closes segments before the move shows. Segments are
+    // empty, shorter than a vector, cut by chunk ends, or span several chunks. The kernel's sums
+    // times e^shift must equal the fp64 sums; kept terms times e^shift the fp64 terms (or 0
+    // below e^−86.6 of the shift); rmax is exact.
+    std::mt19937 rng(29);
+    std::normal_distribution<float> g(0.0f, 2.0f);
+    for (const std::size_t n : {std::size_t{37}, std::size_t{1024}, std::size_t{5000}, std::size_t{9000}}) {
+        std::vector<float> x(n);
+        for (std::size_t i = 0; i < n; ++i) x[i] = g(rng) + 25.0f * static_cast<float>(i / 700) + (i == 3 ? 30.0f : 0.0f);
+        std::vector<std::uint32_t> bounds{0};
+        while (bounds.back() < n) {
+            const std::uint32_t len = static_cast<std::uint32_t>(std::vector<int>{0, 1, 5, 16, 17, 63, 300, 1500}[rng() % 8]);
+            bounds.push_back(std::min<std::uint32_t>(bounds.back() + len, static_cast<std::uint32_t>(n)));
+        }
+        const std::size_t nseg = bounds.size() - 1;
+        std::vector<double> want(nseg, 0.0);
+        for (std::size_t s = 0; s < nseg; ++s)
+            for (std::uint32_t k = bounds[s]; k < bounds[s + 1]; ++k) want[s] += std::exp(static_cast<double>(x[k]));
+        const float xmax = *std::max_element(x.begin(), x.end());
+        for (level l : targets()) {
+            INFO(bld::simd::to_string(l) << ", n = " << n);
+            const auto k = bld::simd::detail::kernels_for<float>(l);
+            for (const bool keep : {false, true}) {
+                std::vector<double> sums(nseg, -1.0);
+                std::vector<float> kept(n + 64, -1.0f);
+                const auto q = keep ? k.segment_sums_keep(x.data(), bounds.data(), nseg, sums.data(), kept.data())
+                                    : k.segment_sums(x.data(), bounds.data(), nseg, sums.data());
+                REQUIRE(q.valid);
+                CHECK(q.max == xmax);
+                CHECK(q.shift >= xmax - bld::simd::detail::lazy_shift_slack);
+                CHECK(q.shift <= xmax);
+                const double f = std::exp(static_cast<double>(q.shift));
+                for (std::size_t s = 0; s < nseg; ++s) CHECK(std::abs(sums[s] * f - want[s]) <= rel_tol * want[s]);
+                if (!keep) continue;
+                for (std::size_t i = 0; i < n; ++i) {
+                    // exp's 5e-7, rescales by float factors, and the rounding of the float
+                    // argument x − shift (half an ulp of |x − shift| is an absolute error of
+                    // the exponent, a relative one of the term).
+                    const double arg = static_cast<double>(x[i]) - static_cast<double>(q.shift);
+                    const double t = std::exp(arg);
+                    if (t < 1e-37) CHECK(kept[i] < 1e-37f);
+                    else CHECK(std::abs(static_cast<double>(kept[i]) - t) <= (1e-6 + 1.2e-7 * std::abs(arg)) * t);
+                }
+            }
+        }
+    }
+}
+
 TEST_CASE("simd node sums agree with sum_node; canonical path agrees with the reference") {
     std::mt19937 rng(13);
     bld::byte_trie trie(synth_vocab(rng, 5000, true));

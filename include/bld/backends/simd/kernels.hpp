@@ -41,9 +41,9 @@ namespace bld::simd::detail {
 /// Ids per chunk (a multiple of every width and of flush_block): 256 ids × 16 rows × 4 bytes
 /// = 16 KiB of logits per tile chunk, which stays in L1 between the two passes.
 inline constexpr std::size_t chunk_ids = 256;
-/// Values per chunk of segment_sums (one contiguous array): 4 KiB of float logits, read twice
-/// (maximum, then exponentials) while in L1; the per-chunk work (a horizontal maximum, the
-/// shift rule) is spread over 64 vectors.
+/// Values per chunk of segment_sums (one contiguous array): 4 KiB of float logits, read once
+/// (the maximum taken beside the exponentials) and again from L1 only when the chunk moves the
+/// lazy shift; the per-chunk work (a horizontal maximum, the shift rule) is spread over 64 vectors.
 inline constexpr std::size_t segment_chunk = 1024;
 /// segment_sums prefetches (into L2) this many chunks ahead, spread over its exponentials.
 inline constexpr std::size_t segment_prefetch = 4;
