@@ -493,6 +493,46 @@ void student_path_run(const row_plan& plan, const canonical_plan& cp, tensor_vie
     return prm;
 }
 
+/// bld::math::position_loss on the host at level `lvl`: for the forward KL, the support's
+/// entries gathered and handed to the SIMD position kernel (simd::detail::position_fkl; the
+/// inner positions of a token have a few children, a boundary up to 260); the specification
+/// for the other divergences, at the scalar level (the reference path), and for what the kernel
+/// does not take — a bad teacher probability (which the specification then names), a subnormal q.
+template <class P>
+math::position_loss_result position_loss_at(const double* q, const P* p, const math::slot_params& prm, double* g,
+                                            simd::level lvl) {
+    if (prm.kind != divergence::forward_kl || lvl == simd::level::scalar) return math::position_loss(q, p, prm, g);
+    constexpr std::size_t n = alphabet_size, pad = 8; // pad: a multiple of every target's double width
+    alignas(64) double qs[n + pad], ps[n + pad], in[n + pad], gs[n + pad];
+    std::array<std::uint16_t, n> idx;
+    std::size_t m = 0;
+    bool ok = true;
+    double mass = 0.0;
+    for (std::size_t a = 0; a < n; ++a) {
+        const double v = static_cast<double>(p[a]);
+        ok &= v >= 0.0 && v <= std::numeric_limits<double>::max();
+        if (q[a] > 0.0) {
+            ok &= q[a] >= std::numeric_limits<double>::min();
+            idx[m] = static_cast<std::uint16_t>(a);
+            qs[m] = q[a];
+            ps[m] = v;
+            in[m] = 1.0;
+            ++m;
+            mass += v; // in entry order, as the specification's p(S)
+        }
+    }
+    if (!ok) return math::position_loss(q, p, prm, g);
+    math::position_loss_result r;
+    r.reachable = mass;
+    std::fill(g, g + n, 0.0);
+    if (!(mass > 0.0)) return r;
+    const std::size_t padded = (m + pad - 1) / pad * pad;
+    for (std::size_t k = m; k < padded; ++k) qs[k] = ps[k] = in[k] = 0.0;
+    r.value = simd::detail::position_kernel_for(lvl)(qs, ps, in, padded, mass, prm.inv_temperature, gs);
+    for (std::size_t k = 0; k < m; ++k) g[idx[k]] = gs[k];
+    return r;
+}
+
 /// The error of a bad teacher probability at text byte i.
 [[noreturn]] inline void bad_target(const char* op, const std::string& where, int a, double v) {
     throw value_error(op, where + ", entry " + std::to_string(a),
@@ -579,10 +619,11 @@ token_head_result token_head_loss(const row_plan& plan, tensor_view<const T, 2> 
     const double scale =
         options.weight / (options.reduction == token_head_reduction::mean ? std::max<std::int64_t>(res.positions, 1) : 1);
     double total = 0.0;
+    const simd::level lvl = how.path == projection_path::fast ? simd::resolve(how.level, op) : simd::level::scalar;
     auto loss = [&](std::size_t i, const double* q, double, double* g) {
         if (!mask.empty() && !mask[i]) return false;
         const P* p = targets.data() + i * alphabet_size;
-        const auto r = math::position_loss(q, p, prm, g);
+        const auto r = detail::position_loss_at(q, p, prm, g, lvl);
         if (r.status != math::slot_status::ok)
             detail::bad_target(op, "text byte " + std::to_string(i), r.index, static_cast<double>(p[r.index]));
         total += r.value;

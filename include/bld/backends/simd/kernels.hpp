@@ -266,6 +266,29 @@ using loss_slot_fn = loss_slot_result (*)(const float*, const float*, int, const
 
 } // namespace bld::simd::detail
 
+namespace bld::simd::detail {
+
+using position_fkl_fn = double (*)(const double*, const double*, const double*, std::size_t, double, double, double*);
+
+/// The token-head position kernel (forward KL, gathered support) of a target.
+[[nodiscard]] inline position_fkl_fn position_kernel_for(level l) noexcept {
+    switch (l) {
+#if BLD_SIMD_X86
+        case level::avx512: return &avx512_ns::position_fkl;
+        case level::avx2: return &avx2_ns::position_fkl;
+#endif
+#if BLD_SIMD_SSE2
+        case level::sse2: return &sse2_ns::position_fkl;
+#endif
+#if BLD_SIMD_NEON
+        case level::neon: return &neon_ns::position_fkl;
+#endif
+        default: return &scalar_ns::position_fkl;
+    }
+}
+
+} // namespace bld::simd::detail
+
 namespace bld::simd {
 
 /// Reads [data, data + bytes) once with the widest loads of level `l` and returns a checksum:
