@@ -170,13 +170,22 @@ struct vjp_sink {
     void accumulate(std::size_t i) {
         double g[alphabet_size];
         if (!(*loss)(i, static_cast<const double*>(q), drop, g)) return;
-        // ∂L/∂num_a = (g_a − q_a Σ_b g_b) / num_a, as log q_a = log num_a − log Z. (A loss's own g
-        // already sums to ~0 over the support; an arbitrary upstream gradient need not.)
-        double gs = 0.0;
-        for (std::size_t a = 0; a < alphabet_size; ++a)
-            if (q[a] > 0.0) gs += g[a];
-        for (std::size_t a = 0; a < alphabet_size; ++a) g[a] = q[a] > 0.0 ? g[a] - q[a] * gs : 0.0;
         const canonical_position& pos = plan->positions[i];
+        // ∂L/∂num_a = (g_a − q_a Σ_b g_b) / num_a, as log q_a = log num_a − log Z. (A loss's own g
+        // already sums to ~0 over the support; an arbitrary upstream gradient need not.) Inside
+        // a token the support is the node's children: only they are visited.
+        if (pos.kind == math::position_kind::inside) {
+            const auto kids = trie->children(plan->requests[pos.request].node);
+            double gs = 0.0;
+            for (const auto& ch : kids)
+                if (q[ch.byte] > 0.0) gs += g[ch.byte];
+            for (const auto& ch : kids) g[ch.byte] = q[ch.byte] > 0.0 ? g[ch.byte] - q[ch.byte] * gs : 0.0;
+        } else {
+            double gs = 0.0;
+            for (std::size_t a = 0; a < alphabet_size; ++a)
+                if (q[a] > 0.0) gs += g[a];
+            for (std::size_t a = 0; a < alphabet_size; ++a) g[a] = q[a] > 0.0 ? g[a] - q[a] * gs : 0.0;
+        }
         constexpr std::size_t nb = root_bin_count;
         if (pos.kind == math::position_kind::root) {
             const auto& R = rec->summary_of(0).root;
@@ -200,8 +209,8 @@ struct vjp_sink {
         rc.touched = true;
         const auto kids = trie->children(n);
         if (pos.kind == math::position_kind::inside) {
-            double Zu = 0.0;
-            for (std::size_t a = 0; a < 256; ++a) Zu += ns.child[a];
+            double Zu = 0.0; // (the node's children in byte order: the other entries are 0)
+            for (const auto& ch : kids) Zu += ns.child[ch.byte];
             const double Z = Zu * to_p;
             for (const auto& ch : kids) {
                 const std::size_t a = ch.byte;
@@ -354,11 +363,13 @@ void row_backward(const row_plan& plan, row_coefficients& rc, const row_summary&
             for (std::size_t p = 0; p < np; ++p) {
                 const double w = ws.values[p];
                 ws.fsign[p] = w > 0.0 ? 1.0f : (w < 0.0 ? -1.0f : 0.0f);
-                ws.fshift[p] = w != 0.0 ? static_cast<float>(shift - std::log(std::abs(w)))
-                                        : std::numeric_limits<float>::infinity();
                 const double sc = w * to_p;
-                ws.fscale[p] = std::abs(sc) <= max_kept_scale ? static_cast<float>(sc)
-                                                               : std::numeric_limits<float>::quiet_NaN();
+                const bool multiply = kept != nullptr && std::abs(sc) <= max_kept_scale;
+                ws.fscale[p] = multiply ? static_cast<float>(sc) : std::numeric_limits<float>::quiet_NaN();
+                // The shift only where the piece exponentiates (a log per piece otherwise).
+                ws.fshift[p] = multiply ? 0.0f
+                                        : (w != 0.0 ? static_cast<float>(shift - std::log(std::abs(w)))
+                                                    : std::numeric_limits<float>::infinity());
             }
             k.segments(z, kept, ws.bounds.data(), ws.fshift.data(), ws.fsign.data(), ws.fscale.data(), np, grad);
             for (std::size_t p = 0; p < np; ++p) // e^(z − inf) · 0 is 0 already, unless z = +inf

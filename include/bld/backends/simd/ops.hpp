@@ -27,7 +27,7 @@
 //                           ids i … i + tile_part − 1 of W rows (row(r) their pointers), one
 //                           vector per id, row r in lane lane_of(r): the tile kernel's transpose
 //   keep(v, a, b)           lanes [a, b) of v, zeros elsewhere
-//   vd: dzero, dadd(vd, vf) (widening), dscale(vd, double), dsum(vd) (lanes in fixed order)
+//   vd: dzero, dadd(vd, vf) (widening), dscale(vd, double), dsum(vd) (a fixed order or tree of the lanes)
 //   stream(const uint32_t*, n)  reads n words once, W lanes × 4 accumulators (the baseline)
 //   accumulate(float* acc, vf) / flush(double* d, float* f) / rescale(float*, double*, factors)
 //                           W-wide rows of the tile kernel's per-bin accumulators (aligned)
@@ -415,12 +415,10 @@ struct ops<avx2_arch> {
         return {_mm256_mul_pd(d.lo, s), _mm256_mul_pd(d.hi, s)};
     }
     static double dsum(vd d) noexcept {
-        alignas(32) double t[8];
-        _mm256_store_pd(t, d.lo);
-        _mm256_store_pd(t + 4, d.hi);
-        double s = 0;
-        for (double x : t) s += x;
-        return s;
+        // A fixed tree (8 → 4 → 2 → 1), as on AVX-512.
+        const __m256d a = _mm256_add_pd(d.lo, d.hi);
+        const __m128d c = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+        return _mm_cvtsd_f64(_mm_add_sd(c, _mm_unpackhi_pd(c, c)));
     }
     static void accumulate(float* acc, vf v) noexcept { _mm256_store_ps(acc, _mm256_add_ps(_mm256_load_ps(acc), v)); }
     static void flush(double* d, float* f) noexcept {
@@ -675,12 +673,12 @@ struct ops<avx512_arch> {
         return {_mm512_mul_pd(d.lo, s), _mm512_mul_pd(d.hi, s)};
     }
     static double dsum(vd d) noexcept {
-        alignas(64) double t[16];
-        _mm512_store_pd(t, d.lo);
-        _mm512_store_pd(t + 8, d.hi);
-        double s = 0;
-        for (double x : t) s += x;
-        return s;
+        // A fixed tree (16 → 8 → 4 → 2 → 1): four dependent adds, not sixteen (a segment pass
+        // closes a segment every ~100 values on GPT-2's trie order).
+        const __m512d a = _mm512_add_pd(d.lo, d.hi);
+        const __m256d b = _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1));
+        const __m128d c = _mm_add_pd(_mm256_castpd256_pd128(b), _mm256_extractf128_pd(b, 1));
+        return _mm_cvtsd_f64(_mm_add_sd(c, _mm_unpackhi_pd(c, c)));
     }
     static void accumulate(float* acc, vf v) noexcept { _mm512_store_ps(acc, _mm512_add_ps(_mm512_load_ps(acc), v)); }
     static void flush(double* d, float* f) noexcept {
