@@ -270,7 +270,8 @@ inline void coefficient_pieces(row_coefficients& rc, std::span<const std::uint32
         std::uint32_t hi;
         double value;
     };
-    std::vector<open> stack;
+    static thread_local std::vector<open> stack; // (its capacity kept between rows)
+    stack.clear();
     std::size_t r = 0;
     std::uint32_t cursor = root_bounds[0];
     bounds.push_back(cursor);
