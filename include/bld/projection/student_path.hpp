@@ -373,8 +373,11 @@ void row_backward(const row_plan& plan, row_coefficients& rc, const row_summary&
                                                     : std::numeric_limits<float>::infinity());
             }
             k.segments(z, kept, ws.bounds.data(), ws.fshift.data(), ws.fsign.data(), ws.fscale.data(), np, grad);
-            for (std::size_t p = 0; p < np; ++p) // e^(z − inf) · 0 is 0 already, unless z = +inf
-                if (ws.fsign[p] == 0.0f) std::fill(grad + ws.bounds[p], grad + ws.bounds[p + 1], 0.0f);
+            // An exponentiated piece of weight 0 gives e^(z − inf) · 0 = 0 already, unless z = +inf
+            // (a multiplied one gives kept · 0 = 0: its terms are finite).
+            for (std::size_t p = 0; p < np; ++p)
+                if (ws.fsign[p] == 0.0f && std::isnan(ws.fscale[p]))
+                    std::fill(grad + ws.bounds[p], grad + ws.bounds[p + 1], 0.0f);
             std::fill(grad + P, grad + width, 0.0f);
             return;
         }
