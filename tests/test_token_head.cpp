@@ -561,8 +561,9 @@ TEST_CASE("token head: the SIMD position kernel (forward KL) agrees with the spe
     // Supports of every size (a token's few children up to all 260 entries), temperatures 1 and
     // not, teacher mass partly outside the support, zero teacher entries inside it; value and
     // gradient within 1e-12 (relative to the largest) at every level. Then what the kernel hands
-    // back to the specification: a subnormal q, a bad teacher probability (named as before), and
-    // no teacher mass on the support (value 0, gradient 0).
+    // back to the specification: a subnormal q, a subnormal teacher mass on the support, a bad
+    // teacher probability (named as before), and no teacher mass on the support (value 0,
+    // gradient 0).
     using bld::simd::level;
     std::mt19937 rng(41);
     std::uniform_real_distribution<double> U(0.0, 1.0);
@@ -612,6 +613,14 @@ TEST_CASE("token head: the SIMD position kernel (forward KL) agrees with the spe
         CHECK(got.value == want.value);
         CHECK(g == gw);
         q[11] = 0.0;
+        std::vector<double> pd(n, 0.0); // a teacher mass on the support below DBL_MIN
+        pd[10] = 1e-310;
+        pd[30] = 0.5;
+        const auto wd = bld::math::position_loss(q.data(), pd.data(), prm, gw.data());
+        const auto gd = bld::detail::position_loss_at(q.data(), pd.data(), prm, g.data(), lvl);
+        CHECK(std::isfinite(gd.value));
+        CHECK(gd.value == wd.value);
+        CHECK(g == gw);
         p[200] = -0.5f; // outside the support, still a bad probability
         const auto bad = bld::detail::position_loss_at(q.data(), p.data(), prm, g.data(), lvl);
         CHECK(bad.status == bld::math::slot_status::bad_target);

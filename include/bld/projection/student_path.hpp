@@ -512,7 +512,8 @@ void student_path_run(const row_plan& plan, const canonical_plan& cp, tensor_vie
 /// entries gathered and handed to the SIMD position kernel (simd::detail::position_fkl; the
 /// inner positions of a token have a few children, a boundary up to 260); the specification
 /// for the other divergences, at the scalar level (the reference path), and for what the kernel
-/// does not take — a bad teacher probability (which the specification then names), a subnormal q.
+/// does not take — a bad teacher probability (which the specification then names), a subnormal q,
+/// a subnormal teacher mass on the support.
 template <class P>
 math::position_loss_result position_loss_at(const double* q, const P* p, const math::slot_params& prm, double* g,
                                             simd::level lvl) {
@@ -536,7 +537,8 @@ math::position_loss_result position_loss_at(const double* q, const P* p, const m
             mass += v; // in entry order, as the specification's p(S)
         }
     }
-    if (!ok) return math::position_loss(q, p, prm, g);
+    // (a teacher mass on the support below DBL_MIN would overflow the kernel's 1 / p(S))
+    if (!ok || (mass > 0.0 && mass < std::numeric_limits<double>::min())) return math::position_loss(q, p, prm, g);
     math::position_loss_result r;
     r.reachable = mass;
     std::fill(g, g + n, 0.0);
