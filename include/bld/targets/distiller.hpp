@@ -514,7 +514,6 @@ public:
         // position kernel on the fast path, the specification on the reference path.
         const simd::level position_level =
             options_.path == projection_path::fast ? simd::resolve(options_.level, op) : simd::level::scalar;
-        // The per-position loss of a run of sequence b (student_path_run's `loss`).
         const auto loss_of_run = [&](std::size_t b, const std::vector<std::int64_t>& slot_of_byte) {
             return [&, b](std::size_t i, const double* q, double, double* g) {
                 const std::int64_t slot = slot_of_byte[i];
