@@ -48,6 +48,7 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <ranges>
 #include <span>
 #include <string>
 #include <string_view>
@@ -174,18 +175,19 @@ struct vjp_sink {
         // ∂L/∂num_a = (g_a − q_a Σ_b g_b) / num_a, as log q_a = log num_a − log Z. (A loss's own g
         // already sums to ~0 over the support; an arbitrary upstream gradient need not.) Inside
         // a token the support is the node's children: only they are visited.
-        if (pos.kind == math::position_kind::inside) {
-            const auto kids = trie->children(plan->requests[pos.request].node);
+        const auto correct = [&](const auto& entries, const auto& byte_of) {
             double gs = 0.0;
-            for (const auto& ch : kids)
-                if (q[ch.byte] > 0.0) gs += g[ch.byte];
-            for (const auto& ch : kids) g[ch.byte] = q[ch.byte] > 0.0 ? g[ch.byte] - q[ch.byte] * gs : 0.0;
-        } else {
-            double gs = 0.0;
-            for (std::size_t a = 0; a < alphabet_size; ++a)
-                if (q[a] > 0.0) gs += g[a];
-            for (std::size_t a = 0; a < alphabet_size; ++a) g[a] = q[a] > 0.0 ? g[a] - q[a] * gs : 0.0;
-        }
+            for (const auto& e : entries)
+                if (q[byte_of(e)] > 0.0) gs += g[byte_of(e)];
+            for (const auto& e : entries) {
+                const std::size_t a = byte_of(e);
+                g[a] = q[a] > 0.0 ? g[a] - q[a] * gs : 0.0;
+            }
+        };
+        if (pos.kind == math::position_kind::inside)
+            correct(trie->children(plan->requests[pos.request].node), [](const auto& ch) { return std::size_t{ch.byte}; });
+        else
+            correct(std::views::iota(std::size_t{0}, alphabet_size), [](std::size_t a) { return a; });
         constexpr std::size_t nb = root_bin_count;
         if (pos.kind == math::position_kind::root) {
             const auto& R = rec->summary_of(0).root;
@@ -550,6 +552,12 @@ math::position_loss_result position_loss_at(const double* q, const P* p, const m
     return r;
 }
 
+/// The level position_loss_at runs at for a route: the resolved SIMD level on the fast path,
+/// the scalar specification on the reference path.
+[[nodiscard]] inline simd::level position_level(projection_path path, simd::level requested, const char* op) {
+    return path == projection_path::fast ? simd::resolve(requested, op) : simd::level::scalar;
+}
+
 /// The error of a bad teacher probability at text byte i.
 [[noreturn]] inline void bad_target(const char* op, const std::string& where, int a, double v) {
     throw value_error(op, where + ", entry " + std::to_string(a),
@@ -636,7 +644,7 @@ token_head_result token_head_loss(const row_plan& plan, tensor_view<const T, 2> 
     const double scale =
         options.weight / (options.reduction == token_head_reduction::mean ? std::max<std::int64_t>(res.positions, 1) : 1);
     double total = 0.0;
-    const simd::level lvl = how.path == projection_path::fast ? simd::resolve(how.level, op) : simd::level::scalar;
+    const simd::level lvl = detail::position_level(how.path, how.level, op);
     auto loss = [&](std::size_t i, const double* q, double, double* g) {
         if (!mask.empty() && !mask[i]) return false;
         const P* p = targets.data() + i * alphabet_size;

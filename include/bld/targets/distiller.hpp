@@ -512,8 +512,7 @@ public:
         };
         // The per-position loss of a run of sequence b (student_path_run's `loss`): the SIMD
         // position kernel on the fast path, the specification on the reference path.
-        const simd::level position_level =
-            options_.path == projection_path::fast ? simd::resolve(options_.level, op) : simd::level::scalar;
+        const simd::level loss_level = detail::position_level(options_.path, options_.level, op);
         const auto loss_of_run = [&](std::size_t b, const std::vector<std::int64_t>& slot_of_byte) {
             return [&, b](std::size_t i, const double* q, double, double* g) {
                 const std::int64_t slot = slot_of_byte[i];
@@ -522,7 +521,7 @@ public:
                 if (tr < 0)
                     throw value_error(op, "targets", "active slot " + std::to_string(slot) + " has no row in the compact values");
                 const P* p = targets.values.data() + tr * static_cast<std::int64_t>(alphabet_size);
-                const auto pr = detail::position_loss_at(q, p, prm, g, position_level);
+                const auto pr = detail::position_loss_at(q, p, prm, g, loss_level);
                 if (pr.status != math::slot_status::ok)
                     detail::bad_target(op, "targets, slot " + std::to_string(slot), pr.index, static_cast<double>(p[pr.index]));
                 value[b] += pr.value;
