@@ -4,10 +4,15 @@
 // The C++ trainer reads the ids from the file written here: they are a cached encoding made
 // by the JavaScript reference encoders at setup time, not a C++ encoding path.
 //
-// usage: node encode-corpus.mjs <DIR> <fortunes root> <outdir>
+// usage: node encode-corpus.mjs <DIR> <fortunes root> <outdir> [--extra FILE --total-bytes N]
 //   DIR            the data folder of fetch-data.sh (tokenizers/, js/node_modules)
 //   fortunes root  /usr/share/games/fortunes
 //   outdir         where records.tsv and MANIFEST.txt go (DIR/distill in prepare-distill.sh)
+//   --extra FILE   the efficacy corpus (scripts/prepare-efficacy.sh): after the fortunes, the
+//                  records of FILE (<source>\t<index>\t<hex>, scripts/efficacy-corpus.py), taken
+//                  while the corpus holds fewer than --total-bytes bytes; records are then split
+//                  by h = FNV-1a-64(source name + index in decimal) mod 20 into test (h = 9 or
+//                  19), valid (h = 18) and train, instead of the fortunes' held-out rule below.
 //
 // Corpus, all deterministic:
 //   * files: the regular files directly inside the fortunes root, sorted by name, minus
@@ -31,7 +36,8 @@
 //
 //   <split>\t<record>\t<hex of the chunk's UTF-8 bytes>\t<llama2 ids>\t<gpt2 ids>\n
 //
-// split is "train" or "heldout", record the 0-based record index, ids decimal separated by
+// split is "train" or "heldout" ("train", "valid" or "test" with --extra), record the 0-based
+// record index in corpus order, ids decimal separated by
 // one space. outdir/MANIFEST.txt (written last, for people and for the idempotence check):
 // versions, input hashes and counts. Every chunk is checked to decode back to its text with
 // both libraries' decoders before anything is written.
@@ -50,8 +56,20 @@ function fail(msg) {
   process.exit(1);
 }
 
-const [DIR, root, outDir] = process.argv.slice(2);
-if (!DIR || !root || !outDir) fail("usage: node encode-corpus.mjs <DIR> <fortunes root> <outdir>");
+const argv = process.argv.slice(2);
+const option = (name) => {
+  const k = argv.indexOf(name);
+  if (k < 0) return null;
+  if (k + 1 >= argv.length) fail(`${name} needs a value`);
+  const v = argv[k + 1];
+  argv.splice(k, 2);
+  return v;
+};
+const extraFile = option("--extra");
+const totalBytes = Number(option("--total-bytes") ?? "Infinity");
+const [DIR, root, outDir] = argv;
+if (!DIR || !root || !outDir)
+  fail("usage: node encode-corpus.mjs <DIR> <fortunes root> <outdir> [--extra FILE --total-bytes N]");
 if (!fs.existsSync(root)) fail(`${root} not found; apt-get install -y fortunes`);
 const require = createRequire(path.resolve(DIR, "js", "package.json"));
 
@@ -163,6 +181,12 @@ const files = dataFiles(root).filter((f) => {
 if (files.length === 0) fail(`no English fortune files under ${root}; apt-get install -y fortunes`);
 const inputs = [];
 const records = [];
+const sources = []; // per record: [source name, index within the source]
+const perSource = {};
+const sourceCount = (name) => {
+  perSource[name] = (perSource[name] ?? -1) + 1;
+  return perSource[name];
+};
 let skippedInvalid = 0;
 for (const file of files) {
   const buf = fs.readFileSync(file);
@@ -179,6 +203,27 @@ for (const file of files) {
     text = text.replace(ANSI_SGR, "");
     if (text.trim() === "") continue;
     records.push(text);
+    sources.push(["fortunes", sourceCount("fortunes")]);
+  }
+}
+// The efficacy corpus (--extra): the records of scripts/efficacy-corpus.py after the fortunes,
+// taken while the corpus holds fewer than --total-bytes bytes.
+const bytesBySource = {};
+let corpusBytes = records.reduce((n, r) => n + bytesOf(r), 0);
+bytesBySource.fortunes = corpusBytes;
+if (extraFile) {
+  const buf = fs.readFileSync(extraFile);
+  inputs.push(`${sha256(buf)}  ${extraFile}`);
+  for (const line of buf.toString("ascii").split("\n")) {
+    if (line === "") continue;
+    if (corpusBytes >= totalBytes) break;
+    const [source, index, hex] = line.split("\t");
+    const text = Buffer.from(hex, "hex").toString("utf8");
+    if (text.trim() === "") continue;
+    records.push(text);
+    sources.push([source, Number(index)]);
+    corpusBytes += bytesOf(text);
+    bytesBySource[source] = (bytesBySource[source] ?? 0) + bytesOf(text);
   }
 }
 
@@ -193,11 +238,27 @@ const DECODE = { skip_special_tokens: false, clean_up_tokenization_spaces: false
 const version = (p) => readJson(path.resolve(DIR, "js", "node_modules", p, "package.json")).version;
 
 const lines = [];
-const counts = { train: [0, 0, 0, 0], heldout: [0, 0, 0, 0] }; // chunks, bytes, llama ids, gpt2 ids
+const counts = extraFile // chunks, bytes, llama ids, gpt2 ids
+  ? { train: [0, 0, 0, 0], valid: [0, 0, 0, 0], test: [0, 0, 0, 0] }
+  : { train: [0, 0, 0, 0], heldout: [0, 0, 0, 0] };
 let longRecords = 0;
 const t0 = Date.now();
+// FNV-1a, 64 bits, of a string's UTF-8 bytes.
+const fnv1a64 = (str) => {
+  let h = 0xcbf29ce484222325n;
+  for (const b of Buffer.from(str, "utf8")) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn;
+  return h;
+};
+// The fortunes corpus: record r is held out when r % 10 == 9. The efficacy corpus
+// (docs/efficacy_design.md): h = FNV-1a-64(source name + record index in decimal) mod 20;
+// test when h is 9 or 19, validation when 18, training otherwise.
+const splitOf = (r) => {
+  if (!extraFile) return r % HELDOUT_EVERY === HELDOUT_EVERY - 1 ? "heldout" : "train";
+  const h = Number(fnv1a64(`${sources[r][0]}${sources[r][1]}`) % 20n);
+  return h === 9 || h === 19 ? "test" : h === 18 ? "valid" : "train";
+};
 for (let r = 0; r < records.length; ++r) {
-  const split = r % HELDOUT_EVERY === HELDOUT_EVERY - 1 ? "heldout" : "train";
+  const split = splitOf(r);
   const cs = chunks(records[r]).filter((c) => c.trim() !== "");
   if (cs.length > 1) longRecords += 1;
   for (const c of cs) {
@@ -234,12 +295,15 @@ write(
     `node ${process.versions.node}`,
     `@huggingface/tokenizers@${version("@huggingface/tokenizers")} gpt-3-encoder@${version("gpt-3-encoder")}`,
     `${sha256(fs.readFileSync(path.join(llamaDir, "tokenizer.json")))}  tokenizers/llama2/tokenizer.json`,
-    `max chunk bytes ${MAX_CHUNK_BYTES}, held out: record % ${HELDOUT_EVERY} == ${HELDOUT_EVERY - 1}`,
+    extraFile
+      ? `max chunk bytes ${MAX_CHUNK_BYTES}, splits: FNV-1a-64(source + index) % 20: 9, 19 test, 18 valid, else train; corpus cut at ${totalBytes} bytes`
+      : `max chunk bytes ${MAX_CHUNK_BYTES}, held out: record % ${HELDOUT_EVERY} == ${HELDOUT_EVERY - 1}`,
     `${records.length} records (${longRecords} cut into chunks, ${skippedInvalid} skipped as invalid UTF-8) from ${files.length} files:`,
     ...inputs,
-    summary("train"),
-    summary("heldout"),
+    ...Object.entries(bytesBySource).map(([k, v]) => `source ${k}: ${v} bytes`),
+    `corpus sha256 ${sha256(Buffer.from(records.join("\u0000"), "utf8"))} (records joined by NUL)`,
+    ...Object.keys(counts).map(summary),
     "",
   ].join("\n"),
 );
-console.log(`   ${summary("train")}\n   ${summary("heldout")}`);
+console.log(Object.keys(counts).map((k) => `   ${summary(k)}`).join("\n"));

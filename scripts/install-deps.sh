@@ -9,6 +9,7 @@ pkgs=(
   libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev   # bld's declared dependencies
   libsimdjson-dev nlohmann-json3-dev                         # JSON loaders (bld::json)
   fortunes fortunes-de fortunes-zh                           # real text (English, German, Chinese)
+  bible-kjv bible-kjv-text python3.11-doc                    # the efficacy corpus (scripts/prepare-efficacy.sh)
   python3 python3-numpy python3-torch libtorch-dev python3-setuptools python3-matplotlib
   libopenblas0-pthread                                       # libtorch's BLAS: OpenBLAS, not the reference one
   pybind11-dev python3-dev                                   # the bld_torch extension (torch/extension.h)
