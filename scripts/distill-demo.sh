@@ -4,7 +4,7 @@
 # its quick preset — a Llama-2-tokenizer teacher and three GPT-2-tokenizer students, (a) token
 # CE, (b) + byte CE, (c) + byte CE + BLD KL — printing held-out bits per byte in one table.
 #
-# usage: scripts/distill-demo.sh [bld-distill flags, e.g. --preset full --seeds 3 --out r.json]
+# usage: scripts/distill-demo.sh [bld-distill flags, e.g. --preset fortunes-full --seeds 3 --out r.json]
 #
 # Needs Debian 12's packages (scripts/install-deps.sh: libtorch-dev, nodejs, npm, fortunes).
 # Environment: BLD_JOBS (build jobs, default 2), BLD_DISTILL_BUILD (build folder, default

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Training curves of the distillation example: held-out bits per byte against training step
-for the three students of bld-distill, from its --out JSON.
+for every student arm of bld-distill, from its --out JSON (arm keys "a", "b", "c@λ", "d@λ", "p",
+"e@λ"; the first experiment's files have "a", "b", "c").
 
 usage: python3 scripts/plot_distill.py RESULTS.json [OUT.png]     (OUT defaults to
        docs/distill_curves.png)
 
 Left: every seed as a thin line, the mean over seeds as a thick one, the teacher's final value
-as a dashed line. Right: (b) − (a), (c) − (a) and (c) − (b) per seed at each evaluation step
-(below zero: the first is better). The curves are scored on the preset's curve subset of the
+as a dashed line. Right: each GPT-2 arm minus (a), and (e) minus (a′) (key "p"), per seed at
+each evaluation step (below zero: the first is better). The curves are scored on the preset's curve subset of the
 held-out chunks (see "data" in the JSON), the table on its own subset.
 """
 import json
@@ -19,11 +20,22 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-STUDENTS = [
-    ("a", "(a) token CE", "tab:gray"),
-    ("b", "(b) + byte CE", "tab:blue"),
-    ("c", "(c) + byte CE + BLD KL", "tab:red"),
-]
+COLORS = {"a": "tab:gray", "b": "tab:blue", "c": "tab:red", "d": "tab:purple", "p": "tab:olive", "e": "tab:green"}
+NAMES = {"a": "(a) token CE", "b": "(b) + byte CE", "c": "(c) + byte CE + BLD KL", "d": "(d) + token-head KL",
+         "p": "(a') token CE, llama2", "e": "(e) + token KD, llama2"}
+STYLES = ["-", "--", ":", "-."]
+
+
+def arms(r):
+    """(key, label, color, line style) of every arm in the file, in its order."""
+    out, seen = [], {}
+    for key in r["students"]:
+        letter = key[0]
+        n = seen.get(letter, 0)
+        seen[letter] = n + 1
+        label = r.get("summary", {}).get(key, {}).get("name") or NAMES.get(letter, key)
+        out.append((key, label, COLORS.get(letter, "black"), STYLES[n % len(STYLES)]))
+    return out
 
 
 def main():
@@ -36,15 +48,13 @@ def main():
         r = json.load(f)
 
     fig, (ax, dx) = plt.subplots(1, 2, figsize=(12, 4.6))
-    for key, label, color in STUDENTS:
-        if key not in r["students"]:
-            continue
+    for key, label, color, style in arms(r):
         runs = r["students"][key]
         steps = [p["step"] for p in runs[0]["curve"]]
         for run in runs:
-            ax.plot(steps, [p["bpb"] for p in run["curve"]], color=color, lw=0.8, alpha=0.45)
+            ax.plot(steps, [p["bpb"] for p in run["curve"]], color=color, ls=style, lw=0.8, alpha=0.45)
         mean = [sum(run["curve"][i]["bpb"] for run in runs) / len(runs) for i in range(len(steps))]
-        ax.plot(steps, mean, color=color, lw=2.2, label=f"{label} (mean of {len(runs)})")
+        ax.plot(steps, mean, color=color, ls=style, lw=2.2, label=f"{label} (mean of {len(runs)})")
     ax.axhline(r["teacher"]["curve"][-1]["bpb"], color="black", ls="--", lw=1,
                label="teacher (llama2 tokenizer), end of training")
     # The first evaluations (untrained models) dwarf the rest: zoom on the second half.
@@ -54,18 +64,21 @@ def main():
     ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.6 * (hi - lo + 1e-9))
     ax.set_xlabel("student training step")
     ax.set_ylabel(f"held-out bits per byte ({r['data']['curve_chunks']} chunks)")
-    ax.set_title(f"students (gpt2 tokenizer), preset {r['preset']}")
+    ax.set_title(f"students, preset {r['preset']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
-    pairs = [("b", "a", "tab:blue"), ("c", "a", "tab:red"), ("c", "b", "tab:green")]
-    for x, y, color in pairs:
+    pairs = [(k, "a", c, st) for k, _, c, st in arms(r) if k[0] in "bcd"]
+    pairs += [(k, "p", c, st) for k, _, c, st in arms(r) if k[0] == "e"]
+    if "c" in r["students"] and "b" in r["students"]:  # the first experiment's (c) − (b)
+        pairs.append(("c", "b", "tab:green", "--"))
+    for x, y, color, style in pairs:
         if x not in r["students"] or y not in r["students"]:
             continue
         for s, (run, base) in enumerate(zip(r["students"][x], r["students"][y])):
             steps = [p["step"] for p in run["curve"]]
             diff = [p["bpb"] - q["bpb"] for p, q in zip(run["curve"], base["curve"])]
-            dx.plot(steps[1:], diff[1:], color=color, lw=1.2, marker="o", ms=2.5,
+            dx.plot(steps[1:], diff[1:], color=color, ls=style, lw=1.2, marker="o", ms=2.5,
                     label=f"({x}) − ({y})" if s == 0 else None)
     dx.axhline(0, color="black", lw=0.8)
     dx.set_xlabel("student training step")

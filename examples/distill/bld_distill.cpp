@@ -1,35 +1,52 @@
 // bld_distill.cpp — a real distillation across tokenizers, end to end, on libtorch and bld.
 //
-// A teacher LM with the Llama-2 tokenizer (SentencePiece-style, 32k ids) is trained on the
-// English fortunes; then three students with the GPT-2 tokenizer (byte-level BPE, 50k ids),
-// identical in size, initialisation and data, smaller than the teacher, are trained with
+// A teacher LM with the Llama-2 tokenizer (SentencePiece-style, 32k ids) is trained on real
+// text; then students, smaller than the teacher, identical in size, initialisation and batches
+// per tokenizer and seed, are trained as the arms of docs/efficacy_design.md:
 //
-//   (a) token CE only,
-//   (b) token CE + λ_b · byte-head CE on the true bytes,
-//   (c) token CE + λ_b · byte-head CE + λ_KL · KL(teacher next-byte distribution ‖ byte head),
+//   (a)  token CE, GPT-2 tokenizer (byte-level BPE, 50k ids);
+//   (b)  (a) + λ_b · byte-head CE on the true bytes;
+//   (c)  (a) + λ_b · byte-head CE + λ_KL · KL(teacher next-byte distribution ‖ byte head)
+//        — the paper's BLD (design.md §1);
+//   (d)  (a) + λ_TH · the token-head byte KL: the student's own next-token distributions
+//        projected onto next-byte ones (docs/07_token_head.md), no byte head;
+//   (a′) token CE with the teacher's Llama-2 tokenizer (arm letter p);
+//   (e)  (a′) + λ_KD · KL(teacher softmax ‖ student softmax), ordinary token-level KD — the
+//        ceiling a shared tokenizer allows.
 //
-// design.md §1. The teacher's byte targets come from bld: for each batch of (c), the frozen
-// teacher's rows over its own tokenization of the same text are projected on the canonical path
-// and placed per student slot by a bld::distiller (built once); the byte terms and their
-// gradients come from bld::bld_loss on those targets, wired into autograd by a
-// torch::autograd::Function whose backward returns bld's analytic gradient (bld/torch/loss.hpp).
-// Every model is scored by held-out bits per byte: token cross-entropy in nats summed over the
-// held-out text, divided by (text bytes · ln 2) — comparable across tokenizers.
+// The teacher's byte targets come from bld: for each batch of (c) and (d), the frozen teacher's
+// rows over its own tokenization of the same text are projected on the canonical path and placed
+// per student slot by a bld::distiller (built once); (c)'s byte terms and their gradients come
+// from bld::bld_loss, wired into autograd by a torch::autograd::Function whose backward returns
+// bld's analytic gradient (bld/torch/loss.hpp); (d)'s from bld::autograd::token_head_loss
+// (bld/torch/token_head.hpp) on the student's full log-probabilities. Every model is scored by
+// held-out bits per byte: token cross-entropy in nats summed over the held-out text, divided by
+// (text bytes · ln 2) — comparable across tokenizers.
 //
-// Data: scripts/prepare-distill.sh writes .cache/data/distill/records.tsv — the fortunes cut
-// into chunks of whole lines (≤ 256 bytes), each encoded on its own by the JavaScript
-// reference encoders (cached at setup time; no C++ encoder is involved). Both tokenizations of
-// a chunk cover exactly its text, so each chunk is one training example for every model.
+// Data: the fortunes corpus (scripts/prepare-distill.sh: .cache/data/distill/records.tsv) or
+// the efficacy corpus (scripts/prepare-efficacy.sh: .cache/data/efficacy/records.tsv) — records
+// cut into chunks of whole lines (≤ 256 bytes), each encoded on its own by the JavaScript
+// reference encoders (cached at setup time; no C++ encoder is involved). Both tokenizations of a
+// chunk cover exactly its text, so each chunk is one training example for every model.
 //
-// usage: bld-distill [--preset quick|full|smoke] [--seeds N] [--out results.json] [--data DIR]
-//                    [--threads N] [--lambda-byte X] [--lambda-kl X] [--heads K]
-//                    [--teacher-epochs X] [--student-epochs X] [--student-pool N] [--students abc]
+// Presets: quick (the README demo, fortunes), full (docs/efficacy_design.md: efficacy corpus,
+// early-stopped 2-layer teacher cached under the corpus folder, students on the fixed 8 %
+// subset, every arm and λ on 3 seeds), fortunes-full (the first experiment of
+// docs/05_distillation.md), smoke (the test suite: seconds; checks that every arm's training
+// loss decreases and that (e)'s targets equal the teacher's softmax, exit status 1 if not).
+//
+// usage: bld-distill [--preset quick|full|fortunes-full|smoke] [--corpus fortunes|efficacy]
+//                    [--seeds N] [--out results.json] [--data DIR] [--threads N]
+//                    [--lambda-byte X] [--lambda-kl X,Y] [--lambda-th X,Y] [--lambda-kd X,Y]
+//                    [--heads K] [--teacher-epochs X] [--teacher-minutes X]
+//                    [--student-epochs X] [--student-pool N] [--students abcdpe]
 #include <bld/bld.hpp>
 #include <bld/cpu.hpp>
 #include <bld/adapters/torch.hpp>
 #include <bld/io/json.hpp>
 #include <bld/torch/byte_head.hpp>
 #include <bld/torch/loss.hpp>
+#include <bld/torch/token_head.hpp>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -111,11 +128,17 @@ private:
 // ---- options -----------------------------------------------------------------------------------
 
 struct model_size {
-    std::int64_t embed, hidden;
+    std::int64_t embed, hidden, layers = 1;
 };
+
+/// The arms (docs/efficacy_design.md): students with the GPT-2 tokenizer (a) token CE,
+/// (b) + byte CE, (c) + byte CE + BLD KL through the byte head, (d) + the token-head byte KL;
+/// students with the teacher's Llama-2 tokenizer (p) = (a′) token CE, (e) + token-level KD.
+inline constexpr std::string_view arm_letters = "abcdpe";
 
 struct config {
     std::string preset = "quick";
+    std::string corpus = "fortunes"; // fortunes (DIR/distill) or efficacy (DIR/efficacy)
     std::string data = ".cache/data";
     std::string out;
     int seeds = 1;
@@ -124,11 +147,19 @@ struct config {
     model_size teacher{192, 192}, student{96, 96};
     std::vector<std::int64_t> cutoffs{1024, 8192};  // adaptive softmax clusters (ids by frequency)
     std::int64_t heads = 10;                        // K, design.md §1
-    double lambda_byte = 1.0, lambda_kl = 0.1;      // design.md §1 defaults
+    double lambda_byte = 1.0;                       // λ_b of (b) and (c)
+    std::vector<double> lambda_kl{0.1};             // λ_KL of (c), one run per value
+    std::vector<double> lambda_th{1.0};             // λ_TH of (d)
+    std::vector<double> lambda_kd{1.0};             // λ_KD of (e)
     // data and budgets
     std::int64_t teacher_pool = 0;   // training chunks the teacher sees (0: all)
-    double teacher_epochs = 1.0;
+    double teacher_epochs = 1.0;     // (the most it trains; early stopping may end it sooner)
+    double teacher_minutes = 0;      // training-time budget of the teacher (0: none)
+    int teacher_patience = 0;        // stop after this many validation evaluations without a new best (0: never)
+    double teacher_evals_per_epoch = 2;
+    bool cache_teacher = false;      // keep the trained teacher under DIR/<corpus>/ and reuse it
     std::int64_t student_pool = 0;   // training chunks the students see (0: all)
+    int student_percent = 0;         // instead: the chunks with FNV-1a-64(text) mod 100 < this
     double student_epochs = 1.0;
     std::int64_t batch = 32;
     double lr = 3e-3;
@@ -136,7 +167,8 @@ struct config {
     std::int64_t curve_heldout = 0;  // held-out chunks for the curves (0: all)
     std::int64_t final_heldout = 0;  // held-out chunks for the table (0: all)
     std::int64_t teacher_seed = 1234;
-    std::string students = "abc";    // which students to train
+    std::string students = "abc";    // which arms to train (letters of arm_letters)
+    bool checks = false;             // smoke: every arm's loss decreases, (e)'s targets are the teacher's softmax
 };
 
 config preset(const std::string& name) {
@@ -157,6 +189,30 @@ config preset(const std::string& name) {
         c.curve_heldout = 200;
         c.final_heldout = 500;
     } else if (name == "full") {
+        // docs/efficacy_design.md: the efficacy corpus, a 2-layer teacher trained to early
+        // stopping (or 60 minutes), students on the fixed 8 % subset for 12 epochs, every arm
+        // and grid point on 3 seeds.
+        c.corpus = "efficacy";
+        c.teacher = {384, 384, 2};
+        c.student = {96, 96, 1};
+        c.teacher_epochs = 50.0;
+        c.teacher_minutes = 60.0;
+        c.teacher_patience = 2;
+        c.teacher_evals_per_epoch = 2;
+        c.cache_teacher = true;
+        c.student_percent = 8;
+        c.student_epochs = 12.0;
+        c.lr = 3e-3;
+        c.seeds = 3;
+        c.lambda_kl = {0.1, 1.0};
+        c.lambda_th = {0.1, 1.0};
+        c.lambda_kd = {0.1, 1.0};
+        c.students = "abcdpe";
+        c.curve_points = 12;
+        c.curve_heldout = 500;
+        c.final_heldout = 0;
+    } else if (name == "fortunes-full") {
+        // The first experiment (docs/05_distillation.md, before issue 16): fortunes only.
         c.teacher = {192, 192};
         c.student = {96, 96};
         c.teacher_epochs = 2.0;
@@ -166,21 +222,36 @@ config preset(const std::string& name) {
         c.curve_heldout = 500;
         c.final_heldout = 0;
     } else if (name == "smoke") {
-        // Seconds: every stage once on a handful of chunks (the test suite's check).
+        // Seconds: every arm trains on a handful of chunks (the test suite's check).
         c.teacher = {32, 32};
         c.student = {32, 32};
         c.teacher_pool = 96;
         c.teacher_epochs = 1.0;
         c.student_pool = 64;
-        c.student_epochs = 1.0;
+        c.student_epochs = 4.0;
+        c.batch = 8;
         c.lr = 1e-2;
         c.curve_points = 1;
         c.curve_heldout = 40;
         c.final_heldout = 80;
+        c.students = "abcdpe";
+        c.checks = true;
     } else {
-        throw std::runtime_error("unknown preset \"" + name + "\" (quick, full or smoke)");
+        throw std::runtime_error("unknown preset \"" + name + "\" (quick, full, fortunes-full or smoke)");
     }
     return c;
+}
+
+std::vector<double> parse_list(const std::string& v) {
+    std::vector<double> out;
+    std::size_t start = 0;
+    while (start <= v.size()) {
+        const auto comma = v.find(',', start);
+        out.push_back(std::stod(v.substr(start, comma == std::string::npos ? std::string::npos : comma - start)));
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+    }
+    return out;
 }
 
 config parse_args(int argc, char** argv) {
@@ -195,34 +266,45 @@ config parse_args(int argc, char** argv) {
             return a[++i];
         };
         if (a[i] == "--preset") value();
+        else if (a[i] == "--corpus") c.corpus = value();
         else if (a[i] == "--seeds") c.seeds = std::stoi(value());
         else if (a[i] == "--out") c.out = value();
         else if (a[i] == "--data") c.data = value();
         else if (a[i] == "--threads") c.threads = std::stoi(value());
         else if (a[i] == "--lambda-byte") c.lambda_byte = std::stod(value());
-        else if (a[i] == "--lambda-kl") c.lambda_kl = std::stod(value());
+        else if (a[i] == "--lambda-kl") c.lambda_kl = parse_list(value());
+        else if (a[i] == "--lambda-th") c.lambda_th = parse_list(value());
+        else if (a[i] == "--lambda-kd") c.lambda_kd = parse_list(value());
         else if (a[i] == "--heads") c.heads = std::stoll(value());
         else if (a[i] == "--teacher-epochs") c.teacher_epochs = std::stod(value());
+        else if (a[i] == "--teacher-minutes") c.teacher_minutes = std::stod(value());
         else if (a[i] == "--student-epochs") c.student_epochs = std::stod(value());
         else if (a[i] == "--student-pool") c.student_pool = std::stoll(value());
         else if (a[i] == "--students") c.students = value();
         else if (a[i] == "-h" || a[i] == "--help") {
             std::puts(
-                "usage: bld-distill [--preset quick|full|smoke] [--seeds N] [--out results.json] [--data DIR]\n"
-                "                   [--threads N] [--lambda-byte X] [--lambda-kl X] [--heads K]\n"
-                "                   [--teacher-epochs X] [--student-epochs X] [--student-pool N]\n"
-                "                   [--students abc]\n"
-                "Trains a Llama-2-tokenizer teacher and three GPT-2-tokenizer students ((a) token CE,\n"
-                "(b) + byte CE, (c) + byte CE + BLD KL) on the English fortunes and prints held-out\n"
-                "bits per byte. Needs DIR/distill/records.tsv (scripts/prepare-distill.sh).");
+                "usage: bld-distill [--preset quick|full|fortunes-full|smoke] [--corpus fortunes|efficacy]\n"
+                "                   [--seeds N] [--out results.json] [--data DIR] [--threads N]\n"
+                "                   [--lambda-byte X] [--lambda-kl X,Y] [--lambda-th X,Y] [--lambda-kd X,Y]\n"
+                "                   [--heads K] [--teacher-epochs X] [--teacher-minutes X]\n"
+                "                   [--student-epochs X] [--student-pool N] [--students abcdpe]\n"
+                "Trains a Llama-2-tokenizer teacher, then students and prints held-out bits per byte:\n"
+                "GPT-2-tokenizer students (a) token CE, (b) + byte CE, (c) + byte CE + BLD KL (byte head),\n"
+                "(d) + token-head byte KL; Llama-2-tokenizer students (p) token CE, (e) + token-level KD.\n"
+                "Needs DIR/distill/records.tsv (scripts/prepare-distill.sh) or, for --corpus efficacy,\n"
+                "DIR/efficacy/records.tsv (scripts/prepare-efficacy.sh).");
             std::exit(0);
         } else
             throw std::runtime_error("unknown argument " + a[i] + " (try --help)");
     }
     if (c.seeds < 1) throw std::runtime_error("--seeds must be >= 1");
     if (c.threads < 1) throw std::runtime_error("--threads must be >= 1");
-    if (c.students.empty() || c.students.find_first_not_of("abc") != std::string::npos)
-        throw std::runtime_error("--students takes letters among a, b, c");
+    if (c.corpus != "fortunes" && c.corpus != "efficacy") throw std::runtime_error("--corpus takes fortunes or efficacy");
+    if (c.students.empty() || c.students.find_first_not_of(arm_letters) != std::string::npos)
+        throw std::runtime_error("--students takes letters among a, b, c, d, p, e");
+    for (const auto* l : {&c.lambda_kl, &c.lambda_th, &c.lambda_kd})
+        if (l->empty() || std::any_of(l->begin(), l->end(), [](double x) { return !(x >= 0.0) || !std::isfinite(x); }))
+            throw std::runtime_error("every λ must be a finite number >= 0");
     return c;
 }
 
@@ -233,9 +315,13 @@ struct missing_data : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-/// One chunk of a fortune: its text and both tokenizations (compact ids, see below).
+/// Where a chunk belongs: training text, the teacher's validation text (efficacy corpus only),
+/// or the held-out test text every model is scored on.
+enum class split_kind : std::uint8_t { train, valid, test };
+
+/// One chunk of a record: its text and both tokenizations (compact ids, see below).
 struct example {
-    bool heldout = false;
+    split_kind split = split_kind::train;
     std::int64_t record = 0;
     std::string text;
     std::vector<std::int64_t> teacher_ids, student_ids;  // text tokens only, no BOS
@@ -274,7 +360,9 @@ std::string from_hex(std::string_view h, std::size_t line) {
 /// Reads records.tsv (format: scripts/encode-corpus.mjs); ids are tokenizer ids here.
 std::vector<example> load_records(const std::string& path) {
     std::ifstream in(path);
-    if (!in) throw missing_data(path + " not found: run scripts/prepare-distill.sh first");
+    if (!in)
+        throw missing_data(path + " not found: run scripts/prepare-distill.sh (fortunes) or scripts/prepare-efficacy.sh "
+                                  "(efficacy) first");
     std::vector<example> ex;
     std::string line;
     std::size_t n = 0;
@@ -290,7 +378,10 @@ std::vector<example> load_records(const std::string& path) {
         }
         if (f.size() != 5) throw std::runtime_error(path + " line " + std::to_string(n) + ": expected 5 fields");
         example e;
-        e.heldout = f[0] == "heldout";
+        if (f[0] == "train") e.split = split_kind::train;
+        else if (f[0] == "valid") e.split = split_kind::valid;
+        else if (f[0] == "heldout" || f[0] == "test") e.split = split_kind::test;
+        else throw std::runtime_error(path + " line " + std::to_string(n) + ": unknown split \"" + std::string(f[0]) + "\"");
         e.record = std::stoll(std::string(f[1]));
         e.text = from_hex(f[2], n);
         e.teacher_ids = parse_ids(f[3], n);
@@ -319,7 +410,7 @@ compact_vocabulary compact(const bld::vocabulary& full, std::vector<example>& ex
                 throw std::runtime_error("records.tsv holds id " + std::to_string(id) + ", not a text token of " +
                                          full.source());
             auto& c = count[static_cast<std::size_t>(id)];
-            c = std::max<std::int64_t>(c, 0) + (e.heldout ? 0 : 1);
+            c = std::max<std::int64_t>(c, 0) + (e.split == split_kind::train ? 1 : 0);
         }
     compact_vocabulary cv;
     for (std::size_t id = 0; id < full.size(); ++id)
@@ -343,13 +434,14 @@ compact_vocabulary compact(const bld::vocabulary& full, std::vector<example>& ex
 
 // ---- models ------------------------------------------------------------------------------------
 
-/// A one-layer GRU language model with an adaptive softmax over the compact vocabulary and,
-/// for students (b) and (c), bld's byte head on the hidden state that predicts each token.
+/// A GRU language model (one layer or more) with an adaptive softmax over the compact vocabulary
+/// and, for students (b) and (c), bld's byte head on the hidden state that predicts each token.
 struct lm_impl : torch::nn::Module {
     lm_impl(std::int64_t vocab, model_size size, std::vector<std::int64_t> cutoffs, std::int64_t heads)
         : bos(vocab), hidden_size(size.hidden) {
         embed = register_module("embed", torch::nn::Embedding(vocab + 1, size.embed));  // + BOS
-        rnn = register_module("rnn", torch::nn::GRU(torch::nn::GRUOptions(size.embed, size.hidden).batch_first(true)));
+        rnn = register_module(
+            "rnn", torch::nn::GRU(torch::nn::GRUOptions(size.embed, size.hidden).num_layers(size.layers).batch_first(true)));
         std::erase_if(cutoffs, [&](std::int64_t c) { return c >= vocab - 1; });
         out = register_module("out", torch::nn::AdaptiveLogSoftmaxWithLoss(
                                          torch::nn::AdaptiveLogSoftmaxWithLossOptions(size.hidden, vocab, cutoffs).div_value(4.0)));
@@ -436,15 +528,18 @@ double text_bytes(const std::vector<example>& ex, const std::vector<int>& idx) {
     return n;
 }
 
-// ---- teacher targets (canonical path): bld::distiller, batch by batch for student (c) ------------
+// ---- teacher targets (canonical path): bld::distiller, batch by batch for (c) and (d) ------------
 
-/// The frozen teacher and the bld::distiller that turns its rows into byte targets for student
-/// (c), one training batch at a time; with the time it takes and two fidelity statistics. The
-/// targets depend on the text only (design.md §1), so this is what a trainer with a live teacher
-/// does: no cache, float32 targets exactly as the distiller returns them.
+/// The frozen teacher and what it gives the students batch by batch: its log-distributions over
+/// its own tokens ((e)'s targets) and, through a bld::distiller, its next-byte targets ((c) with
+/// the byte head's K slots, (d) with a slot for every byte of a student token); with the time
+/// it takes and two fidelity statistics. The targets depend on the text only (design.md §1), so
+/// this is what a trainer with a live teacher does: no cache, float32 targets exactly as the
+/// distiller returns them.
 struct teacher_targets {
     lm teacher{nullptr};
-    const bld::distiller* distiller = nullptr;
+    const bld::distiller* distiller = nullptr;     // (c): K = the byte head's heads
+    const bld::distiller* distiller_th = nullptr;  // (d): K = the student's longest token
     double seconds = 0;
     std::int64_t chunks = 0, slots = 0;     // chunks and active slots processed (every (c) step)
     double t_rows = 0, t_bld = 0;            // teacher forward + full log-softmax; bld::distiller
@@ -460,21 +555,31 @@ struct teacher_targets {
     }
 };
 
-/// The teacher's byte targets for a batch of chunks: [B, T, K] slots at the student batch's
-/// padded positions (position t of chunk b holds the slots of its student token t, which the
-/// hidden state at t predicts; make_batch's layout), compact, float32.
-bld::target_batch batch_targets(teacher_targets& tt, const std::vector<example>& ex, std::span<const int> idx) {
+/// The teacher's log-distributions for a batch of chunks, [teacher tokens of the batch, vocab]:
+/// row k of a chunk = its token k given BOS and the tokens before k (the convention of bld's
+/// projections, and (e)'s targets at make_batch's target positions).
+torch::Tensor teacher_rows(teacher_targets& tt, const std::vector<example>& ex, std::span<const int> idx) {
     const auto t0 = clock_type::now();
     torch::NoGradGuard ng;
     const auto b = make_batch(ex, idx, true, tt.teacher->bos);
-    // Row k of a chunk = the teacher's log-distribution of its token k given BOS and the tokens
-    // before k: the convention of bld's projections. [teacher tokens of the batch, vocab]
     const auto rows = tt.teacher->out->log_prob(target_hidden(tt.teacher, b)).contiguous();
-    // The teacher's token-level cross-entropy on the same chunks, for comparison.
-    tt.token_bits -= rows.gather(1, b.targets.unsqueeze(1)).sum().item<double>() / std::log(2.0);
-    const auto t1 = clock_type::now();
-    tt.t_rows += std::chrono::duration<double>(t1 - t0).count();
-    const auto& distiller = *tt.distiller;
+    tt.t_rows += seconds_since(t0);
+    tt.seconds += seconds_since(t0);
+    return rows;
+}
+
+/// The teacher's byte targets for a batch of chunks from distiller d: [B, T, K] slots at the
+/// student batch's padded positions (position t of chunk b holds the slots of its student token
+/// t, which the hidden state at t predicts; make_batch's layout), compact, float32.
+bld::target_batch batch_targets(teacher_targets& tt, const bld::distiller& distiller, const std::vector<example>& ex,
+                                std::span<const int> idx) {
+    const auto rows = teacher_rows(tt, ex, idx);
+    const auto t0 = clock_type::now();
+    {
+        torch::NoGradGuard ng;  // the teacher's token-level cross-entropy on the same chunks, for comparison
+        const auto b = make_batch(ex, idx, true, tt.teacher->bos);
+        tt.token_bits -= rows.gather(1, b.targets.unsqueeze(1)).sum().item<double>() / std::log(2.0);
+    }
     std::int64_t first = 0;
     // [doc:targets]
     std::vector<bld::distill_sequence<float>> seqs;  // per chunk: its rows, both id lists, its text
@@ -489,16 +594,18 @@ bld::target_batch batch_targets(teacher_targets& tt, const std::vector<example>&
     // t: [chunks, longest student chunk, K] slots; the active ones hold the teacher's next-byte
     // distributions (compact: their rows only, in slot order), with the slot mask and true bytes
     // [/doc:targets]
-    // The slots are those of bld::align_slots at start-up (the (b) student's), at the same places.
     const auto S = t.positions(), K = t.heads();
     std::size_t longest = 0;  // make_batch pads the student side to its longest chunk too
     for (int i : idx) longest = std::max(longest, ex[i].student_ids.size());
     if (S != static_cast<std::int64_t>(longest)) throw std::runtime_error("target positions differ from the batch's");
+    // The slots of the byte head's distiller are those of bld::align_slots at start-up (the (b)
+    // student's), at the same places.
     const std::uint8_t* mask = t.mask().data();
     for (std::size_t k = 0; k < idx.size(); ++k) {
         const auto& m = ex[idx[k]].mask;
         const std::uint8_t* row = mask + static_cast<std::int64_t>(k) * S * K;
-        if (!std::equal(m.begin(), m.end(), row) || std::any_of(row + m.size(), row + S * K, [](auto v) { return v != 0; }))
+        if (&distiller == tt.distiller &&
+            (!std::equal(m.begin(), m.end(), row) || std::any_of(row + m.size(), row + S * K, [](auto v) { return v != 0; })))
             throw std::runtime_error("slot masks differ");
         tt.text_bytes += static_cast<double>(ex[idx[k]].text.size());
     }
@@ -509,7 +616,7 @@ bld::target_batch batch_targets(teacher_targets& tt, const std::vector<example>&
     }
     tt.slots += t.active_slots();
     tt.chunks += static_cast<std::int64_t>(idx.size());
-    tt.t_bld += seconds_since(t1);
+    tt.t_bld += seconds_since(t0);
     tt.seconds += seconds_since(t0);
     return t;
 }
@@ -526,6 +633,23 @@ std::pair<torch::Tensor, torch::Tensor> batch_slots(const std::vector<example>& 
         y = std::copy(ex[i].true_byte.begin(), ex[i].true_byte.end(), y);
     }
     return {mask, bytes};
+}
+
+/// The student side of a padded batch for the token head: ids [B, T] (padding 0) and the
+/// attention mask [B, T] (1 = a token), in make_batch's layout.
+std::pair<torch::Tensor, torch::Tensor> student_ids_mask(const std::vector<example>& ex, std::span<const int> idx,
+                                                         std::int64_t T) {
+    const auto B = static_cast<std::int64_t>(idx.size());
+    auto ids = torch::zeros({B, T}, torch::kInt64);
+    auto mask = torch::zeros({B, T}, torch::kUInt8);
+    for (std::int64_t b = 0; b < B; ++b) {
+        const auto& s = ex[idx[static_cast<std::size_t>(b)]].student_ids;
+        for (std::size_t t = 0; t < s.size(); ++t) {
+            ids.data_ptr<std::int64_t>()[b * T + static_cast<std::int64_t>(t)] = s[t];
+            mask.data_ptr<std::uint8_t>()[b * T + static_cast<std::int64_t>(t)] = 1;
+        }
+    }
+    return {ids, mask};
 }
 
 // ---- training ----------------------------------------------------------------------------------
@@ -557,7 +681,7 @@ std::vector<std::vector<int>> schedule(const std::vector<example>& ex, const std
     return out;
 }
 
-enum class role { teacher, a, b, c };
+enum class role { teacher, a, b, c, d, p, e };
 
 const char* role_name(role r) {
     switch (r) {
@@ -565,9 +689,50 @@ const char* role_name(role r) {
         case role::a: return "(a) token CE";
         case role::b: return "(b) + byte CE";
         case role::c: return "(c) + byte CE + BLD KL";
+        case role::d: return "(d) + token-head KL";
+        case role::p: return "(a') token CE, llama2";
+        case role::e: return "(e) + token KD, llama2";
     }
     return "";
 }
+char role_letter(role r) { return "tabcdpe"[static_cast<int>(r)]; }
+role role_of(char k) {
+    switch (k) {
+        case 'a': return role::a;
+        case 'b': return role::b;
+        case 'c': return role::c;
+        case 'd': return role::d;
+        case 'p': return role::p;
+        default: return role::e;
+    }
+}
+/// Models on the teacher's tokenizer: the teacher, (a′) and (e).
+bool teacher_side_of(role r) { return r == role::teacher || r == role::p || r == role::e; }
+
+/// One student run's setting: its role and the λ of its distillation term (λ_KL for (c), λ_TH
+/// for (d), λ_KD for (e); unused by the others).
+struct arm {
+    role r = role::a;
+    double lambda = 0.0;
+    [[nodiscard]] std::string key() const {
+        std::string k(1, role_letter(r));
+        if (r == role::c || r == role::d || r == role::e) {
+            char b[32];
+            std::snprintf(b, sizeof b, "@%g", lambda);
+            k += b;
+        }
+        return k;
+    }
+    [[nodiscard]] std::string name() const {
+        std::string n = role_name(r);
+        if (r == role::c || r == role::d || r == role::e) {
+            char b[48];
+            std::snprintf(b, sizeof b, " %s=%g", r == role::c ? "kl" : r == role::d ? "th" : "kd", lambda);
+            n += b;
+        }
+        return n;
+    }
+};
 
 struct curve_point {
     std::int64_t step, tokens;
@@ -576,16 +741,28 @@ struct curve_point {
 
 struct run_result {
     std::vector<curve_point> curve;
-    double heldout_bpb = 0, seconds = 0;
+    std::vector<double> losses;  // the training loss of every step (all terms)
+    double heldout_bpb = 0, seconds = 0, targets_seconds = 0, best_valid_bpb = 0;
     std::int64_t params = 0, byte_head_params = 0, steps = 0, tokens = 0;
+    std::string stopped = "schedule";  // why training ended: schedule, patience or budget
 };
 
-run_result train(lm& m, role r, const std::vector<example>& ex, const std::vector<std::vector<int>>& batches,
+/// Early stopping of the teacher: the validation chunks, evaluations per epoch, patience and
+/// time budget (docs/efficacy_design.md). Empty: train the whole schedule.
+struct stopping {
+    std::vector<int> valid;
+    std::int64_t every = 0;  // steps between evaluations
+    int patience = 0;
+    double minutes = 0;
+};
+
+run_result train(lm& m, const arm& which, const std::vector<example>& ex, const std::vector<std::vector<int>>& batches,
                  const std::vector<int>& curve_set, const std::vector<int>& heldout, const config& cfg,
-                 teacher_targets* targets, const std::string& label) {
+                 teacher_targets* targets, const std::string& label, const stopping& stop = {}) {
     const auto t0 = clock_type::now();
+    const role r = which.r;
     const double targets_before = targets ? targets->seconds : 0.0;  // the targets' time is reported apart
-    const bool teacher_side = r == role::teacher;
+    const bool teacher_side = teacher_side_of(r);
     torch::optim::Adam opt(m->parameters(), torch::optim::AdamOptions(cfg.lr));
     const auto steps = static_cast<std::int64_t>(batches.size());
     const auto warmup = std::max<std::int64_t>(1, std::min<std::int64_t>(100, steps / 20));
@@ -599,17 +776,51 @@ run_result train(lm& m, role r, const std::vector<example>& ex, const std::vecto
         const double bpb = total_nats(m, ex, curve_set, teacher_side, 64) / (curve_bytes * std::log(2.0));
         res.curve.push_back({step, res.tokens, bpb});
     };
+    // Early stopping (the teacher): the best weights on the validation chunks are kept.
+    const bool stopping_on = !stop.valid.empty() && stop.every > 0;
+    const double valid_bytes = stopping_on ? text_bytes(ex, stop.valid) : 0.0;
+    double best = std::numeric_limits<double>::infinity();
+    int since_best = 0;
+    std::vector<torch::Tensor> best_state;
+    const auto validate = [&] {
+        const double bpb = total_nats(m, ex, stop.valid, teacher_side, 64) / (valid_bytes * std::log(2.0));
+        if (bpb < best) {
+            best = bpb;
+            since_best = 0;
+            torch::NoGradGuard ng;
+            best_state.clear();
+            for (const auto& p : m->parameters()) best_state.push_back(p.detach().clone());
+        } else {
+            ++since_best;
+        }
+        return bpb;
+    };
     progress bar(label, steps);
-    double avg = 0, avg_bytes = 0;  // running means of the token CE and of the byte term
+    double avg = 0, avg_extra = 0;  // running means of the token CE and of the other terms
     const auto note_text = [&] {
-        char note[128];
+        char note[160];
         int n = std::snprintf(note, sizeof note, "token CE %.3f", avg);
-        if (r == role::b || r == role::c) n += std::snprintf(note + n, sizeof note - static_cast<std::size_t>(n), "  byte term %.3f", avg_bytes);
+        if (r != role::teacher && r != role::a && r != role::p)
+            n += std::snprintf(note + n, sizeof note - static_cast<std::size_t>(n), "  other terms %.3f", avg_extra);
+        if (stopping_on && std::isfinite(best))
+            n += std::snprintf(note + n, sizeof note - static_cast<std::size_t>(n), "  valid best %.3f", best);
         std::snprintf(note + n, sizeof note - static_cast<std::size_t>(n), "  held-out %.3f bits/byte", res.curve.back().bpb);
         return std::string(note);
     };
-    for (std::int64_t step = 0; step < steps; ++step) {
+    std::int64_t step = 0;
+    for (; step < steps; ++step) {
         if (std::find(eval_at.begin(), eval_at.end(), step) != eval_at.end()) evaluate(step);
+        if (stopping_on && step > 0 && step % stop.every == 0) {
+            validate();
+            if (stop.patience > 0 && since_best >= stop.patience) {
+                res.stopped = "patience";
+                break;
+            }
+        }
+        if (stop.minutes > 0 && seconds_since(t0) > stop.minutes * 60.0) {
+            res.stopped = "budget";
+            break;
+        }
         // Linear warm-up, then cosine decay to a tenth of the peak.
         const double f = step < warmup ? static_cast<double>(step + 1) / static_cast<double>(warmup)
                                        : 0.1 + 0.45 * (1 + std::cos(M_PI * static_cast<double>(step - warmup) /
@@ -618,6 +829,7 @@ run_result train(lm& m, role r, const std::vector<example>& ex, const std::vecto
 
         const auto& idx = batches[static_cast<std::size_t>(step)];
         const auto b = make_batch(ex, idx, teacher_side, m->bos);
+        const auto T = b.inputs.size(1);
         const auto hidden = m->hidden(b.inputs).reshape({-1, m->hidden_size});  // [B·T, hidden]
         const auto h = hidden.index_select(0, b.positions);                     // [N, hidden] (target_hidden)
         const auto o = m->out->forward(h, b.targets);
@@ -625,50 +837,79 @@ run_result train(lm& m, role r, const std::vector<example>& ex, const std::vecto
         // C++ API, so the loss is taken from the differentiable log-probabilities).
         auto token_ce = -o.output.mean();
         auto loss = token_ce;
+        torch::Tensor extra;
         if (r == role::b || r == role::c) {
             // The byte term, differentiable: bld's fused pass gives the value and ∂/∂logits at once
             // (bld/torch/loss.hpp); (b) has no teacher, only the byte cross-entropy.
-            torch::Tensor byte_term;
             // [doc:byte_term]
             if (r == role::c) {
                 // The teacher's targets carry their slots: [B·T, K] at the batch's padded positions,
                 // so the byte head reads every position (padding has no active slot).
-                const bld::target_batch t = batch_targets(*targets, ex, idx);
-                byte_term = bld::autograd::bld_loss(m->bytes->forward(hidden), t.view<float>(),
-                                                    {.lambda_byte = cfg.lambda_byte, .lambda_kl = cfg.lambda_kl});
+                const bld::target_batch t = batch_targets(*targets, *targets->distiller, ex, idx);
+                extra = bld::autograd::bld_loss(m->bytes->forward(hidden), t.view<float>(),
+                                                {.lambda_byte = cfg.lambda_byte, .lambda_kl = which.lambda});
             } else {
                 const auto [mask, true_bytes] = batch_slots(ex, idx, b.tokens, cfg.heads);  // [N, K]
-                byte_term = cfg.lambda_byte * bld::autograd::byte_cross_entropy(m->bytes->forward(h), true_bytes, mask);
+                extra = cfg.lambda_byte * bld::autograd::byte_cross_entropy(m->bytes->forward(h), true_bytes, mask);
             }
             // [/doc:byte_term]
-            const double bt = byte_term.item<double>();
-            avg_bytes = step == 0 ? bt : 0.98 * avg_bytes + 0.02 * bt;
-            loss = loss + byte_term;
+        } else if (r == role::d) {
+            // The token-head byte KL: the student's own next-token distributions [B, T, V_s]
+            // (the adaptive softmax's full log-probabilities, differentiable), projected along its
+            // tokenization and held to the teacher's next-byte targets at every text byte.
+            const bld::target_batch t = batch_targets(*targets, *targets->distiller_th, ex, idx);
+            const auto logp = m->out->log_prob(hidden).reshape({b.inputs.size(0), T, -1});
+            const auto [ids, mask] = student_ids_mask(ex, idx, T);
+            extra = which.lambda * bld::autograd::token_head_loss(*targets->distiller_th, logp, ids, t, {}, mask);
+        } else if (r == role::e) {
+            // Token-level KD on the teacher's own tokens: KL(teacher ‖ student), mean over tokens.
+            const auto p_log = teacher_rows(*targets, ex, idx);  // [N, V_t], the same positions
+            const auto q_log = m->out->log_prob(h);
+            extra = which.lambda * (p_log.exp() * (p_log - q_log)).sum(1).mean();
+        }
+        if (extra.defined()) {
+            const double bt = extra.item<double>();
+            avg_extra = step == 0 ? bt : 0.98 * avg_extra + 0.02 * bt;
+            loss = loss + extra;
         }
         opt.zero_grad();
         loss.backward();
         torch::nn::utils::clip_grad_norm_(m->parameters(), 1.0);
         opt.step();
         res.tokens += b.tokens;
+        res.losses.push_back(loss.item<double>());
         const double ce = token_ce.item<double>();
         avg = step == 0 ? ce : 0.98 * avg + 0.02 * ce;
         bar.update(step + 1, note_text());
     }
-    evaluate(steps);
-    res.steps = steps;
+    if (stopping_on) {
+        validate();
+        if (!best_state.empty()) {  // back to the best validation point
+            torch::NoGradGuard ng;
+            auto ps = m->parameters();
+            for (std::size_t k = 0; k < ps.size(); ++k) ps[k].copy_(best_state[k]);
+        }
+        res.best_valid_bpb = best;
+    }
+    res.steps = step;
+    evaluate(step);
     bar.finish(note_text());
     const double bytes = text_bytes(ex, heldout);
     res.heldout_bpb = curve_set.size() == heldout.size() ? res.curve.back().bpb
                                                          : total_nats(m, ex, heldout, teacher_side, 64) / (bytes * std::log(2.0));
-    res.seconds = seconds_since(t0) - (targets ? targets->seconds - targets_before : 0.0);
+    res.targets_seconds = targets ? targets->seconds - targets_before : 0.0;
+    res.seconds = seconds_since(t0) - res.targets_seconds;
     return res;
 }
 
 nlohmann::json to_json(const run_result& r) {
     nlohmann::json c = nlohmann::json::array();
     for (const auto& p : r.curve) c.push_back({{"step", p.step}, {"tokens", p.tokens}, {"bpb", p.bpb}});
-    return {{"heldout_bpb", r.heldout_bpb}, {"seconds", r.seconds},    {"params", r.params},
-            {"byte_head_params", r.byte_head_params}, {"steps", r.steps}, {"tokens", r.tokens}, {"curve", c}};
+    nlohmann::json j = {{"heldout_bpb", r.heldout_bpb}, {"seconds", r.seconds}, {"targets_seconds", r.targets_seconds},
+                        {"params", r.params}, {"byte_head_params", r.byte_head_params}, {"steps", r.steps},
+                        {"tokens", r.tokens}, {"stopped", r.stopped}, {"curve", c}};
+    if (r.best_valid_bpb > 0) j["best_valid_bpb"] = r.best_valid_bpb;
+    return j;
 }
 
 std::pair<double, double> mean_sd(const std::vector<double>& v) {
@@ -684,22 +925,77 @@ std::string millions(std::int64_t n) {
     return b;
 }
 
+/// FNV-1a, 64 bits.
+std::uint64_t fnv1a64(std::string_view s) {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+    return h;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) return {};
+    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+/// The smoke preset's checks (the test suite): every arm's training loss goes down (the mean of
+/// its last quarter of steps below that of its first quarter), and (e)'s targets — the batched,
+/// padded teacher rows at the target positions — equal a plain softmax of the teacher's outputs
+/// computed for each chunk on its own.
+std::vector<std::string> smoke_checks(const std::map<std::string, std::vector<run_result>>& runs, teacher_targets& tt,
+                                      const std::vector<example>& ex, const std::vector<int>& pool, std::int64_t B) {
+    std::vector<std::string> failures;
+    for (const auto& [key, rs] : runs)
+        for (const auto& r : rs) {
+            const auto n = r.losses.size(), q = std::max<std::size_t>(1, n / 4);
+            if (n < 4) {
+                failures.push_back(key + ": too few steps to check");
+                continue;
+            }
+            const double first = std::accumulate(r.losses.begin(), r.losses.begin() + static_cast<std::ptrdiff_t>(q), 0.0) / static_cast<double>(q);
+            const double last = std::accumulate(r.losses.end() - static_cast<std::ptrdiff_t>(q), r.losses.end(), 0.0) / static_cast<double>(q);
+            std::printf("check: %-8s training loss %.4f -> %.4f\n", key.c_str(), first, last);
+            if (!(last < first)) failures.push_back(key + ": the training loss did not decrease");
+        }
+    const std::vector<int> idx(pool.begin(), pool.begin() + std::min<std::ptrdiff_t>(B, static_cast<std::ptrdiff_t>(pool.size())));
+    const auto rows = teacher_rows(tt, ex, idx).exp();
+    torch::NoGradGuard ng;
+    double worst = 0;
+    std::int64_t first = 0;
+    for (int i : idx) {
+        const std::vector<int> one{i};
+        const auto b = make_batch(ex, one, true, tt.teacher->bos);
+        const auto own = torch::softmax(tt.teacher->out->log_prob(target_hidden(tt.teacher, b)), 1);
+        worst = std::max(worst, (rows.narrow(0, first, own.size(0)) - own).abs().max().item<double>());
+        first += own.size(0);
+    }
+    std::printf("check: (e) targets vs the teacher's softmax per chunk: max |difference| %.3g over %zu chunks\n", worst, idx.size());
+    if (!(worst < 1e-5)) failures.push_back("(e)'s targets differ from the teacher's softmax");
+    return failures;
+}
+
 int run(const config& cfg) {
     const auto t_start = clock_type::now();
     torch::set_num_threads(cfg.threads);
-    std::printf("bld-distill: preset %s, %d seed(s), %d thread(s)\n", cfg.preset.c_str(), cfg.seeds, cfg.threads);
+    std::printf("bld-distill: preset %s, corpus %s, %d seed(s), %d thread(s)\n", cfg.preset.c_str(), cfg.corpus.c_str(),
+                cfg.seeds, cfg.threads);
 
     // Data: chunks with both tokenizations (cached JS reference encodings), real vocabularies.
-    auto ex = load_records(cfg.data + "/distill/records.tsv");
+    const std::string corpus_dir = cfg.data + "/" + (cfg.corpus == "efficacy" ? "efficacy" : "distill");
+    auto ex = load_records(corpus_dir + "/records.tsv");
     const auto teacher_full = bld::io::load_vocabulary(cfg.data + "/tokenizers/llama2/tokenizer.json");
     const auto student_full = bld::io::load_vocabulary(cfg.data + "/tokenizers/gpt2");
     const auto tv = compact(teacher_full, ex, true);
     const auto sv = compact(student_full, ex, false);
-    // The distiller: the teacher's trie and row plan and the student's vocabulary, built once;
+    // The distillers: the teacher's trie and row plan and the student's vocabulary, built once;
     // the run's K and threads (over the chunks of a batch; the result does not depend on them).
+    // (c) reads the byte head's K slots; (d) a slot for every byte of the longest student token.
     const bld::distiller distiller(tv.vocab, sv.vocab,
                                    {.heads = static_cast<std::size_t>(cfg.heads),
                                     .parallel = {.threads = static_cast<std::size_t>(cfg.threads)}});
+    const bld::distiller distiller_th(tv.vocab, sv.vocab,
+                                      {.heads = std::min<std::size_t>(260, sv.vocab.max_token_bytes()),
+                                       .parallel = {.threads = static_cast<std::size_t>(cfg.threads)}});
 
     // Student slots from the ids alone (bld::align_slots): which (token, head) pairs predict a
     // text byte, and which byte. The text is passed so both streams are checked against it.
@@ -716,7 +1012,9 @@ int run(const config& cfg) {
         bar.finish();
     }
     std::vector<int> train_set, heldout_all;
-    for (int i = 0; i < static_cast<int>(ex.size()); ++i) (ex[i].heldout ? heldout_all : train_set).push_back(i);
+    std::vector<int> valid_set;
+    for (int i = 0; i < static_cast<int>(ex.size()); ++i)
+        (ex[i].split == split_kind::train ? train_set : ex[i].split == split_kind::valid ? valid_set : heldout_all).push_back(i);
     const auto subset = [](std::vector<int> v, std::int64_t n, std::uint64_t seed) {
         if (n <= 0 || n >= static_cast<std::int64_t>(v.size())) return v;
         std::mt19937_64 rng(seed);
@@ -726,7 +1024,16 @@ int run(const config& cfg) {
         return v;
     };
     const auto teacher_pool = subset(train_set, cfg.teacher_pool, 11);
-    const auto student_pool = subset(train_set, cfg.student_pool, 12);
+    // The students' limited data: a fixed share of the training chunks (by a hash of their text),
+    // or a random subset of a given size.
+    std::vector<int> student_pool;
+    if (cfg.student_percent > 0) {
+        for (int i : train_set)
+            if (fnv1a64(ex[static_cast<std::size_t>(i)].text) % 100 < static_cast<std::uint64_t>(cfg.student_percent))
+                student_pool.push_back(i);
+    } else {
+        student_pool = subset(train_set, cfg.student_pool, 12);
+    }
     // Held-out subsets, evenly spread over the corpus (the files are in name order): one for
     // the curves, one for the table (by default all of it).
     const auto spread = [](const std::vector<int>& v, std::int64_t n) {
@@ -739,9 +1046,10 @@ int run(const config& cfg) {
     const auto heldout = spread(heldout_all, cfg.final_heldout);
     std::int64_t n_t = 0, n_s = 0;
     for (int i : heldout) n_t += static_cast<std::int64_t>(ex[i].teacher_ids.size()), n_s += static_cast<std::int64_t>(ex[i].student_ids.size());
-    std::printf("data: %zu training chunks, %zu held-out chunks, %zu of them scored (%.0f bytes; %lld llama2 / %lld gpt2 tokens)\n",
-                train_set.size(), heldout_all.size(), heldout.size(), text_bytes(ex, heldout), static_cast<long long>(n_t),
-                static_cast<long long>(n_s));
+    std::printf("data: %zu training chunks (students: %zu, %.0f bytes), %zu validation, %zu held-out chunks, %zu of them "
+                "scored (%.0f bytes; %lld llama2 / %lld gpt2 tokens)\n",
+                train_set.size(), student_pool.size(), text_bytes(ex, student_pool), valid_set.size(), heldout_all.size(),
+                heldout.size(), text_bytes(ex, heldout), static_cast<long long>(n_t), static_cast<long long>(n_s));
     std::printf("vocabularies (ids that occur in the corpus): teacher llama2 %lld of %zu, students gpt2 %lld of %zu\n",
                 static_cast<long long>(tv.size()), teacher_full.size(), static_cast<long long>(sv.size()), student_full.size());
     std::printf("data ready in %.1f s\n", seconds_since(t_start));
@@ -749,115 +1057,181 @@ int run(const config& cfg) {
 
     nlohmann::json out;
     out["preset"] = cfg.preset;
-    out["config"] = {{"teacher", {{"embed", cfg.teacher.embed}, {"hidden", cfg.teacher.hidden}, {"epochs", cfg.teacher_epochs},
-                                  {"pool", teacher_pool.size()}, {"seed", cfg.teacher_seed}}},
-                     {"student", {{"embed", cfg.student.embed}, {"hidden", cfg.student.hidden}, {"epochs", cfg.student_epochs},
-                                  {"pool", student_pool.size()}}},
-                     {"heads", cfg.heads}, {"lambda_byte", cfg.lambda_byte}, {"lambda_kl", cfg.lambda_kl},
-                     {"batch", cfg.batch}, {"lr", cfg.lr}, {"cutoffs", cfg.cutoffs}, {"threads", cfg.threads},
-                     {"students", cfg.students}};
-    out["data"] = {{"train_chunks", train_set.size()}, {"heldout_chunks", heldout.size()},
-                   {"heldout_bytes", text_bytes(ex, heldout)}, {"curve_chunks", curve_set.size()},
-                   {"curve_bytes", text_bytes(ex, curve_set)}, {"teacher_vocab", tv.size()}, {"student_vocab", sv.size()}};
+    out["corpus"] = cfg.corpus;
+    out["config"] = {{"teacher", {{"embed", cfg.teacher.embed}, {"hidden", cfg.teacher.hidden}, {"layers", cfg.teacher.layers},
+                                  {"epochs", cfg.teacher_epochs}, {"minutes", cfg.teacher_minutes},
+                                  {"patience", cfg.teacher_patience}, {"pool", teacher_pool.size()}, {"seed", cfg.teacher_seed}}},
+                     {"student", {{"embed", cfg.student.embed}, {"hidden", cfg.student.hidden}, {"layers", cfg.student.layers},
+                                  {"epochs", cfg.student_epochs}, {"pool", student_pool.size()}}},
+                     {"heads", cfg.heads}, {"heads_token_head", distiller_th.options().heads},
+                     {"lambda_byte", cfg.lambda_byte}, {"lambda_kl", cfg.lambda_kl}, {"lambda_th", cfg.lambda_th},
+                     {"lambda_kd", cfg.lambda_kd}, {"batch", cfg.batch}, {"lr", cfg.lr}, {"cutoffs", cfg.cutoffs},
+                     {"threads", cfg.threads}, {"students", cfg.students}};
+    out["data"] = {{"train_chunks", train_set.size()}, {"valid_chunks", valid_set.size()},
+                   {"student_chunks", student_pool.size()}, {"student_bytes", text_bytes(ex, student_pool)},
+                   {"heldout_chunks", heldout.size()}, {"heldout_bytes", text_bytes(ex, heldout)},
+                   {"curve_chunks", curve_set.size()}, {"curve_bytes", text_bytes(ex, curve_set)},
+                   {"teacher_vocab", tv.size()}, {"student_vocab", sv.size()}};
 
-    // The teacher: Llama-2 tokenizer, larger, trained once (seed fixed) and then frozen.
+    // The teacher: Llama-2 tokenizer, larger, trained once (seed fixed) and then frozen; with
+    // --preset full kept under the corpus folder, keyed by the data and its settings.
     torch::manual_seed(static_cast<std::uint64_t>(cfg.teacher_seed));
     lm teacher(tv.size(), cfg.teacher, cfg.cutoffs, 0);
-    const auto tb = schedule(ex, teacher_pool, true, cfg.teacher_epochs, cfg.batch, static_cast<std::uint64_t>(cfg.teacher_seed));
-    const auto teacher_res = train(teacher, role::teacher, ex, tb, curve_set, heldout, cfg, nullptr, "teacher");
-    for (auto& p : teacher->parameters()) p.requires_grad_(false);
-    out["teacher"] = to_json(teacher_res);
-
-    // Its byte targets (canonical path, bld::distiller), computed for each batch of student (c).
-    const bool want_c = cfg.students.find('c') != std::string::npos;
-    teacher->eval();
-    teacher_targets cache{.teacher = teacher, .distiller = &distiller};
-
-    // The students: GPT-2 tokenizer, same size, same initialisation and batches per seed.
-    const std::vector<role> roles = [&] {
-        std::vector<role> v;
-        for (char k : std::string("abc"))
-            if (cfg.students.find(k) != std::string::npos) v.push_back(k == 'a' ? role::a : k == 'b' ? role::b : role::c);
-        return v;
-    }();
-    std::map<role, std::vector<run_result>> students;
-    for (int seed = 0; seed < cfg.seeds; ++seed) {
-        const auto sb = schedule(ex, student_pool, false, cfg.student_epochs, cfg.batch, 1000 + static_cast<std::uint64_t>(seed));
-        for (const role r : roles) {
-            torch::manual_seed(static_cast<std::uint64_t>(seed));  // the trunk is built first: same init for a, b, c
-            lm s(sv.size(), cfg.student, cfg.cutoffs, r == role::a ? 0 : cfg.heads);
-            const std::string label = std::string(role_name(r)).substr(0, 3) + " seed " + std::to_string(seed);
-            students[r].push_back(train(s, r, ex, sb, curve_set, heldout, cfg, &cache, label));
+    char key[17];
+    {
+        const std::string what = read_file(corpus_dir + "/MANIFEST.txt") + out["config"]["teacher"].dump() +
+                                 std::to_string(cfg.batch) + std::to_string(cfg.lr) + std::to_string(tv.size());
+        std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(fnv1a64(what)));
+    }
+    const std::string teacher_file = corpus_dir + "/teacher-" + key + ".pt";
+    run_result teacher_res;
+    bool cached = false;
+    if (cfg.cache_teacher && !read_file(teacher_file + ".json").empty()) {
+        torch::load(teacher, teacher_file);
+        teacher_res.heldout_bpb = total_nats(teacher, ex, heldout, true, 64) / (text_bytes(ex, heldout) * std::log(2.0));
+        teacher_res.params = lm_params(teacher);
+        const auto j = nlohmann::json::parse(read_file(teacher_file + ".json"));
+        teacher_res.seconds = j.value("seconds", 0.0);
+        teacher_res.steps = j.value("steps", std::int64_t{0});
+        cached = true;
+        std::printf("teacher: %s (cached; trained in %s, %lld steps)\n", teacher_file.c_str(),
+                    format_duration(teacher_res.seconds).c_str(), static_cast<long long>(teacher_res.steps));
+    } else {
+        const auto tb = schedule(ex, teacher_pool, true, cfg.teacher_epochs, cfg.batch, static_cast<std::uint64_t>(cfg.teacher_seed));
+        stopping st;
+        if (cfg.teacher_patience > 0 && !valid_set.empty()) {
+            st.valid = valid_set;
+            const auto per_epoch = (static_cast<std::int64_t>(teacher_pool.size()) + cfg.batch - 1) / cfg.batch;
+            st.every = std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(per_epoch) / cfg.teacher_evals_per_epoch));
+            st.patience = cfg.teacher_patience;
+        }
+        st.minutes = cfg.teacher_minutes;
+        teacher_res = train(teacher, {role::teacher}, ex, tb, curve_set, heldout, cfg, nullptr, "teacher", st);
+        if (cfg.cache_teacher) {
+            torch::save(teacher, teacher_file);
+            nlohmann::json j = to_json(teacher_res);
+            j["command"] = "bld-distill --preset " + cfg.preset + " --corpus " + cfg.corpus;
+            j["file"] = teacher_file;
+            std::ofstream f(teacher_file + ".json");
+            f << j.dump(1) << "\n";
+            std::printf("teacher saved to %s (%s, stopped by %s)\n", teacher_file.c_str(),
+                        format_duration(teacher_res.seconds).c_str(), teacher_res.stopped.c_str());
         }
     }
-    if (want_c) std::fprintf(stderr, "  teacher targets: %lld chunks, %s\n", static_cast<long long>(cache.chunks), cache.note().c_str());
+    for (auto& p : teacher->parameters()) p.requires_grad_(false);
+    out["teacher"] = to_json(teacher_res);
+    out["teacher"]["cached"] = cached;
+
+    teacher->eval();
+    teacher_targets cache{.teacher = teacher, .distiller = &distiller, .distiller_th = &distiller_th};
+
+    // The arms, each at every λ of its grid: same initialisation and batches per seed and tokenizer.
+    std::vector<arm> arms;
+    for (const char k : arm_letters) {
+        if (cfg.students.find(k) == std::string::npos) continue;
+        const role r = role_of(k);
+        const auto& grid = r == role::c ? cfg.lambda_kl : r == role::d ? cfg.lambda_th : r == role::e ? cfg.lambda_kd
+                                                                                                       : std::vector<double>{0.0};
+        for (const double l : grid) arms.push_back({r, l});
+    }
+    std::map<std::string, std::vector<run_result>> students;
+    for (int seed = 0; seed < cfg.seeds; ++seed) {
+        const auto sb = schedule(ex, student_pool, false, cfg.student_epochs, cfg.batch, 1000 + static_cast<std::uint64_t>(seed));
+        const auto pb = schedule(ex, student_pool, true, cfg.student_epochs, cfg.batch, 1000 + static_cast<std::uint64_t>(seed));
+        for (const arm& a : arms) {
+            torch::manual_seed(static_cast<std::uint64_t>(seed));  // the trunk is built first: same init per tokenizer
+            const bool ts = teacher_side_of(a.r);
+            lm s(ts ? tv.size() : sv.size(), cfg.student, cfg.cutoffs, a.r == role::b || a.r == role::c ? cfg.heads : 0);
+            const std::string label = a.key() + " seed " + std::to_string(seed);
+            students[a.key()].push_back(train(s, a, ex, ts ? pb : sb, curve_set, heldout, cfg, &cache, label));
+        }
+    }
+    std::fprintf(stderr, "  teacher targets: %lld chunks, %s\n", static_cast<long long>(cache.chunks), cache.note().c_str());
     out["targets"] = {{"seconds", cache.seconds}, {"chunks", cache.chunks}, {"slots", cache.slots},
                       {"teacher_rows_seconds", cache.t_rows}, {"bld_seconds", cache.t_bld},
                       {"teacher_bits_per_true_byte", cache.true_byte_bits / static_cast<double>(std::max<std::int64_t>(cache.slots, 1))},
                       {"teacher_token_bits_per_byte", cache.token_bits / std::max(cache.text_bytes, 1.0)}};
 
     // The table.
-    std::printf("\nheld-out bits per byte (%zu chunks, %.0f bytes of fortunes; lower is better)\n", heldout.size(),
-                text_bytes(ex, heldout));
-    std::printf("%-24s %-9s %-16s", "model", "tokenizer", "params");
+    std::printf("\nheld-out bits per byte (%zu chunks, %.0f bytes of %s text; lower is better)\n", heldout.size(),
+                text_bytes(ex, heldout), cfg.corpus.c_str());
+    std::printf("%-30s %-9s %-16s", "model", "tokenizer", "params");
     for (int s = 0; s < cfg.seeds; ++s) std::printf("  seed %-3d", s);
     std::printf("  mean +- sd\n");
-    std::printf("%-24s %-9s %-16s  %8.4f\n", "teacher (GRU)", "llama2", millions(teacher_res.params).c_str(),
+    std::printf("%-30s %-9s %-16s  %8.4f\n", "teacher (GRU)", "llama2", millions(teacher_res.params).c_str(),
                 teacher_res.heldout_bpb);
     nlohmann::json js = nlohmann::json::object();
-    std::map<role, std::vector<double>> bpb;
-    const auto key = [](role r) { return r == role::a ? "a" : r == role::b ? "b" : "c"; };
-    for (const role r : roles) {
-        const auto& runs = students[r];
+    std::map<std::string, std::vector<double>> bpb;
+    for (const arm& a : arms) {
+        const auto& runs = students[a.key()];
         std::string params = millions(runs[0].params);
         if (runs[0].byte_head_params) params += "+" + millions(runs[0].byte_head_params);
-        std::printf("%-24s %-9s %-16s", role_name(r), "gpt2", params.c_str());
+        std::printf("%-30s %-9s %-16s", a.name().c_str(), teacher_side_of(a.r) ? "llama2" : "gpt2", params.c_str());
         nlohmann::json arr = nlohmann::json::array();
+        double step_s = 0, tgt_s = 0;
+        std::int64_t steps = 0;
         for (int s = 0; s < cfg.seeds; ++s) {
-            bpb[r].push_back(runs[static_cast<std::size_t>(s)].heldout_bpb);
-            std::printf("  %8.4f", runs[static_cast<std::size_t>(s)].heldout_bpb);
-            auto j = to_json(runs[static_cast<std::size_t>(s)]);
+            const auto& rr = runs[static_cast<std::size_t>(s)];
+            bpb[a.key()].push_back(rr.heldout_bpb);
+            std::printf("  %8.4f", rr.heldout_bpb);
+            auto j = to_json(rr);
             j["seed"] = s;
             arr.push_back(j);
+            step_s += rr.seconds + rr.targets_seconds;
+            tgt_s += rr.targets_seconds;
+            steps += rr.steps;
         }
-        const auto [m, sd] = mean_sd(bpb[r]);
+        const auto [m, sd] = mean_sd(bpb[a.key()]);
         std::printf("  %.4f +- %.4f\n", m, sd);
-        js[key(r)] = arr;
-        out["summary"][key(r)] = {{"mean", m}, {"sd", sd}};
+        js[a.key()] = arr;
+        out["summary"][a.key()] = {{"mean", m}, {"sd", sd}, {"name", a.name()},
+                                   {"step_seconds", step_s / static_cast<double>(std::max<std::int64_t>(steps, 1))},
+                                   {"targets_share", step_s > 0 ? tgt_s / step_s : 0.0}};
     }
-    // Paired differences (same seed = same initialisation and batches).
+    // Paired differences (same seed = same initialisation and batches): every GPT-2 arm against
+    // (a), (c) against (b), (e) against (a′).
     std::string verdict;
-    for (const auto& [x, y] : {std::pair{role::c, role::a}, std::pair{role::c, role::b}, std::pair{role::b, role::a}}) {
-        if (!bpb.count(x) || !bpb.count(y)) continue;
+    const auto pair_diff = [&](const std::string& x, const std::string& y) {
+        if (!bpb.count(x) || !bpb.count(y)) return;
         std::vector<double> diff;
         int wins = 0;
         for (int s = 0; s < cfg.seeds; ++s) {
             diff.push_back(bpb[x][static_cast<std::size_t>(s)] - bpb[y][static_cast<std::size_t>(s)]);
             wins += diff.back() < 0 ? 1 : 0;
         }
-        const std::string name = std::string("(") + key(x) + ") - (" + key(y) + ")";
-        std::printf("%-24s %-9s %-16s", name.c_str(), "", "");
+        const std::string name = "(" + x + ") - (" + y + ")";
+        std::printf("%-30s %-9s %-16s", name.c_str(), "", "");
         for (double d : diff) std::printf("  %+8.4f", d);
         const auto [dm, dsd] = mean_sd(diff);
         std::printf("  %+.4f +- %.4f\n", dm, dsd);
-        const std::string k = std::string(key(x)) + "_minus_" + key(y);
-        out["summary"][k] = {{"per_seed", diff}, {"mean", dm}, {"sd", dsd}, {"wins", wins}};
-        if (verdict.empty())
-            verdict = std::string("(") + key(x) + ") beats (" + key(y) + ") on " + std::to_string(wins) + " of " +
-                      std::to_string(cfg.seeds) + " seed(s). ";
+        out["summary"][x + " - " + y] = {{"per_seed", diff}, {"mean", dm}, {"sd", dsd}, {"wins", wins}};
+        if ((x[0] == 'c' || x[0] == 'd') && y == "a")
+            verdict += "(" + x + ") beats (a) on " + std::to_string(wins) + " of " + std::to_string(cfg.seeds) + " seed(s). ";
+    };
+    for (const arm& a : arms) {
+        if (a.r == role::b || a.r == role::c || a.r == role::d) pair_diff(a.key(), "a");
+        if (a.r == role::c) pair_diff(a.key(), "b");
+        if (a.r == role::e) pair_diff(a.key(), "p");
     }
     std::printf("%sTeacher targets: %.0f s for %lld chunks. Total %s.\n", verdict.c_str(), cache.seconds,
                 static_cast<long long>(cache.chunks), format_duration(seconds_since(t_start)).c_str());
     out["students"] = js;
     out["summary"]["seeds"] = cfg.seeds;
     out["summary"]["seconds"] = seconds_since(t_start);
+    int status = 0;
+    if (cfg.checks) {
+        const auto failures = smoke_checks(students, cache, ex, student_pool, cfg.batch);
+        for (const auto& f : failures) std::fprintf(stderr, "check failed: %s\n", f.c_str());
+        out["checks"] = {{"failures", failures}};
+        status = failures.empty() ? 0 : 1;
+    }
     if (!cfg.out.empty()) {
         std::ofstream f(cfg.out);
         f << out.dump(1) << "\n";
         if (!f) throw std::runtime_error("cannot write " + cfg.out);
         std::printf("results written to %s\n", cfg.out.c_str());
     }
-    return 0;
+    return status;
 }
 
 }  // namespace
