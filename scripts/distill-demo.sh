@@ -21,6 +21,7 @@ if [[ "$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null)" == */b
   echo "note: libtorch uses the reference BLAS here; with OpenBLAS (apt-get install libopenblas0-pthread)"
   echo "      bld-distill runs several times faster (same results up to float rounding)."
 fi
+source "$root/scripts/openblas-env.sh"
 args=("$@")
 [[ ${#args[@]} -gt 0 ]] || args=(--preset quick)
 exec "$build/examples/bld-distill" --data .cache/data "${args[@]}"

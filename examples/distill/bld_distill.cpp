@@ -169,6 +169,8 @@ struct config {
     std::int64_t teacher_seed = 1234;
     std::string students = "abc";    // which arms to train (letters of arm_letters)
     bool checks = false;             // smoke: every arm's loss decreases, (e)'s targets are the teacher's softmax
+    std::int64_t sizing_steps = 0;   // > 0: time this many steps of every arm (no evaluation, no loss shown) and
+                                     // project the preset's wall time instead of running it
 };
 
 config preset(const std::string& name) {
@@ -281,18 +283,20 @@ config parse_args(int argc, char** argv) {
         else if (a[i] == "--student-epochs") c.student_epochs = std::stod(value());
         else if (a[i] == "--student-pool") c.student_pool = std::stoll(value());
         else if (a[i] == "--students") c.students = value();
+        else if (a[i] == "--sizing") c.sizing_steps = std::stoll(value());
         else if (a[i] == "-h" || a[i] == "--help") {
             std::puts(
                 "usage: bld-distill [--preset quick|full|fortunes-full|smoke] [--corpus fortunes|efficacy]\n"
                 "                   [--seeds N] [--out results.json] [--data DIR] [--threads N]\n"
                 "                   [--lambda-byte X] [--lambda-kl X,Y] [--lambda-th X,Y] [--lambda-kd X,Y]\n"
                 "                   [--heads K] [--teacher-epochs X] [--teacher-minutes X]\n"
-                "                   [--student-epochs X] [--student-pool N] [--students abcdpe]\n"
+                "                   [--student-epochs X] [--student-pool N] [--students abcdpe] [--sizing N]\n"
                 "Trains a Llama-2-tokenizer teacher, then students and prints held-out bits per byte:\n"
                 "GPT-2-tokenizer students (a) token CE, (b) + byte CE, (c) + byte CE + BLD KL (byte head),\n"
                 "(d) + token-head byte KL; Llama-2-tokenizer students (p) token CE, (e) + token-level KD.\n"
                 "Needs DIR/distill/records.tsv (scripts/prepare-distill.sh) or, for --corpus efficacy,\n"
-                "DIR/efficacy/records.tsv (scripts/prepare-efficacy.sh).");
+                "DIR/efficacy/records.tsv (scripts/prepare-efficacy.sh). --sizing N times N steps of every\n"
+                "arm (an untrained teacher, no evaluation, no loss printed) and projects the preset's wall time.");
             std::exit(0);
         } else
             throw std::runtime_error("unknown argument " + a[i] + " (try --help)");
@@ -764,7 +768,9 @@ run_result train(lm& m, const arm& which, const std::vector<example>& ex, const 
     const double targets_before = targets ? targets->seconds : 0.0;  // the targets' time is reported apart
     const bool teacher_side = teacher_side_of(r);
     torch::optim::Adam opt(m->parameters(), torch::optim::AdamOptions(cfg.lr));
-    const auto steps = static_cast<std::int64_t>(batches.size());
+    const bool timing = cfg.sizing_steps > 0;  // --sizing: steps only, nothing evaluated
+    const auto steps = timing ? std::min<std::int64_t>(cfg.sizing_steps, static_cast<std::int64_t>(batches.size()))
+                              : static_cast<std::int64_t>(batches.size());
     const auto warmup = std::max<std::int64_t>(1, std::min<std::int64_t>(100, steps / 20));
     const double curve_bytes = text_bytes(ex, curve_set);
     run_result res;
@@ -773,6 +779,10 @@ run_result train(lm& m, const arm& which, const std::vector<example>& ex, const 
     std::vector<std::int64_t> eval_at;
     for (std::int64_t k = 0; k <= cfg.curve_points; ++k) eval_at.push_back(k * steps / cfg.curve_points);
     const auto evaluate = [&](std::int64_t step) {
+        if (timing) {
+            res.curve.push_back({step, res.tokens, std::numeric_limits<double>::quiet_NaN()});
+            return;
+        }
         const double bpb = total_nats(m, ex, curve_set, teacher_side, 64) / (curve_bytes * std::log(2.0));
         res.curve.push_back({step, res.tokens, bpb});
     };
@@ -804,6 +814,7 @@ run_result train(lm& m, const arm& which, const std::vector<example>& ex, const 
             n += std::snprintf(note + n, sizeof note - static_cast<std::size_t>(n), "  other terms %.3f", avg_extra);
         if (stopping_on && std::isfinite(best))
             n += std::snprintf(note + n, sizeof note - static_cast<std::size_t>(n), "  valid best %.3f", best);
+        if (timing) return std::string();
         std::snprintf(note + n, sizeof note - static_cast<std::size_t>(n), "  held-out %.3f bits/byte", res.curve.back().bpb);
         return std::string(note);
     };
@@ -895,8 +906,9 @@ run_result train(lm& m, const arm& which, const std::vector<example>& ex, const 
     evaluate(step);
     bar.finish(note_text());
     const double bytes = text_bytes(ex, heldout);
-    res.heldout_bpb = curve_set.size() == heldout.size() ? res.curve.back().bpb
-                                                         : total_nats(m, ex, heldout, teacher_side, 64) / (bytes * std::log(2.0));
+    res.heldout_bpb = timing || curve_set.size() == heldout.size()
+                          ? res.curve.back().bpb
+                          : total_nats(m, ex, heldout, teacher_side, 64) / (bytes * std::log(2.0));
     res.targets_seconds = targets ? targets->seconds - targets_before : 0.0;
     res.seconds = seconds_since(t0) - res.targets_seconds;
     return res;
@@ -972,6 +984,52 @@ std::vector<std::string> smoke_checks(const std::map<std::string, std::vector<ru
     std::printf("check: (e) targets vs the teacher's softmax per chunk: max |difference| %.3g over %zu chunks\n", worst, idx.size());
     if (!(worst < 1e-5)) failures.push_back("(e)'s targets differ from the teacher's softmax");
     return failures;
+}
+
+/// --sizing N (docs/efficacy_design.md, "Sizing before the runs"): N steps of the teacher and of
+/// every arm at its first λ, timed, with an untrained teacher behind the targets (a step costs the
+/// same whatever the weights) and nothing evaluated; prints seconds per step and the preset's
+/// projected wall time (the teacher's budget or schedule, then every arm × grid point × seed).
+int sizing(const config& cfg, lm& teacher, const compact_vocabulary& tv, const compact_vocabulary& sv,
+           const bld::distiller& distiller, const bld::distiller& distiller_th, const std::vector<example>& ex,
+           const std::vector<int>& teacher_pool, const std::vector<int>& student_pool) {
+    const std::vector<int> none;
+    const auto per_epoch = [&](const std::vector<int>& pool) {
+        return static_cast<double>((static_cast<std::int64_t>(pool.size()) + cfg.batch - 1) / cfg.batch);
+    };
+    const auto tb = schedule(ex, teacher_pool, true, 1.0, cfg.batch, 7);
+    const auto tr = train(teacher, {role::teacher}, ex, tb, none, none, cfg, nullptr, "teacher (timing)");
+    const double t_step = tr.seconds / static_cast<double>(std::max<std::int64_t>(tr.steps, 1));
+    const double t_sched = t_step * per_epoch(teacher_pool) * cfg.teacher_epochs;
+    const double t_teacher = cfg.teacher_minutes > 0 ? std::min(t_sched, cfg.teacher_minutes * 60.0) : t_sched;
+    std::printf("sizing: %lld steps each, %d thread(s)\n", static_cast<long long>(cfg.sizing_steps), cfg.threads);
+    std::printf("%-30s %10s %12s %8s %12s\n", "model", "s/step", "steps/run", "runs", "projected");
+    std::printf("%-30s %10.3f %12.0f %8d %12s\n", "teacher", t_step, t_sched / t_step, 1, format_duration(t_teacher).c_str());
+    teacher->eval();
+    for (auto& p : teacher->parameters()) p.requires_grad_(false);
+    teacher_targets tt{.teacher = teacher, .distiller = &distiller, .distiller_th = &distiller_th};
+    const auto sb = schedule(ex, student_pool, false, 1.0, cfg.batch, 1000);
+    const auto pb = schedule(ex, student_pool, true, 1.0, cfg.batch, 1000);
+    const double steps_per_run = per_epoch(student_pool) * cfg.student_epochs;
+    double total = t_teacher;
+    for (const char k : arm_letters) {
+        if (cfg.students.find(k) == std::string::npos) continue;
+        const role r = role_of(k);
+        const auto& grid = r == role::c ? cfg.lambda_kl : r == role::d ? cfg.lambda_th : r == role::e ? cfg.lambda_kd
+                                                                                                       : std::vector<double>{0.0};
+        const arm a{r, grid.front()};
+        torch::manual_seed(0);
+        const bool ts = teacher_side_of(r);
+        lm s(ts ? tv.size() : sv.size(), cfg.student, cfg.cutoffs, r == role::b || r == role::c ? cfg.heads : 0);
+        const auto res = train(s, a, ex, ts ? pb : sb, none, none, cfg, &tt, a.key() + " (timing)");
+        const double step = (res.seconds + res.targets_seconds) / static_cast<double>(std::max<std::int64_t>(res.steps, 1));
+        const int runs = static_cast<int>(grid.size()) * cfg.seeds;
+        const double t = step * steps_per_run * runs;
+        total += t;
+        std::printf("%-30s %10.3f %12.0f %8d %12s\n", role_name(r), step, steps_per_run, runs, format_duration(t).c_str());
+    }
+    std::printf("projected wall time of preset %s (without evaluations): %s\n", cfg.preset.c_str(), format_duration(total).c_str());
+    return 0;
 }
 
 int run(const config& cfg) {
@@ -1084,6 +1142,7 @@ int run(const config& cfg) {
         std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(fnv1a64(what)));
     }
     const std::string teacher_file = corpus_dir + "/teacher-" + key + ".pt";
+    if (cfg.sizing_steps > 0) return sizing(cfg, teacher, tv, sv, distiller, distiller_th, ex, teacher_pool, student_pool);
     run_result teacher_res;
     bool cached = false;
     if (cfg.cache_teacher && !read_file(teacher_file + ".json").empty()) {
