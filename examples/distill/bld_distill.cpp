@@ -177,10 +177,14 @@ config preset(const std::string& name) {
     config c;
     c.preset = name;
     if (name == "quick") {
-        // The whole pipeline in about a minute on an idle two-core machine with Debian's
-        // reference BLAS (a few on busy cores): smaller models, a teacher that sees 10% of the
-        // data, students 2 passes over 320 chunks. Its numbers say the pipeline works, not
-        // whether BLD helps: the documented numbers come from `full`.
+        // The whole pipeline in about a minute on an idle two-core machine: smaller models, a
+        // teacher that sees 10% of the fortunes, every arm at λ = 1 (students 2 passes over 320
+        // chunks). Its numbers say the pipeline works, not whether distillation helps: that is
+        // what `full` is for (docs/efficacy_design.md).
+        c.students = "abcdpe";
+        c.lambda_kl = {1.0};
+        c.lambda_th = {1.0};
+        c.lambda_kd = {1.0};
         c.teacher = {128, 128};
         c.student = {64, 64};
         c.teacher_epochs = 0.1;
@@ -1298,8 +1302,10 @@ int run(const config& cfg) {
 int main(int argc, char** argv) {
 #if defined(__GLIBC__)
     // Keep freed tensor memory in the heap: by default glibc maps every large block afresh and
-    // the page faults of zeroing it cost a fifth of the run on this CPU-only trainer.
-    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    // the page faults of zeroing it cost a fifth of the run on this CPU-only trainer (a third of
+    // (d)'s, whose [B, T, V] log-probabilities and gradient are hundreds of MB a step). glibc
+    // caps M_MMAP_THRESHOLD at 32 MiB, so blocks above it are kept off mmap with M_MMAP_MAX = 0.
+    mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
 #endif
     try {
