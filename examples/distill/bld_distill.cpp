@@ -57,10 +57,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
@@ -155,6 +158,9 @@ struct config {
     std::int64_t teacher_pool = 0;   // training chunks the teacher sees (0: all)
     double teacher_epochs = 1.0;     // (the most it trains; early stopping may end it sooner)
     double teacher_minutes = 0;      // training-time budget of the teacher (0: none)
+    std::int64_t teacher_steps = 0;  // step budget of the teacher (0: none); its learning-rate schedule spans
+                                     // min(schedule, budget), and the result does not depend on the machine's load
+    bool teacher_only = false;       // train (or load) the teacher, print its held-out bits per byte, stop
     int teacher_patience = 0;        // stop after this many validation evaluations without a new best (0: never)
     double teacher_evals_per_epoch = 2;
     bool cache_teacher = false;      // keep the trained teacher under DIR/<corpus>/ and reuse it
@@ -196,25 +202,25 @@ config preset(const std::string& name) {
         c.final_heldout = 500;
     } else if (name == "full") {
         // docs/efficacy_design.md: the efficacy corpus, a 2-layer teacher trained to early
-        // stopping (or 60 minutes), students on the fixed 8 % subset for 12 epochs, every arm
-        // and grid point on 3 seeds.
+        // stopping or its step budget, students on the fixed 5 % subset for 8 epochs, every arm
+        // and grid point on 3 seeds (the design's "Decisions" section says why 5 % and 8).
         c.corpus = "efficacy";
         c.teacher = {384, 384, 2};
         c.student = {96, 96, 1};
         c.teacher_epochs = 50.0;
-        c.teacher_minutes = 60.0;
+        c.teacher_steps = 3600;  // ~60 min on the idle 2-core machine (docs/efficacy_design.md, "Decisions")
         c.teacher_patience = 2;
         c.teacher_evals_per_epoch = 2;
         c.cache_teacher = true;
-        c.student_percent = 8;
-        c.student_epochs = 12.0;
+        c.student_percent = 5;
+        c.student_epochs = 8.0;
         c.lr = 3e-3;
         c.seeds = 3;
         c.lambda_kl = {0.1, 1.0};
         c.lambda_th = {0.1, 1.0};
         c.lambda_kd = {0.1, 1.0};
         c.students = "abcdpe";
-        c.curve_points = 12;
+        c.curve_points = 8;  // one held-out point per epoch
         c.curve_heldout = 500;
         c.final_heldout = 0;
     } else if (name == "fortunes-full") {
@@ -284,6 +290,8 @@ config parse_args(int argc, char** argv) {
         else if (a[i] == "--heads") c.heads = std::stoll(value());
         else if (a[i] == "--teacher-epochs") c.teacher_epochs = std::stod(value());
         else if (a[i] == "--teacher-minutes") c.teacher_minutes = std::stod(value());
+        else if (a[i] == "--teacher-steps") c.teacher_steps = std::stoll(value());
+        else if (a[i] == "--teacher-only") c.teacher_only = true;
         else if (a[i] == "--student-epochs") c.student_epochs = std::stod(value());
         else if (a[i] == "--student-pool") c.student_pool = std::stoll(value());
         else if (a[i] == "--students") c.students = value();
@@ -293,7 +301,8 @@ config parse_args(int argc, char** argv) {
                 "usage: bld-distill [--preset quick|full|fortunes-full|smoke] [--corpus fortunes|efficacy]\n"
                 "                   [--seeds N] [--out results.json] [--data DIR] [--threads N]\n"
                 "                   [--lambda-byte X] [--lambda-kl X,Y] [--lambda-th X,Y] [--lambda-kd X,Y]\n"
-                "                   [--heads K] [--teacher-epochs X] [--teacher-minutes X]\n"
+                "                   [--heads K] [--teacher-epochs X] [--teacher-minutes X] [--teacher-steps N]\n"
+                "                   [--teacher-only]\n"
                 "                   [--student-epochs X] [--student-pool N] [--students abcdpe] [--sizing N]\n"
                 "Trains a Llama-2-tokenizer teacher, then students and prints held-out bits per byte:\n"
                 "GPT-2-tokenizer students (a) token CE, (b) + byte CE, (c) + byte CE + BLD KL (byte head),\n"
@@ -543,13 +552,13 @@ double text_bytes(const std::vector<example>& ex, const std::vector<int>& idx) {
 /// the byte head's K slots, (d) with a slot for every byte of a student token); with the time
 /// it takes and two fidelity statistics. The targets depend on the text only (design.md §1), so
 /// this is what a trainer with a live teacher does: no cache, float32 targets exactly as the
-/// distiller returns them.
+/// distiller returns them, computed once a step for all the arms that read them (train()).
 struct teacher_targets {
     lm teacher{nullptr};
     const bld::distiller* distiller = nullptr;     // (c): K = the byte head's heads
     const bld::distiller* distiller_th = nullptr;  // (d): K = the student's longest token
     double seconds = 0;
-    std::int64_t chunks = 0, slots = 0;     // chunks and active slots processed (every (c) step)
+    std::int64_t chunks = 0, slots = 0;     // chunks the teacher read; active slots of the byte head's targets
     double t_rows = 0, t_bld = 0;            // teacher forward + full log-softmax; bld::distiller
     double true_byte_bits = 0;               // Σ −log2 p_teacher(true byte) over the active slots
     double token_bits = 0, text_bytes = 0;   // the teacher's own token NLL on these chunks, their bytes
@@ -571,23 +580,22 @@ torch::Tensor teacher_rows(teacher_targets& tt, const std::vector<example>& ex, 
     torch::NoGradGuard ng;
     const auto b = make_batch(ex, idx, true, tt.teacher->bos);
     const auto rows = tt.teacher->out->log_prob(target_hidden(tt.teacher, b)).contiguous();
+    // The teacher's own token cross-entropy on the same chunks, for comparison with its byte targets.
+    tt.token_bits -= rows.gather(1, b.targets.unsqueeze(1)).sum().item<double>() / std::log(2.0);
+    for (int i : idx) tt.text_bytes += static_cast<double>(ex[i].text.size());
+    tt.chunks += static_cast<std::int64_t>(idx.size());
     tt.t_rows += seconds_since(t0);
     tt.seconds += seconds_since(t0);
     return rows;
 }
 
-/// The teacher's byte targets for a batch of chunks from distiller d: [B, T, K] slots at the
-/// student batch's padded positions (position t of chunk b holds the slots of its student token
-/// t, which the hidden state at t predicts; make_batch's layout), compact, float32.
+/// The teacher's byte targets for a batch of chunks from distiller d, given the teacher's rows of
+/// the batch (teacher_rows): [B, T, K] slots at the student batch's padded positions (position t
+/// of chunk b holds the slots of its student token t, which the hidden state at t predicts;
+/// make_batch's layout), compact, float32.
 bld::target_batch batch_targets(teacher_targets& tt, const bld::distiller& distiller, const std::vector<example>& ex,
-                                std::span<const int> idx) {
-    const auto rows = teacher_rows(tt, ex, idx);
+                                std::span<const int> idx, const torch::Tensor& rows) {
     const auto t0 = clock_type::now();
-    {
-        torch::NoGradGuard ng;  // the teacher's token-level cross-entropy on the same chunks, for comparison
-        const auto b = make_batch(ex, idx, true, tt.teacher->bos);
-        tt.token_bits -= rows.gather(1, b.targets.unsqueeze(1)).sum().item<double>() / std::log(2.0);
-    }
     std::int64_t first = 0;
     // [doc:targets]
     std::vector<bld::distill_sequence<float>> seqs;  // per chunk: its rows, both id lists, its text
@@ -608,22 +616,21 @@ bld::target_batch batch_targets(teacher_targets& tt, const bld::distiller& disti
     if (S != static_cast<std::int64_t>(longest)) throw std::runtime_error("target positions differ from the batch's");
     // The slots of the byte head's distiller are those of bld::align_slots at start-up (the (b)
     // student's), at the same places.
-    const std::uint8_t* mask = t.mask().data();
-    for (std::size_t k = 0; k < idx.size(); ++k) {
-        const auto& m = ex[idx[k]].mask;
-        const std::uint8_t* row = mask + static_cast<std::int64_t>(k) * S * K;
-        if (&distiller == tt.distiller &&
-            (!std::equal(m.begin(), m.end(), row) || std::any_of(row + m.size(), row + S * K, [](auto v) { return v != 0; })))
-            throw std::runtime_error("slot masks differ");
-        tt.text_bytes += static_cast<double>(ex[idx[k]].text.size());
+    if (&distiller == tt.distiller) {
+        const std::uint8_t* mask = t.mask().data();
+        for (std::size_t k = 0; k < idx.size(); ++k) {
+            const auto& m = ex[idx[k]].mask;
+            const std::uint8_t* row = mask + static_cast<std::int64_t>(k) * S * K;
+            if (!std::equal(m.begin(), m.end(), row) || std::any_of(row + m.size(), row + S * K, [](auto v) { return v != 0; }))
+                throw std::runtime_error("slot masks differ");
+        }
+        const auto v = t.view<float>();  // the teacher's probability of the true byte, over the byte head's slots
+        for (std::int64_t a = 0; a < v.rows(); ++a) {
+            const auto y = v.true_bytes.data()[v.slots(a)];
+            tt.true_byte_bits -= std::log2(std::max(v.values(a, y), 1e-30f));
+        }
+        tt.slots += t.active_slots();
     }
-    const auto v = t.view<float>();
-    for (std::int64_t a = 0; a < v.rows(); ++a) {
-        const auto y = v.true_bytes.data()[v.slots(a)];
-        tt.true_byte_bits -= std::log2(std::max(v.values(a, y), 1e-30f));
-    }
-    tt.slots += t.active_slots();
-    tt.chunks += static_cast<std::int64_t>(idx.size());
     tt.t_bld += seconds_since(t0);
     tt.seconds += seconds_since(t0);
     return t;
@@ -744,60 +751,87 @@ struct arm {
 
 struct curve_point {
     std::int64_t step, tokens;
-    double bpb;
+    double bpb;        // held-out bits per byte (the curve's chunks)
+    double train_bpb;  // the token CE of the steps since the previous point, in bits per byte of their text
 };
 
 struct run_result {
     std::vector<curve_point> curve;
     std::vector<double> losses;  // the training loss of every step (all terms)
-    double heldout_bpb = 0, seconds = 0, targets_seconds = 0, best_valid_bpb = 0;
+    double heldout_bpb = 0, best_valid_bpb = 0;
+    double seconds = 0;          // wall time of the run (for students trained together: of the group)
+    // The cost of the arm's steps (evaluations left out), as if it were trained alone:
+    double step_seconds = 0;     //   its own forward, losses, backward and optimiser step
+    double loss_seconds = 0;     //   of which bld's loss, forward and backward (on a detached input)
+    double teacher_seconds = 0;  //   the teacher's forward on the steps it reads it (shared in a group)
+    double targets_seconds = 0;  //   bld::distiller's targets on the steps it reads them (shared in a group)
     std::int64_t params = 0, byte_head_params = 0, steps = 0, tokens = 0;
-    std::string stopped = "schedule";  // why training ended: schedule, patience or budget
+    std::string stopped = "schedule";  // why training ended: schedule, step budget, patience or budget
 };
 
 /// Early stopping of the teacher: the validation chunks, evaluations per epoch, patience and
-/// time budget (docs/efficacy_design.md). Empty: train the whole schedule.
+/// budgets (docs/efficacy_design.md). Empty: train the whole schedule.
 struct stopping {
     std::vector<int> valid;
     std::int64_t every = 0;  // steps between evaluations
     int patience = 0;
     double minutes = 0;
+    std::int64_t max_steps = 0;  // step budget (0: none): the schedule, warm-up and decay included, ends there
 };
 
-run_result train(lm& m, const arm& which, const std::vector<example>& ex, const std::vector<std::vector<int>>& batches,
-                 const std::vector<int>& curve_set, const std::vector<int>& heldout, const config& cfg,
-                 teacher_targets* targets, const std::string& label, const stopping& stop = {}) {
+/// One model in training: its arm, network, optimiser and record.
+struct trainee {
+    trainee(arm a, lm model, double lr)
+        : which(a), m(std::move(model)), opt(m->parameters(), torch::optim::AdamOptions(lr)) {}
+    arm which;
+    lm m;
+    torch::optim::Adam opt;
+    run_result res;
+    double avg = 0, avg_extra = 0;  // running means of the token CE and of the other terms
+    double train_nats = 0, train_bytes = 0;  // token CE (nats) and text bytes since the last curve point
+};
+using group = std::vector<std::unique_ptr<trainee>>;
+
+/// Trains every model of `g` on the same batches, step by step together (docs/efficacy_design.md,
+/// "Decisions"): the teacher's forward and bld's targets of a step are computed once and read by
+/// every arm that needs them, so the arms of a seed see the same batches and the very same
+/// targets. A group of one with `stop` set is the teacher (validation, patience, budgets).
+void train(group& g, const std::vector<example>& ex, const std::vector<std::vector<int>>& batches,
+           const std::vector<int>& curve_set, const std::vector<int>& heldout, const config& cfg,
+           teacher_targets* targets, const std::string& label, const stopping& stop = {}) {
     const auto t0 = clock_type::now();
-    const role r = which.r;
-    const double targets_before = targets ? targets->seconds : 0.0;  // the targets' time is reported apart
-    const bool teacher_side = teacher_side_of(r);
-    torch::optim::Adam opt(m->parameters(), torch::optim::AdamOptions(cfg.lr));
     const bool timing = cfg.sizing_steps > 0;  // --sizing: steps only, nothing evaluated
-    const auto steps = timing ? std::min<std::int64_t>(cfg.sizing_steps, static_cast<std::int64_t>(batches.size()))
-                              : static_cast<std::int64_t>(batches.size());
+    const auto planned = static_cast<std::int64_t>(batches.size());
+    const auto steps = timing            ? std::min<std::int64_t>(cfg.sizing_steps, planned)
+                       : stop.max_steps > 0 ? std::min<std::int64_t>(stop.max_steps, planned)
+                                            : planned;
     const auto warmup = std::max<std::int64_t>(1, std::min<std::int64_t>(100, steps / 20));
     const double curve_bytes = text_bytes(ex, curve_set);
-    run_result res;
-    res.params = lm_params(m);
-    res.byte_head_params = m->bytes ? count_params(m->bytes->parameters()) : 0;
+    const auto any = [&](auto pred) { return std::any_of(g.begin(), g.end(), [&](const auto& t) { return pred(t->which.r); }); };
+    const bool need_rows = any([](role r) { return r == role::c || r == role::d || r == role::e; });
+    const bool need_c = any([](role r) { return r == role::c; }), need_d = any([](role r) { return r == role::d; });
+    for (auto& t : g) {
+        t->res.params = lm_params(t->m);
+        t->res.byte_head_params = t->m->bytes ? count_params(t->m->bytes->parameters()) : 0;
+    }
     std::vector<std::int64_t> eval_at;
     for (std::int64_t k = 0; k <= cfg.curve_points; ++k) eval_at.push_back(k * steps / cfg.curve_points);
-    const auto evaluate = [&](std::int64_t step) {
-        if (timing) {
-            res.curve.push_back({step, res.tokens, std::numeric_limits<double>::quiet_NaN()});
-            return;
-        }
-        const double bpb = total_nats(m, ex, curve_set, teacher_side, 64) / (curve_bytes * std::log(2.0));
-        res.curve.push_back({step, res.tokens, bpb});
+    const auto evaluate = [&](trainee& t, std::int64_t step) {
+        const double nan = std::numeric_limits<double>::quiet_NaN();
+        const double bpb = timing ? nan : total_nats(t.m, ex, curve_set, teacher_side_of(t.which.r), 64) / (curve_bytes * std::log(2.0));
+        t.res.curve.push_back({step, t.res.tokens, bpb, t.train_bytes > 0 ? t.train_nats / (t.train_bytes * std::log(2.0)) : nan});
+        t.train_nats = t.train_bytes = 0;
     };
     // Early stopping (the teacher): the best weights on the validation chunks are kept.
     const bool stopping_on = !stop.valid.empty() && stop.every > 0;
+    if ((stopping_on || stop.minutes > 0) && g.size() != 1) throw std::logic_error("early stopping is for one model");
     const double valid_bytes = stopping_on ? text_bytes(ex, stop.valid) : 0.0;
     double best = std::numeric_limits<double>::infinity();
     int since_best = 0;
     std::vector<torch::Tensor> best_state;
     const auto validate = [&] {
-        const double bpb = total_nats(m, ex, stop.valid, teacher_side, 64) / (valid_bytes * std::log(2.0));
+        auto& m = g.front()->m;
+        const double bpb = total_nats(m, ex, stop.valid, teacher_side_of(g.front()->which.r), 64) / (valid_bytes * std::log(2.0));
         if (bpb < best) {
             best = bpb;
             since_best = 0;
@@ -807,125 +841,223 @@ run_result train(lm& m, const arm& which, const std::vector<example>& ex, const 
         } else {
             ++since_best;
         }
-        return bpb;
     };
     progress bar(label, steps);
-    double avg = 0, avg_extra = 0;  // running means of the token CE and of the other terms
     const auto note_text = [&] {
-        char note[160];
-        int n = std::snprintf(note, sizeof note, "token CE %.3f", avg);
-        if (r != role::teacher && r != role::a && r != role::p)
-            n += std::snprintf(note + n, sizeof note - static_cast<std::size_t>(n), "  other terms %.3f", avg_extra);
-        if (stopping_on && std::isfinite(best))
-            n += std::snprintf(note + n, sizeof note - static_cast<std::size_t>(n), "  valid best %.3f", best);
         if (timing) return std::string();
-        std::snprintf(note + n, sizeof note - static_cast<std::size_t>(n), "  held-out %.3f bits/byte", res.curve.back().bpb);
-        return std::string(note);
+        std::string note;
+        char b[96];
+        if (g.size() == 1) {
+            const auto& t = *g.front();
+            std::snprintf(b, sizeof b, "token CE %.3f", t.avg);
+            note = b;
+            if (t.which.r != role::teacher && t.which.r != role::a && t.which.r != role::p) {
+                std::snprintf(b, sizeof b, "  other terms %.3f", t.avg_extra);
+                note += b;
+            }
+            if (stopping_on && std::isfinite(best)) {
+                std::snprintf(b, sizeof b, "  valid best %.3f", best);
+                note += b;
+            }
+            std::snprintf(b, sizeof b, "  held-out %.3f bits/byte", t.res.curve.back().bpb);
+            return note + b;
+        }
+        note = "held-out";
+        for (const auto& t : g) {
+            std::snprintf(b, sizeof b, " %s %.3f", t->which.key().c_str(), t->res.curve.back().bpb);
+            note += b;
+        }
+        return note;
     };
     std::int64_t step = 0;
     for (; step < steps; ++step) {
-        if (std::find(eval_at.begin(), eval_at.end(), step) != eval_at.end()) evaluate(step);
+        if (std::find(eval_at.begin(), eval_at.end(), step) != eval_at.end())
+            for (auto& t : g) evaluate(*t, step);
         if (stopping_on && step > 0 && step % stop.every == 0) {
             validate();
             if (stop.patience > 0 && since_best >= stop.patience) {
-                res.stopped = "patience";
+                g.front()->res.stopped = "patience";
                 break;
             }
         }
         if (stop.minutes > 0 && seconds_since(t0) > stop.minutes * 60.0) {
-            res.stopped = "budget";
+            g.front()->res.stopped = "budget";
             break;
         }
         // Linear warm-up, then cosine decay to a tenth of the peak.
         const double f = step < warmup ? static_cast<double>(step + 1) / static_cast<double>(warmup)
                                        : 0.1 + 0.45 * (1 + std::cos(M_PI * static_cast<double>(step - warmup) /
                                                                     static_cast<double>(std::max<std::int64_t>(1, steps - warmup))));
-        for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(cfg.lr * f);
-
         const auto& idx = batches[static_cast<std::size_t>(step)];
-        const auto b = make_batch(ex, idx, teacher_side, m->bos);
-        const auto T = b.inputs.size(1);
-        const auto hidden = m->hidden(b.inputs).reshape({-1, m->hidden_size});  // [B·T, hidden]
-        const auto h = hidden.index_select(0, b.positions);                     // [N, hidden] (target_hidden)
-        const auto o = m->out->forward(h, b.targets);
-        // Token CE, mean over the batch's tokens (ASMoutput::loss is a plain double in libtorch's
-        // C++ API, so the loss is taken from the differentiable log-probabilities).
-        auto token_ce = -o.output.mean();
-        auto loss = token_ce;
-        torch::Tensor extra;
-        if (r == role::b || r == role::c) {
-            // The byte term, differentiable: bld's fused pass gives the value and ∂/∂logits at once
-            // (bld/torch/loss.hpp); (b) has no teacher, only the byte cross-entropy.
-            // [doc:byte_term]
-            if (r == role::c) {
-                // The teacher's targets carry their slots: [B·T, K] at the batch's padded positions,
-                // so the byte head reads every position (padding has no active slot).
-                const bld::target_batch t = batch_targets(*targets, *targets->distiller, ex, idx);
-                extra = bld::autograd::bld_loss(m->bytes->forward(hidden), t.view<float>(),
-                                                {.lambda_byte = cfg.lambda_byte, .lambda_kl = which.lambda});
-            } else {
-                const auto [mask, true_bytes] = batch_slots(ex, idx, b.tokens, cfg.heads);  // [N, K]
-                extra = cfg.lambda_byte * bld::autograd::byte_cross_entropy(m->bytes->forward(h), true_bytes, mask);
+        double idx_bytes = 0;
+        for (int i : idx) idx_bytes += static_cast<double>(ex[i].text.size());
+        // What the step's arms share: the batch on either tokenizer, the teacher's rows, bld's targets.
+        std::optional<lm_batch> batch_of[2];
+        const auto batch = [&](bool teacher_side, std::int64_t bos) -> const lm_batch& {
+            auto& b = batch_of[teacher_side ? 1 : 0];
+            if (!b) b = make_batch(ex, idx, teacher_side, bos);
+            return *b;
+        };
+        torch::Tensor rows;
+        std::optional<bld::target_batch> tc, td;
+        double t_rows = 0, t_c = 0, t_d = 0;
+        if (need_rows) {
+            const double before = targets->t_rows;
+            rows = teacher_rows(*targets, ex, idx);  // [teacher tokens, V_t]
+            t_rows = targets->t_rows - before;
+        }
+        if (need_c) {
+            const double before = targets->t_bld;
+            tc = batch_targets(*targets, *targets->distiller, ex, idx, rows);
+            t_c = targets->t_bld - before;
+        }
+        if (need_d) {
+            const double before = targets->t_bld;
+            td = batch_targets(*targets, *targets->distiller_th, ex, idx, rows);
+            t_d = targets->t_bld - before;
+        }
+        for (auto& tp : g) {
+            trainee& t = *tp;
+            const auto ts = clock_type::now();
+            const role r = t.which.r;
+            auto& m = t.m;
+            for (auto& pg : t.opt.param_groups()) static_cast<torch::optim::AdamOptions&>(pg.options()).lr(cfg.lr * f);
+            const auto& b = batch(teacher_side_of(r), m->bos);
+            const auto T = b.inputs.size(1);
+            const auto hidden = m->hidden(b.inputs).reshape({-1, m->hidden_size});  // [B·T, hidden]
+            const auto h = hidden.index_select(0, b.positions);                     // [N, hidden] (target_hidden)
+            const auto o = m->out->forward(h, b.targets);
+            // Token CE, mean over the batch's tokens (ASMoutput::loss is a plain double in libtorch's
+            // C++ API, so the loss is taken from the differentiable log-probabilities).
+            const auto token_ce = -o.output.mean();
+            // bld's terms are evaluated on a detached copy of their input x, forward and backward, so
+            // that their cost is timed alone; x's gradient then joins the one backward pass below.
+            torch::Tensor x, extra, x_grad;
+            const auto bld_term = [&](torch::Tensor input, auto&& loss) {
+                x = std::move(input);
+                const auto tl = clock_type::now();
+                auto xd = x.detach().requires_grad_(true);
+                extra = loss(xd);
+                extra.backward();
+                x_grad = xd.grad();
+                t.res.loss_seconds += seconds_since(tl);
+            };
+            if (r == role::b || r == role::c) {
+                // The byte term: bld's fused pass gives the value and ∂/∂logits at once
+                // (bld/torch/loss.hpp); (b) has no teacher, only the byte cross-entropy.
+                // [doc:byte_term]
+                if (r == role::c) {
+                    // The teacher's targets carry their slots: [B·T, K] at the batch's padded positions,
+                    // so the byte head reads every position (padding has no active slot).
+                    bld_term(m->bytes->forward(hidden), [&](const torch::Tensor& logits) {
+                        return bld::autograd::bld_loss(logits, tc->view<float>(),
+                                                       {.lambda_byte = cfg.lambda_byte, .lambda_kl = t.which.lambda});
+                    });
+                } else {
+                    const auto [mask, true_bytes] = batch_slots(ex, idx, b.tokens, cfg.heads);  // [N, K]
+                    bld_term(m->bytes->forward(h), [&](const torch::Tensor& logits) {
+                        return cfg.lambda_byte * bld::autograd::byte_cross_entropy(logits, true_bytes, mask);
+                    });
+                }
+                // [/doc:byte_term]
+            } else if (r == role::d) {
+                // The token-head byte KL: the student's own next-token distributions [B, T, V_s]
+                // (the adaptive softmax's full log-probabilities, differentiable), projected along its
+                // tokenization and held to the teacher's next-byte targets at every text byte.
+                const auto [ids, mask] = student_ids_mask(ex, idx, T);
+                bld_term(m->out->log_prob(hidden).reshape({b.inputs.size(0), T, -1}), [&](const torch::Tensor& logp) {
+                    return t.which.lambda * bld::autograd::token_head_loss(*targets->distiller_th, logp, ids, *td, {}, mask);
+                });
+            } else if (r == role::e) {
+                // Token-level KD on the teacher's own tokens: KL(teacher ‖ student), mean over tokens
+                // (the teacher's rows are at the same positions as h).
+                extra = t.which.lambda * (rows.exp() * (rows - m->out->log_prob(h))).sum(1).mean();
             }
-            // [/doc:byte_term]
-        } else if (r == role::d) {
-            // The token-head byte KL: the student's own next-token distributions [B, T, V_s]
-            // (the adaptive softmax's full log-probabilities, differentiable), projected along its
-            // tokenization and held to the teacher's next-byte targets at every text byte.
-            const bld::target_batch t = batch_targets(*targets, *targets->distiller_th, ex, idx);
-            const auto logp = m->out->log_prob(hidden).reshape({b.inputs.size(0), T, -1});
-            const auto [ids, mask] = student_ids_mask(ex, idx, T);
-            extra = which.lambda * bld::autograd::token_head_loss(*targets->distiller_th, logp, ids, t, {}, mask);
-        } else if (r == role::e) {
-            // Token-level KD on the teacher's own tokens: KL(teacher ‖ student), mean over tokens.
-            const auto p_log = teacher_rows(*targets, ex, idx);  // [N, V_t], the same positions
-            const auto q_log = m->out->log_prob(h);
-            extra = which.lambda * (p_log.exp() * (p_log - q_log)).sum(1).mean();
+            double extra_value = 0;
+            if (extra.defined()) {
+                extra_value = extra.item<double>();
+                t.avg_extra = step == 0 ? extra_value : 0.98 * t.avg_extra + 0.02 * extra_value;
+            }
+            t.opt.zero_grad();
+            if (x.defined())
+                torch::autograd::backward({token_ce, x}, {torch::ones_like(token_ce), x_grad});
+            else if (r == role::e)
+                (token_ce + extra).backward();
+            else
+                token_ce.backward();
+            torch::nn::utils::clip_grad_norm_(m->parameters(), 1.0);
+            t.opt.step();
+            t.res.tokens += b.tokens;
+            const double ce = token_ce.item<double>();
+            t.res.losses.push_back(ce + extra_value);
+            t.avg = step == 0 ? ce : 0.98 * t.avg + 0.02 * ce;
+            t.train_nats += ce * static_cast<double>(b.tokens);
+            t.train_bytes += idx_bytes;
+            t.res.step_seconds += seconds_since(ts);
+            if (r == role::c || r == role::d || r == role::e) t.res.teacher_seconds += t_rows;
+            t.res.targets_seconds += r == role::c ? t_c : r == role::d ? t_d : 0.0;
         }
-        if (extra.defined()) {
-            const double bt = extra.item<double>();
-            avg_extra = step == 0 ? bt : 0.98 * avg_extra + 0.02 * bt;
-            loss = loss + extra;
-        }
-        opt.zero_grad();
-        loss.backward();
-        torch::nn::utils::clip_grad_norm_(m->parameters(), 1.0);
-        opt.step();
-        res.tokens += b.tokens;
-        res.losses.push_back(loss.item<double>());
-        const double ce = token_ce.item<double>();
-        avg = step == 0 ? ce : 0.98 * avg + 0.02 * ce;
         bar.update(step + 1, note_text());
     }
     if (stopping_on) {
         validate();
         if (!best_state.empty()) {  // back to the best validation point
             torch::NoGradGuard ng;
-            auto ps = m->parameters();
+            auto ps = g.front()->m->parameters();
             for (std::size_t k = 0; k < ps.size(); ++k) ps[k].copy_(best_state[k]);
         }
-        res.best_valid_bpb = best;
+        g.front()->res.best_valid_bpb = best;
     }
-    res.steps = step;
-    evaluate(step);
+    for (auto& t : g) {
+        t->res.steps = step;
+        if (step == steps && steps < planned && !timing) t->res.stopped = "step budget";
+        evaluate(*t, step);
+    }
     bar.finish(note_text());
     const double bytes = text_bytes(ex, heldout);
-    res.heldout_bpb = timing || curve_set.size() == heldout.size()
-                          ? res.curve.back().bpb
-                          : total_nats(m, ex, heldout, teacher_side, 64) / (bytes * std::log(2.0));
-    res.targets_seconds = targets ? targets->seconds - targets_before : 0.0;
-    res.seconds = seconds_since(t0) - res.targets_seconds;
-    return res;
+    for (auto& t : g) {
+        t->res.heldout_bpb = timing || curve_set.size() == heldout.size()
+                                 ? t->res.curve.back().bpb
+                                 : total_nats(t->m, ex, heldout, teacher_side_of(t->which.r), 64) / (bytes * std::log(2.0));
+        t->res.seconds = seconds_since(t0);
+    }
 }
 
 nlohmann::json to_json(const run_result& r) {
     nlohmann::json c = nlohmann::json::array();
-    for (const auto& p : r.curve) c.push_back({{"step", p.step}, {"tokens", p.tokens}, {"bpb", p.bpb}});
-    nlohmann::json j = {{"heldout_bpb", r.heldout_bpb}, {"seconds", r.seconds}, {"targets_seconds", r.targets_seconds},
-                        {"params", r.params}, {"byte_head_params", r.byte_head_params}, {"steps", r.steps},
-                        {"tokens", r.tokens}, {"stopped", r.stopped}, {"curve", c}};
+    for (const auto& p : r.curve)
+        c.push_back({{"step", p.step}, {"tokens", p.tokens}, {"bpb", p.bpb}, {"train_bpb", p.train_bpb}});
+    nlohmann::json j = {{"heldout_bpb", r.heldout_bpb}, {"seconds", r.seconds}, {"step_seconds", r.step_seconds},
+                        {"loss_seconds", r.loss_seconds}, {"teacher_seconds", r.teacher_seconds},
+                        {"targets_seconds", r.targets_seconds}, {"params", r.params},
+                        {"byte_head_params", r.byte_head_params}, {"steps", r.steps}, {"tokens", r.tokens},
+                        {"stopped", r.stopped}, {"curve", c}};
     if (r.best_valid_bpb > 0) j["best_valid_bpb"] = r.best_valid_bpb;
     return j;
+}
+
+/// A run saved by to_json (the results of a finished seed, docs/efficacy_design.md "Decisions").
+run_result from_json(const nlohmann::json& j) {
+    run_result r;
+    const auto number = [](const nlohmann::json& v) {
+        return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();  // NaN is saved as null
+    };
+    for (const auto& p : j.at("curve"))
+        r.curve.push_back({p.at("step").get<std::int64_t>(), p.at("tokens").get<std::int64_t>(), number(p.at("bpb")),
+                           number(p.value("train_bpb", nlohmann::json()))});
+    r.heldout_bpb = j.at("heldout_bpb").get<double>();
+    r.seconds = j.at("seconds").get<double>();
+    r.step_seconds = j.at("step_seconds").get<double>();
+    r.loss_seconds = j.at("loss_seconds").get<double>();
+    r.teacher_seconds = j.at("teacher_seconds").get<double>();
+    r.targets_seconds = j.at("targets_seconds").get<double>();
+    r.params = j.at("params").get<std::int64_t>();
+    r.byte_head_params = j.at("byte_head_params").get<std::int64_t>();
+    r.steps = j.at("steps").get<std::int64_t>();
+    r.tokens = j.at("tokens").get<std::int64_t>();
+    r.stopped = j.at("stopped").get<std::string>();
+    r.best_valid_bpb = j.value("best_valid_bpb", 0.0);
+    return r;
 }
 
 std::pair<double, double> mean_sd(const std::vector<double>& v) {
@@ -990,10 +1122,40 @@ std::vector<std::string> smoke_checks(const std::map<std::string, std::vector<ru
     return failures;
 }
 
-/// --sizing N (docs/efficacy_design.md, "Sizing before the runs"): N steps of the teacher and of
-/// every arm at its first λ, timed, with an untrained teacher behind the targets (a step costs the
-/// same whatever the weights) and nothing evaluated; prints seconds per step and the preset's
-/// projected wall time (the teacher's budget or schedule, then every arm × grid point × seed).
+/// The λ grid of an arm (one run per value); the arms without a distillation term run once.
+const std::vector<double>& grid_of(const config& cfg, role r) {
+    static const std::vector<double> once{0.0};
+    return r == role::c ? cfg.lambda_kl : r == role::d ? cfg.lambda_th : r == role::e ? cfg.lambda_kd : once;
+}
+
+/// Every (arm, λ) the configuration trains, in arm_letters order.
+std::vector<arm> arms_of(const config& cfg) {
+    std::vector<arm> arms;
+    for (const char k : arm_letters)
+        if (cfg.students.find(k) != std::string::npos)
+            for (const double l : grid_of(cfg, role_of(k))) arms.push_back({role_of(k), l});
+    return arms;
+}
+
+/// The students of one seed: each built right after torch::manual_seed(seed), so that within a
+/// tokenizer every arm starts from the same trunk (the byte head of (b) and (c) is built after it).
+group make_students(const config& cfg, const std::vector<arm>& arms, int seed, std::int64_t teacher_vocab,
+                    std::int64_t student_vocab) {
+    group g;
+    for (const arm& a : arms) {
+        torch::manual_seed(static_cast<std::uint64_t>(seed));
+        const bool ts = teacher_side_of(a.r);
+        lm s(ts ? teacher_vocab : student_vocab, cfg.student, cfg.cutoffs, a.r == role::b || a.r == role::c ? cfg.heads : 0);
+        g.push_back(std::make_unique<trainee>(a, s, cfg.lr));
+    }
+    return g;
+}
+
+/// --sizing N (docs/efficacy_design.md, "Sizing before the runs"): N steps of the teacher and N
+/// steps of every arm and grid point trained together (as the preset trains a seed), timed, with
+/// an untrained teacher behind the targets (a step costs the same whatever the weights) and
+/// nothing evaluated; prints each arm's cost per step as if trained alone, the shared step, and
+/// the preset's projected wall time (the teacher's budget or schedule, then one group per seed).
 int sizing(const config& cfg, lm& teacher, const compact_vocabulary& tv, const compact_vocabulary& sv,
            const bld::distiller& distiller, const bld::distiller& distiller_th, const std::vector<example>& ex,
            const std::vector<int>& teacher_pool, const std::vector<int>& student_pool) {
@@ -1001,38 +1163,40 @@ int sizing(const config& cfg, lm& teacher, const compact_vocabulary& tv, const c
     const auto per_epoch = [&](const std::vector<int>& pool) {
         return static_cast<double>((static_cast<std::int64_t>(pool.size()) + cfg.batch - 1) / cfg.batch);
     };
-    const auto tb = schedule(ex, teacher_pool, true, 1.0, cfg.batch, 7);
-    const auto tr = train(teacher, {role::teacher}, ex, tb, none, none, cfg, nullptr, "teacher (timing)");
-    const double t_step = tr.seconds / static_cast<double>(std::max<std::int64_t>(tr.steps, 1));
-    const double t_sched = t_step * per_epoch(teacher_pool) * cfg.teacher_epochs;
-    const double t_teacher = cfg.teacher_minutes > 0 ? std::min(t_sched, cfg.teacher_minutes * 60.0) : t_sched;
-    std::printf("sizing: %lld steps each, %d thread(s)\n", static_cast<long long>(cfg.sizing_steps), cfg.threads);
-    std::printf("%-30s %10s %12s %8s %12s\n", "model", "s/step", "steps/run", "runs", "projected");
-    std::printf("%-30s %10.3f %12.0f %8d %12s\n", "teacher", t_step, t_sched / t_step, 1, format_duration(t_teacher).c_str());
+    group tg;
+    tg.push_back(std::make_unique<trainee>(arm{role::teacher}, teacher, cfg.lr));
+    train(tg, ex, schedule(ex, teacher_pool, true, 1.0, cfg.batch, 7), none, none, cfg, nullptr, "teacher (timing)");
+    const auto& tr = tg.front()->res;
+    const double t_step = tr.step_seconds / static_cast<double>(std::max<std::int64_t>(tr.steps, 1));
+    double teacher_steps = per_epoch(teacher_pool) * cfg.teacher_epochs;
+    if (cfg.teacher_steps > 0) teacher_steps = std::min(teacher_steps, static_cast<double>(cfg.teacher_steps));
+    double t_teacher = t_step * teacher_steps;
+    if (cfg.teacher_minutes > 0) t_teacher = std::min(t_teacher, cfg.teacher_minutes * 60.0);
     teacher->eval();
     for (auto& p : teacher->parameters()) p.requires_grad_(false);
     teacher_targets tt{.teacher = teacher, .distiller = &distiller, .distiller_th = &distiller_th};
-    const auto sb = schedule(ex, student_pool, false, 1.0, cfg.batch, 1000);
-    const auto pb = schedule(ex, student_pool, true, 1.0, cfg.batch, 1000);
     const double steps_per_run = per_epoch(student_pool) * cfg.student_epochs;
-    double total = t_teacher;
-    for (const char k : arm_letters) {
-        if (cfg.students.find(k) == std::string::npos) continue;
-        const role r = role_of(k);
-        const auto& grid = r == role::c ? cfg.lambda_kl : r == role::d ? cfg.lambda_th : r == role::e ? cfg.lambda_kd
-                                                                                                       : std::vector<double>{0.0};
-        const arm a{r, grid.front()};
-        torch::manual_seed(0);
-        const bool ts = teacher_side_of(r);
-        lm s(ts ? tv.size() : sv.size(), cfg.student, cfg.cutoffs, r == role::b || r == role::c ? cfg.heads : 0);
-        const auto res = train(s, a, ex, ts ? pb : sb, none, none, cfg, &tt, a.key() + " (timing)");
-        const double step = (res.seconds + res.targets_seconds) / static_cast<double>(std::max<std::int64_t>(res.steps, 1));
-        const int runs = static_cast<int>(grid.size()) * cfg.seeds;
-        const double t = step * steps_per_run * runs;
-        total += t;
-        std::printf("%-30s %10.3f %12.0f %8d %12s\n", role_name(r), step, steps_per_run, runs, format_duration(t).c_str());
+    auto g = make_students(cfg, arms_of(cfg), 0, tv.size(), sv.size());
+    train(g, ex, schedule(ex, student_pool, false, 1.0, cfg.batch, 1000), none, none, cfg, &tt, "students (timing)");
+    std::printf("sizing: %lld steps, %d thread(s); seconds per step, each arm as if trained alone\n",
+                static_cast<long long>(cfg.sizing_steps), cfg.threads);
+    std::printf("%-30s %8s %9s %9s %9s %9s %10s\n", "model", "s/step", "teacher", "targets", "bld loss", "bld %", "steps/run");
+    std::printf("%-30s %8.3f %9s %9s %9s %9s %10.0f\n", "teacher", t_step, "", "", "", "", teacher_steps);
+    for (const auto& t : g) {
+        const auto& r = t->res;
+        const auto per = [&](double x) { return x / static_cast<double>(std::max<std::int64_t>(r.steps, 1)); };
+        const double alone = per(r.step_seconds + r.teacher_seconds + r.targets_seconds);
+        std::printf("%-30s %8.3f %9.3f %9.3f %9.3f %8.1f%% %10.0f\n", t->which.name().c_str(), alone, per(r.teacher_seconds),
+                    per(r.targets_seconds), per(r.loss_seconds), 100.0 * per(r.targets_seconds + r.loss_seconds) / alone,
+                    steps_per_run);
     }
-    std::printf("projected wall time of preset %s (without evaluations): %s\n", cfg.preset.c_str(), format_duration(total).c_str());
+    const double group_step = g.front()->res.seconds / static_cast<double>(std::max<std::int64_t>(g.front()->res.steps, 1));
+    const double total = t_teacher + group_step * steps_per_run * cfg.seeds;
+    std::printf("%-30s %8.3f   (every arm and grid point, one teacher forward and one set of targets a step)\n",
+                "students together", group_step);
+    std::printf("projected wall time of preset %s (without evaluations): teacher %s + %d seed(s) x %s = %s\n",
+                cfg.preset.c_str(), format_duration(t_teacher).c_str(), cfg.seeds,
+                format_duration(group_step * steps_per_run).c_str(), format_duration(total).c_str());
     return 0;
 }
 
@@ -1122,6 +1286,7 @@ int run(const config& cfg) {
     out["corpus"] = cfg.corpus;
     out["config"] = {{"teacher", {{"embed", cfg.teacher.embed}, {"hidden", cfg.teacher.hidden}, {"layers", cfg.teacher.layers},
                                   {"epochs", cfg.teacher_epochs}, {"minutes", cfg.teacher_minutes},
+                                  {"steps", cfg.teacher_steps},
                                   {"patience", cfg.teacher_patience}, {"pool", teacher_pool.size()}, {"seed", cfg.teacher_seed}}},
                      {"student", {{"embed", cfg.student.embed}, {"hidden", cfg.student.hidden}, {"layers", cfg.student.layers},
                                   {"epochs", cfg.student_epochs}, {"pool", student_pool.size()}}},
@@ -1169,7 +1334,11 @@ int run(const config& cfg) {
             st.patience = cfg.teacher_patience;
         }
         st.minutes = cfg.teacher_minutes;
-        teacher_res = train(teacher, {role::teacher}, ex, tb, curve_set, heldout, cfg, nullptr, "teacher", st);
+        st.max_steps = cfg.teacher_steps;
+        group tg;
+        tg.push_back(std::make_unique<trainee>(arm{role::teacher}, teacher, cfg.lr));
+        train(tg, ex, tb, curve_set, heldout, cfg, nullptr, "teacher", st);
+        teacher_res = tg.front()->res;
         if (cfg.cache_teacher) {
             torch::save(teacher, teacher_file);
             nlohmann::json j = to_json(teacher_res);
@@ -1184,30 +1353,60 @@ int run(const config& cfg) {
     for (auto& p : teacher->parameters()) p.requires_grad_(false);
     out["teacher"] = to_json(teacher_res);
     out["teacher"]["cached"] = cached;
+    if (cfg.teacher_only) {
+        std::printf("teacher: %s held-out bits per byte %.4f (%s params, %lld steps)\n", teacher_file.c_str(),
+                    teacher_res.heldout_bpb, millions(teacher_res.params).c_str(), static_cast<long long>(teacher_res.steps));
+        if (!cfg.out.empty()) {
+            std::ofstream f(cfg.out);
+            f << out.dump(1) << "\n";
+        }
+        return 0;
+    }
 
     teacher->eval();
     teacher_targets cache{.teacher = teacher, .distiller = &distiller, .distiller_th = &distiller_th};
 
-    // The arms, each at every λ of its grid: same initialisation and batches per seed and tokenizer.
-    std::vector<arm> arms;
-    for (const char k : arm_letters) {
-        if (cfg.students.find(k) == std::string::npos) continue;
-        const role r = role_of(k);
-        const auto& grid = r == role::c ? cfg.lambda_kl : r == role::d ? cfg.lambda_th : r == role::e ? cfg.lambda_kd
-                                                                                                       : std::vector<double>{0.0};
-        for (const double l : grid) arms.push_back({r, l});
+    // The arms, each at every λ of its grid, trained together seed by seed: the same
+    // initialisation per tokenizer, the same batches of chunks and the same teacher targets.
+    const auto arms = arms_of(cfg);
+    // With --preset full a finished seed is kept (DIR/<corpus>/runs-<key>/seed-N.json, the key
+    // covering the teacher and every setting) and read back by a later run, which trains only the
+    // seeds still missing: the experiment resumes where an interruption left it.
+    std::string runs_dir;
+    if (cfg.cache_teacher) {
+        const std::string what = std::string(key) + out["config"].dump() + out["data"].dump() + "lockstep 1";
+        char skey[17];
+        std::snprintf(skey, sizeof skey, "%016llx", static_cast<unsigned long long>(fnv1a64(what)));
+        runs_dir = corpus_dir + "/runs-" + skey;
+        std::filesystem::create_directories(runs_dir);
     }
     std::map<std::string, std::vector<run_result>> students;
     for (int seed = 0; seed < cfg.seeds; ++seed) {
-        const auto sb = schedule(ex, student_pool, false, cfg.student_epochs, cfg.batch, 1000 + static_cast<std::uint64_t>(seed));
-        const auto pb = schedule(ex, student_pool, true, cfg.student_epochs, cfg.batch, 1000 + static_cast<std::uint64_t>(seed));
-        for (const arm& a : arms) {
-            torch::manual_seed(static_cast<std::uint64_t>(seed));  // the trunk is built first: same init per tokenizer
-            const bool ts = teacher_side_of(a.r);
-            lm s(ts ? tv.size() : sv.size(), cfg.student, cfg.cutoffs, a.r == role::b || a.r == role::c ? cfg.heads : 0);
-            const std::string label = a.key() + " seed " + std::to_string(seed);
-            students[a.key()].push_back(train(s, a, ex, ts ? pb : sb, curve_set, heldout, cfg, &cache, label));
+        const std::string seed_file = runs_dir.empty() ? "" : runs_dir + "/seed-" + std::to_string(seed) + ".json";
+        if (const auto saved = seed_file.empty() ? std::string() : read_file(seed_file); !saved.empty()) {
+            const auto j = nlohmann::json::parse(saved);
+            for (const arm& a : arms) students[a.key()].push_back(from_json(j.at(a.key())));
+            std::printf("seed %d: read from %s\n", seed, seed_file.c_str());
+            continue;
         }
+        const auto batches = schedule(ex, student_pool, false, cfg.student_epochs, cfg.batch, 1000 + static_cast<std::uint64_t>(seed));
+        auto g = make_students(cfg, arms, seed, tv.size(), sv.size());
+        train(g, ex, batches, curve_set, heldout, cfg, &cache, "seed " + std::to_string(seed));
+        nlohmann::json j;
+        for (const auto& t : g) {
+            students[t->which.key()].push_back(t->res);
+            j[t->which.key()] = to_json(t->res);
+        }
+        if (!seed_file.empty()) {
+            {
+                std::ofstream f(seed_file + ".part");
+                f << j.dump(1) << "\n";
+                if (!f) throw std::runtime_error("cannot write " + seed_file + ".part");
+            }
+            std::filesystem::rename(seed_file + ".part", seed_file);
+            std::printf("seed %d: saved to %s\n", seed, seed_file.c_str());
+        }
+        std::fflush(stdout);
     }
     std::fprintf(stderr, "  teacher targets: %lld chunks, %s\n", static_cast<long long>(cache.chunks), cache.note().c_str());
     out["targets"] = {{"seconds", cache.seconds}, {"chunks", cache.chunks}, {"slots", cache.slots},
@@ -1231,7 +1430,7 @@ int run(const config& cfg) {
         if (runs[0].byte_head_params) params += "+" + millions(runs[0].byte_head_params);
         std::printf("%-30s %-9s %-16s", a.name().c_str(), teacher_side_of(a.r) ? "llama2" : "gpt2", params.c_str());
         nlohmann::json arr = nlohmann::json::array();
-        double step_s = 0, tgt_s = 0;
+        run_result cost;  // summed over the seeds
         std::int64_t steps = 0;
         for (int s = 0; s < cfg.seeds; ++s) {
             const auto& rr = runs[static_cast<std::size_t>(s)];
@@ -1240,16 +1439,26 @@ int run(const config& cfg) {
             auto j = to_json(rr);
             j["seed"] = s;
             arr.push_back(j);
-            step_s += rr.seconds + rr.targets_seconds;
-            tgt_s += rr.targets_seconds;
+            cost.step_seconds += rr.step_seconds;
+            cost.loss_seconds += rr.loss_seconds;
+            cost.teacher_seconds += rr.teacher_seconds;
+            cost.targets_seconds += rr.targets_seconds;
             steps += rr.steps;
         }
         const auto [m, sd] = mean_sd(bpb[a.key()]);
         std::printf("  %.4f +- %.4f\n", m, sd);
         js[a.key()] = arr;
+        // The cost of a step as if the arm were trained alone: its own part, the teacher's forward
+        // and bld's targets where it reads them; bld's share = its targets + its loss (forward and
+        // backward).
+        const double alone = cost.step_seconds + cost.teacher_seconds + cost.targets_seconds;
+        const auto per_step = [&](double x) { return x / static_cast<double>(std::max<std::int64_t>(steps, 1)); };
         out["summary"][a.key()] = {{"mean", m}, {"sd", sd}, {"name", a.name()},
-                                   {"step_seconds", step_s / static_cast<double>(std::max<std::int64_t>(steps, 1))},
-                                   {"targets_share", step_s > 0 ? tgt_s / step_s : 0.0}};
+                                   {"step_seconds", per_step(alone)},
+                                   {"teacher_seconds_per_step", per_step(cost.teacher_seconds)},
+                                   {"targets_seconds_per_step", per_step(cost.targets_seconds)},
+                                   {"loss_seconds_per_step", per_step(cost.loss_seconds)},
+                                   {"bld_share", alone > 0 ? (cost.targets_seconds + cost.loss_seconds) / alone : 0.0}};
     }
     // Paired differences (same seed = same initialisation and batches): every GPT-2 arm against
     // (a), (c) against (b), (e) against (a′).
@@ -1275,6 +1484,14 @@ int run(const config& cfg) {
         if (a.r == role::b || a.r == role::c || a.r == role::d) pair_diff(a.key(), "a");
         if (a.r == role::c) pair_diff(a.key(), "b");
         if (a.r == role::e) pair_diff(a.key(), "p");
+    }
+    std::printf("\ntraining cost, seconds per step as if the arm were trained alone (mean over seeds)\n");
+    std::printf("%-30s %8s %9s %9s %9s %7s\n", "model", "s/step", "teacher", "targets", "bld loss", "bld %");
+    for (const arm& a : arms) {
+        const auto& c = out["summary"][a.key()];
+        std::printf("%-30s %8.3f %9.3f %9.3f %9.3f %6.1f%%\n", a.name().c_str(), c["step_seconds"].get<double>(),
+                    c["teacher_seconds_per_step"].get<double>(), c["targets_seconds_per_step"].get<double>(),
+                    c["loss_seconds_per_step"].get<double>(), 100.0 * c["bld_share"].get<double>());
     }
     std::printf("%sTeacher targets: %.0f s for %lld chunks. Total %s.\n", verdict.c_str(), cache.seconds,
                 static_cast<long long>(cache.chunks), format_duration(seconds_since(t_start)).c_str());
