@@ -58,6 +58,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -94,8 +95,9 @@ std::string format_duration(double s) {
 /// One carriage-return line on stderr: label, bar, count, elapsed time, estimate, a note.
 class progress {
 public:
-    progress(std::string label, std::int64_t total) : label_(std::move(label)), total_(std::max<std::int64_t>(total, 1)) {
-        draw(0, "");
+    progress(std::string label, std::int64_t total, std::int64_t first = 0)
+        : label_(std::move(label)), total_(std::max<std::int64_t>(total, 1)), first_(first) {
+        draw(first, "");
     }
     void update(std::int64_t done, const std::string& note = "") {
         const auto now = clock_type::now();
@@ -113,18 +115,19 @@ private:
     void draw(std::int64_t done, const std::string& note) {
         constexpr int width = 24;
         const double f = static_cast<double>(done) / static_cast<double>(total_);
+        const double fr = static_cast<double>(done - first_) / static_cast<double>(std::max<std::int64_t>(total_ - first_, 1));
         const int fill = static_cast<int>(f * width);
         std::string bar(static_cast<std::size_t>(fill), '#');
         bar.resize(width, '.');
         const double el = seconds_since(start_);
-        const std::string eta = done > 0 && done < total_ ? " eta " + format_duration(el / f - el) : "";
+        const std::string eta = done > first_ && done < total_ ? " eta " + format_duration(el / fr - el) : "";
         std::fprintf(stderr, "\r  %-22s [%s] %lld/%lld %s%s  %s\x1b[K", label_.c_str(), bar.c_str(),
                      static_cast<long long>(done), static_cast<long long>(total_), format_duration(el).c_str(),
                      eta.c_str(), note.c_str());
         std::fflush(stderr);
     }
     std::string label_;
-    std::int64_t total_;
+    std::int64_t total_, first_;
     clock_type::time_point start_ = clock_type::now(), last_ = start_;
 };
 
@@ -161,6 +164,9 @@ struct config {
     std::int64_t teacher_steps = 0;  // step budget of the teacher (0: none); its learning-rate schedule spans
                                      // min(schedule, budget), and the result does not depend on the machine's load
     bool teacher_only = false;       // train (or load) the teacher, print its held-out bits per byte, stop
+    // testing the resumption (tests: example_distill_resume)
+    std::int64_t interrupt_at = 0;   // > 0: save the students' checkpoint before this step and exit with 75
+    std::string expect;              // a results JSON whose students' numbers this run must equal exactly
     int teacher_patience = 0;        // stop after this many validation evaluations without a new best (0: never)
     double teacher_evals_per_epoch = 2;
     bool cache_teacher = false;      // keep the trained teacher under DIR/<corpus>/ and reuse it
@@ -292,6 +298,9 @@ config parse_args(int argc, char** argv) {
         else if (a[i] == "--teacher-minutes") c.teacher_minutes = std::stod(value());
         else if (a[i] == "--teacher-steps") c.teacher_steps = std::stoll(value());
         else if (a[i] == "--teacher-only") c.teacher_only = true;
+        else if (a[i] == "--cache") c.cache_teacher = true;
+        else if (a[i] == "--interrupt-at") c.interrupt_at = std::stoll(value());
+        else if (a[i] == "--expect") c.expect = value();
         else if (a[i] == "--student-epochs") c.student_epochs = std::stod(value());
         else if (a[i] == "--student-pool") c.student_pool = std::stoll(value());
         else if (a[i] == "--students") c.students = value();
@@ -302,14 +311,18 @@ config parse_args(int argc, char** argv) {
                 "                   [--seeds N] [--out results.json] [--data DIR] [--threads N]\n"
                 "                   [--lambda-byte X] [--lambda-kl X,Y] [--lambda-th X,Y] [--lambda-kd X,Y]\n"
                 "                   [--heads K] [--teacher-epochs X] [--teacher-minutes X] [--teacher-steps N]\n"
-                "                   [--teacher-only]\n"
+                "                   [--teacher-only] [--cache] [--interrupt-at STEP] [--expect results.json]\n"
                 "                   [--student-epochs X] [--student-pool N] [--students abcdpe] [--sizing N]\n"
                 "Trains a Llama-2-tokenizer teacher, then students and prints held-out bits per byte:\n"
                 "GPT-2-tokenizer students (a) token CE, (b) + byte CE, (c) + byte CE + BLD KL (byte head),\n"
                 "(d) + token-head byte KL; Llama-2-tokenizer students (p) token CE, (e) + token-level KD.\n"
                 "Needs DIR/distill/records.tsv (scripts/prepare-distill.sh) or, for --corpus efficacy,\n"
                 "DIR/efficacy/records.tsv (scripts/prepare-efficacy.sh). --sizing N times N steps of every\n"
-                "arm (an untrained teacher, no evaluation, no loss printed) and projects the preset's wall time.");
+                "arm (an untrained teacher, no evaluation, no loss printed) and projects the preset's wall time.\n"
+                "--cache (on in --preset full) keeps the teacher and every finished seed under DIR/<corpus>/ and\n"
+                "checkpoints a seed every 10 minutes; a rerun resumes. --interrupt-at STEP stops a seed there\n"
+                "(checkpoint saved, exit 75) and --expect FILE fails unless every student's results equal FILE's:\n"
+                "the resumption test.");
             std::exit(0);
         } else
             throw std::runtime_error("unknown argument " + a[i] + " (try --help)");
@@ -792,14 +805,30 @@ struct trainee {
 };
 using group = std::vector<std::unique_ptr<trainee>>;
 
+/// --interrupt-at: the students' checkpoint is saved and the program stops (exit 75).
+struct interrupted {
+    std::int64_t step;
+};
+
+/// Where a group's training starts and how it is saved on the way (--preset full: a seed
+/// interrupted mid-way resumes from its last checkpoint, exactly, since the batches are fixed in
+/// advance and nothing else is random).
+struct resume_point {
+    std::int64_t start = 0;                          // the first step to train (a loaded checkpoint's)
+    std::function<void(std::int64_t step)> save;     // writes the group's state before `step`
+    double every_seconds = 600;
+};
+
 /// Trains every model of `g` on the same batches, step by step together (docs/efficacy_design.md,
 /// "Decisions"): the teacher's forward and bld's targets of a step are computed once and read by
 /// every arm that needs them, so the arms of a seed see the same batches and the very same
 /// targets. A group of one with `stop` set is the teacher (validation, patience, budgets).
 void train(group& g, const std::vector<example>& ex, const std::vector<std::vector<int>>& batches,
            const std::vector<int>& curve_set, const std::vector<int>& heldout, const config& cfg,
-           teacher_targets* targets, const std::string& label, const stopping& stop = {}) {
+           teacher_targets* targets, const std::string& label, const stopping& stop = {},
+           const resume_point& resume = {}) {
     const auto t0 = clock_type::now();
+    auto last_save = t0;
     const bool timing = cfg.sizing_steps > 0;  // --sizing: steps only, nothing evaluated
     const auto planned = static_cast<std::int64_t>(batches.size());
     const auto steps = timing            ? std::min<std::int64_t>(cfg.sizing_steps, planned)
@@ -842,7 +871,7 @@ void train(group& g, const std::vector<example>& ex, const std::vector<std::vect
             ++since_best;
         }
     };
-    progress bar(label, steps);
+    progress bar(label, steps, resume.start);
     const auto note_text = [&] {
         if (timing) return std::string();
         std::string note;
@@ -869,8 +898,16 @@ void train(group& g, const std::vector<example>& ex, const std::vector<std::vect
         }
         return note;
     };
-    std::int64_t step = 0;
+    if (resume.start > 0 && (stopping_on || resume.start > steps)) throw std::logic_error("cannot resume here");
+    std::int64_t step = resume.start;
     for (; step < steps; ++step) {
+        if (resume.save && step > resume.start &&
+            (seconds_since(last_save) > resume.every_seconds || step == cfg.interrupt_at)) {
+            for (auto& t : g) t->res.seconds += seconds_since(last_save);
+            resume.save(step);
+            last_save = clock_type::now();
+            if (step == cfg.interrupt_at) throw interrupted{step};
+        }
         if (std::find(eval_at.begin(), eval_at.end(), step) != eval_at.end())
             for (auto& t : g) evaluate(*t, step);
         if (stopping_on && step > 0 && step % stop.every == 0) {
@@ -1019,7 +1056,7 @@ void train(group& g, const std::vector<example>& ex, const std::vector<std::vect
         t->res.heldout_bpb = timing || curve_set.size() == heldout.size()
                                  ? t->res.curve.back().bpb
                                  : total_nats(t->m, ex, heldout, teacher_side_of(t->which.r), 64) / (bytes * std::log(2.0));
-        t->res.seconds = seconds_since(t0);
+        t->res.seconds += seconds_since(last_save);
     }
 }
 
@@ -1120,6 +1157,52 @@ std::vector<std::string> smoke_checks(const std::map<std::string, std::vector<ru
     std::printf("check: (e) targets vs the teacher's softmax per chunk: max |difference| %.3g over %zu chunks\n", worst, idx.size());
     if (!(worst < 1e-5)) failures.push_back("(e)'s targets differ from the teacher's softmax");
     return failures;
+}
+
+/// A group's checkpoint: every model and optimiser state (torch archives) and the records so far
+/// (state.json), written to DIR.part and then renamed to DIR, so an interruption leaves either
+/// the previous checkpoint or the new one.
+void save_group(const group& g, const std::string& dir, std::int64_t step) {
+    const std::string tmp = dir + ".part";
+    std::filesystem::remove_all(tmp);
+    std::filesystem::create_directories(tmp);
+    nlohmann::json j = {{"step", step}};
+    for (const auto& t : g) {
+        const auto k = t->which.key();
+        torch::save(t->m, tmp + "/" + k + ".pt");
+        torch::save(t->opt, tmp + "/" + k + ".optim.pt");
+        auto r = to_json(t->res);
+        r["losses"] = t->res.losses;
+        r["avg"] = t->avg;
+        r["avg_extra"] = t->avg_extra;
+        r["train_nats"] = t->train_nats;
+        r["train_bytes"] = t->train_bytes;
+        j["arms"][k] = r;
+    }
+    {
+        std::ofstream f(tmp + "/state.json");
+        f << j.dump(1) << "\n";
+        if (!f) throw std::runtime_error("cannot write " + tmp + "/state.json");
+    }
+    std::filesystem::remove_all(dir);
+    std::filesystem::rename(tmp, dir);
+}
+
+/// Loads a checkpoint written by save_group into a group built the same way; returns its step.
+std::int64_t load_group(group& g, const std::string& dir, const nlohmann::json& j) {
+    for (auto& t : g) {
+        const auto k = t->which.key();
+        const auto& r = j.at("arms").at(k);
+        torch::load(t->m, dir + "/" + k + ".pt");
+        torch::load(t->opt, dir + "/" + k + ".optim.pt");
+        t->res = from_json(r);
+        t->res.losses = r.at("losses").get<std::vector<double>>();
+        t->avg = r.at("avg").get<double>();
+        t->avg_extra = r.at("avg_extra").get<double>();
+        t->train_nats = r.at("train_nats").get<double>();
+        t->train_bytes = r.at("train_bytes").get<double>();
+    }
+    return j.at("step").get<std::int64_t>();
 }
 
 /// The λ grid of an arm (one run per value); the arms without a distillation term run once.
@@ -1391,7 +1474,17 @@ int run(const config& cfg) {
         }
         const auto batches = schedule(ex, student_pool, false, cfg.student_epochs, cfg.batch, 1000 + static_cast<std::uint64_t>(seed));
         auto g = make_students(cfg, arms, seed, tv.size(), sv.size());
-        train(g, ex, batches, curve_set, heldout, cfg, &cache, "seed " + std::to_string(seed));
+        resume_point rp;
+        const std::string ckpt = seed_file.empty() ? "" : runs_dir + "/seed-" + std::to_string(seed) + ".checkpoint";
+        if (!ckpt.empty()) {
+            if (const auto state = read_file(ckpt + "/state.json"); !state.empty()) {
+                rp.start = load_group(g, ckpt, nlohmann::json::parse(state));
+                std::printf("seed %d: resumed at step %lld of %zu from %s\n", seed, static_cast<long long>(rp.start),
+                            batches.size(), ckpt.c_str());
+            }
+            rp.save = [&](std::int64_t step) { save_group(g, ckpt, step); };
+        }
+        train(g, ex, batches, curve_set, heldout, cfg, &cache, "seed " + std::to_string(seed), {}, rp);
         nlohmann::json j;
         for (const auto& t : g) {
             students[t->which.key()].push_back(t->res);
@@ -1404,6 +1497,7 @@ int run(const config& cfg) {
                 if (!f) throw std::runtime_error("cannot write " + seed_file + ".part");
             }
             std::filesystem::rename(seed_file + ".part", seed_file);
+            std::filesystem::remove_all(ckpt);
             std::printf("seed %d: saved to %s\n", seed, seed_file.c_str());
         }
         std::fflush(stdout);
@@ -1505,6 +1599,32 @@ int run(const config& cfg) {
         out["checks"] = {{"failures", failures}};
         status = failures.empty() ? 0 : 1;
     }
+    if (!cfg.expect.empty()) {
+        // The resumption test: a run interrupted and resumed gives every number of the uninterrupted
+        // one, bit for bit (held-out and curve bits per byte, train curve).
+        const auto text = read_file(cfg.expect);
+        if (text.empty()) throw std::runtime_error("--expect: cannot read " + cfg.expect);
+        const auto want = nlohmann::json::parse(text).at("students");
+        int differ = 0, compared = 0;
+        for (const auto& [k, runs] : js.items())
+            for (std::size_t i = 0; i < runs.size(); ++i) {
+                const auto& w = want.at(k).at(i);
+                const auto& h = runs[i];
+                // (compared as written: NaN, the first train point, is saved as null)
+                bool same = w.at("heldout_bpb") == h.at("heldout_bpb") && w.at("curve").size() == h.at("curve").size();
+                for (std::size_t c = 0; same && c < h.at("curve").size(); ++c)
+                    same = w["curve"][c]["bpb"].dump() == h["curve"][c]["bpb"].dump() &&
+                           w["curve"][c]["train_bpb"].dump() == h["curve"][c]["train_bpb"].dump();
+                ++compared;
+                if (!same) {
+                    ++differ;
+                    std::fprintf(stderr, "check failed: %s seed %zu differs from %s (held-out %.17g vs %.17g)\n", k.c_str(), i,
+                                 cfg.expect.c_str(), h.at("heldout_bpb").get<double>(), w.at("heldout_bpb").get<double>());
+                }
+            }
+        std::printf("check: %d of %d runs equal those of %s\n", compared - differ, compared, cfg.expect.c_str());
+        if (differ > 0) status = 1;
+    }
     if (!cfg.out.empty()) {
         std::ofstream f(cfg.out);
         f << out.dump(1) << "\n";
@@ -1527,6 +1647,10 @@ int main(int argc, char** argv) {
 #endif
     try {
         return run(parse_args(argc, argv));
+    } catch (const interrupted& i) {
+        std::fprintf(stderr, "\nbld-distill: interrupted before step %lld (--interrupt-at), checkpoint saved\n",
+                     static_cast<long long>(i.step));
+        return 75;
     } catch (const missing_data& e) {
         std::fprintf(stderr, "bld-distill: %s\n", e.what());
         return 77;
