@@ -7,8 +7,11 @@ usage: python3 scripts/plot_distill.py RESULTS.json [OUT.png]     (OUT defaults 
        docs/distill_curves.png)
 
 Left: every seed as a thin line, the mean over seeds as a thick one, the teacher's final value
-as a dashed line. Right: each GPT-2 arm minus (a), and (e) minus (a′) (key "p"), per seed at
-each evaluation step (below zero: the first is better). The curves are scored on the preset's curve subset of the
+as a dashed line. Middle (files that record it): the training curve, each arm's token
+cross-entropy over the steps since the previous point, in bits per byte of their text (mean over
+seeds); where it falls below the held-out curve the arm is fitting its data. Right: each GPT-2
+arm minus (a), and (e) minus (a′) (key "p"), per seed at each evaluation step (below zero: the
+first is better). The curves are scored on the preset's curve subset of the
 held-out chunks (see "data" in the JSON), the table on its own subset.
 """
 import json
@@ -47,7 +50,24 @@ def main():
     with open(src) as f:
         r = json.load(f)
 
-    fig, (ax, dx) = plt.subplots(1, 2, figsize=(12, 4.6))
+    has_train = any(p.get("train_bpb") is not None for runs in r["students"].values() for p in runs[0]["curve"])
+    fig, axes = plt.subplots(1, 3 if has_train else 2, figsize=(18 if has_train else 12, 4.6))
+    ax, dx = axes[0], axes[-1]
+    if has_train:
+        tx = axes[1]
+        for key, label, color, style in arms(r):
+            runs = r["students"][key]
+            pts = [i for i, p in enumerate(runs[0]["curve"]) if p.get("train_bpb") is not None]
+            steps = [runs[0]["curve"][i]["step"] for i in pts]
+            train = [sum(run["curve"][i]["train_bpb"] for run in runs) / len(runs) for i in pts]
+            held = [sum(run["curve"][i]["bpb"] for run in runs) / len(runs) for i in pts]
+            tx.plot(steps, train, color=color, ls=style, lw=2.0, marker="o", ms=3, label=f"{label}: train")
+            tx.plot(steps, held, color=color, ls=style, lw=0.8, marker=".", ms=3, alpha=0.5)
+        tx.set_xlabel("student training step")
+        tx.set_ylabel("bits per byte")
+        tx.set_title("train (thick) and held-out (thin), mean over seeds")
+        tx.grid(alpha=0.3)
+        tx.legend(fontsize=7)
     for key, label, color, style in arms(r):
         runs = r["students"][key]
         steps = [p["step"] for p in runs[0]["curve"]]
