@@ -570,11 +570,12 @@ struct teacher_targets {
     lm teacher{nullptr};
     const bld::distiller* distiller = nullptr;     // (c): K = the byte head's heads
     const bld::distiller* distiller_th = nullptr;  // (d): K = the student's longest token
-    double seconds = 0;
     std::int64_t chunks = 0, slots = 0;     // chunks the teacher read; active slots of the byte head's targets
     double t_rows = 0, t_bld = 0;            // teacher forward + full log-softmax; bld::distiller
     double true_byte_bits = 0;               // Σ −log2 p_teacher(true byte) over the active slots
     double token_bits = 0, text_bytes = 0;   // the teacher's own token NLL on these chunks, their bytes
+
+    double seconds() const { return t_rows + t_bld; }
 
     std::string note() const {
         char note[192];
@@ -598,7 +599,6 @@ torch::Tensor teacher_rows(teacher_targets& tt, const std::vector<example>& ex, 
     for (int i : idx) tt.text_bytes += static_cast<double>(ex[i].text.size());
     tt.chunks += static_cast<std::int64_t>(idx.size());
     tt.t_rows += seconds_since(t0);
-    tt.seconds += seconds_since(t0);
     return rows;
 }
 
@@ -645,7 +645,6 @@ bld::target_batch batch_targets(teacher_targets& tt, const bld::distiller& disti
         tt.slots += t.active_slots();
     }
     tt.t_bld += seconds_since(t0);
-    tt.seconds += seconds_since(t0);
     return t;
 }
 
@@ -781,6 +780,32 @@ struct run_result {
     std::int64_t params = 0, byte_head_params = 0, steps = 0, tokens = 0;
     std::string stopped = "schedule";  // why training ended: schedule, step budget, patience or budget
 };
+
+/// An arm's cost per step as if it were trained alone: its own part, the teacher's forward and
+/// bld's targets where it reads them; bld's share = its targets + its loss (forward and backward)
+/// over that. From one run or the sum of several (steps summed alike).
+struct arm_cost {
+    double step = 0, teacher = 0, targets = 0, loss = 0, bld_share = 0;
+};
+
+arm_cost cost_of(const run_result& summed) {
+    const double n = static_cast<double>(std::max<std::int64_t>(summed.steps, 1));
+    arm_cost c{.step = (summed.step_seconds + summed.teacher_seconds + summed.targets_seconds) / n,
+               .teacher = summed.teacher_seconds / n,
+               .targets = summed.targets_seconds / n,
+               .loss = summed.loss_seconds / n};
+    c.bld_share = c.step > 0 ? (c.targets + c.loss) / c.step : 0.0;
+    return c;
+}
+
+/// The cost table's header and one row (seconds per step; the sizing adds steps per run).
+void print_cost_header(const char* extra = "") {
+    std::printf("%-30s %8s %9s %9s %9s %7s%s\n", "model", "s/step", "teacher", "targets", "bld loss", "bld %", extra);
+}
+void print_cost_row(const std::string& name, const arm_cost& c) {
+    std::printf("%-30s %8.3f %9.3f %9.3f %9.3f %6.1f%%", name.c_str(), c.step, c.teacher, c.targets, c.loss,
+                100.0 * c.bld_share);
+}
 
 /// Early stopping of the teacher: the validation chunks, evaluations per epoch, patience and
 /// budgets (docs/efficacy_design.md). Empty: train the whole schedule.
@@ -929,12 +954,13 @@ void train(group& g, const std::vector<example>& ex, const std::vector<std::vect
         double idx_bytes = 0;
         for (int i : idx) idx_bytes += static_cast<double>(ex[i].text.size());
         // What the step's arms share: the batch on either tokenizer, the teacher's rows, bld's targets.
+        // The batches are built here, before the arms' timers start, once per tokenizer.
         std::optional<lm_batch> batch_of[2];
-        const auto batch = [&](bool teacher_side, std::int64_t bos) -> const lm_batch& {
-            auto& b = batch_of[teacher_side ? 1 : 0];
-            if (!b) b = make_batch(ex, idx, teacher_side, bos);
-            return *b;
-        };
+        for (const auto& tp : g) {
+            const bool side = teacher_side_of(tp->which.r);
+            if (!batch_of[side ? 1 : 0]) batch_of[side ? 1 : 0] = make_batch(ex, idx, side, tp->m->bos);
+        }
+        const auto batch = [&](bool teacher_side) -> const lm_batch& { return *batch_of[teacher_side ? 1 : 0]; };
         torch::Tensor rows;
         std::optional<bld::target_batch> tc, td;
         double t_rows = 0, t_c = 0, t_d = 0;
@@ -959,7 +985,7 @@ void train(group& g, const std::vector<example>& ex, const std::vector<std::vect
             const role r = t.which.r;
             auto& m = t.m;
             for (auto& pg : t.opt.param_groups()) static_cast<torch::optim::AdamOptions&>(pg.options()).lr(cfg.lr * f);
-            const auto& b = batch(teacher_side_of(r), m->bos);
+            const auto& b = batch(teacher_side_of(r));
             const auto T = b.inputs.size(1);
             const auto hidden = m->hidden(b.inputs).reshape({-1, m->hidden_size});  // [B·T, hidden]
             const auto h = hidden.index_select(0, b.positions);                     // [N, hidden] (target_hidden)
@@ -1237,8 +1263,9 @@ group make_students(const config& cfg, const std::vector<arm>& arms, int seed, s
 /// --sizing N (docs/efficacy_design.md, "Sizing before the runs"): N steps of the teacher and N
 /// steps of every arm and grid point trained together (as the preset trains a seed), timed, with
 /// an untrained teacher behind the targets (a step costs the same whatever the weights) and
-/// nothing evaluated; prints each arm's cost per step as if trained alone, the shared step, and
-/// the preset's projected wall time (the teacher's budget or schedule, then one group per seed).
+/// nothing evaluated, after one untimed warm-up step; prints each arm's cost per step as if
+/// trained alone, the shared step, and the preset's projected wall time (the teacher's budget
+/// or schedule, then one group per seed).
 int sizing(const config& cfg, lm& teacher, const compact_vocabulary& tv, const compact_vocabulary& sv,
            const bld::distiller& distiller, const bld::distiller& distiller_th, const std::vector<example>& ex,
            const std::vector<int>& teacher_pool, const std::vector<int>& student_pool) {
@@ -1246,9 +1273,19 @@ int sizing(const config& cfg, lm& teacher, const compact_vocabulary& tv, const c
     const auto per_epoch = [&](const std::vector<int>& pool) {
         return static_cast<double>((static_cast<std::int64_t>(pool.size()) + cfg.batch - 1) / cfg.batch);
     };
+    // One untimed step first (the first touches of a run's tensors cost page faults that later
+    // steps do not pay), then the N timed steps.
+    const auto timed = [&](group& grp, const std::vector<std::vector<int>>& batches, teacher_targets* tt,
+                           const std::string& label) {
+        config warm = cfg;
+        warm.sizing_steps = 1;
+        train(grp, ex, batches, none, none, warm, tt, label + " (warm-up)");
+        for (auto& t : grp) t->res = run_result{};
+        train(grp, ex, batches, none, none, cfg, tt, label + " (timing)");
+    };
     group tg;
     tg.push_back(std::make_unique<trainee>(arm{role::teacher}, teacher, cfg.lr));
-    train(tg, ex, schedule(ex, teacher_pool, true, 1.0, cfg.batch, 7), none, none, cfg, nullptr, "teacher (timing)");
+    timed(tg, schedule(ex, teacher_pool, true, 1.0, cfg.batch, 7), nullptr, "teacher");
     const auto& tr = tg.front()->res;
     const double t_step = tr.step_seconds / static_cast<double>(std::max<std::int64_t>(tr.steps, 1));
     double teacher_steps = per_epoch(teacher_pool) * cfg.teacher_epochs;
@@ -1260,18 +1297,14 @@ int sizing(const config& cfg, lm& teacher, const compact_vocabulary& tv, const c
     teacher_targets tt{.teacher = teacher, .distiller = &distiller, .distiller_th = &distiller_th};
     const double steps_per_run = per_epoch(student_pool) * cfg.student_epochs;
     auto g = make_students(cfg, arms_of(cfg), 0, tv.size(), sv.size());
-    train(g, ex, schedule(ex, student_pool, false, 1.0, cfg.batch, 1000), none, none, cfg, &tt, "students (timing)");
+    timed(g, schedule(ex, student_pool, false, 1.0, cfg.batch, 1000), &tt, "students");
     std::printf("sizing: %lld steps, %d thread(s); seconds per step, each arm as if trained alone\n",
                 static_cast<long long>(cfg.sizing_steps), cfg.threads);
-    std::printf("%-30s %8s %9s %9s %9s %9s %10s\n", "model", "s/step", "teacher", "targets", "bld loss", "bld %", "steps/run");
-    std::printf("%-30s %8.3f %9s %9s %9s %9s %10.0f\n", "teacher", t_step, "", "", "", "", teacher_steps);
+    print_cost_header("  steps/run");
+    std::printf("%-30s %8.3f %9s %9s %9s %7s %10.0f\n", "teacher", t_step, "", "", "", "", teacher_steps);
     for (const auto& t : g) {
-        const auto& r = t->res;
-        const auto per = [&](double x) { return x / static_cast<double>(std::max<std::int64_t>(r.steps, 1)); };
-        const double alone = per(r.step_seconds + r.teacher_seconds + r.targets_seconds);
-        std::printf("%-30s %8.3f %9.3f %9.3f %9.3f %8.1f%% %10.0f\n", t->which.name().c_str(), alone, per(r.teacher_seconds),
-                    per(r.targets_seconds), per(r.loss_seconds), 100.0 * per(r.targets_seconds + r.loss_seconds) / alone,
-                    steps_per_run);
+        print_cost_row(t->which.name(), cost_of(t->res));
+        std::printf(" %10.0f\n", steps_per_run);
     }
     const double group_step = g.front()->res.seconds / static_cast<double>(std::max<std::int64_t>(g.front()->res.steps, 1));
     const double total = t_teacher + group_step * steps_per_run * cfg.seeds;
@@ -1503,7 +1536,7 @@ int run(const config& cfg) {
         std::fflush(stdout);
     }
     std::fprintf(stderr, "  teacher targets: %lld chunks, %s\n", static_cast<long long>(cache.chunks), cache.note().c_str());
-    out["targets"] = {{"seconds", cache.seconds}, {"chunks", cache.chunks}, {"slots", cache.slots},
+    out["targets"] = {{"seconds", cache.seconds()}, {"chunks", cache.chunks}, {"slots", cache.slots},
                       {"teacher_rows_seconds", cache.t_rows}, {"bld_seconds", cache.t_bld},
                       {"teacher_bits_per_true_byte", cache.true_byte_bits / static_cast<double>(std::max<std::int64_t>(cache.slots, 1))},
                       {"teacher_token_bits_per_byte", cache.token_bits / std::max(cache.text_bytes, 1.0)}};
@@ -1518,6 +1551,7 @@ int run(const config& cfg) {
                 teacher_res.heldout_bpb);
     nlohmann::json js = nlohmann::json::object();
     std::map<std::string, std::vector<double>> bpb;
+    std::map<std::string, arm_cost> costs;
     for (const arm& a : arms) {
         const auto& runs = students[a.key()];
         std::string params = millions(runs[0].params);
@@ -1525,7 +1559,6 @@ int run(const config& cfg) {
         std::printf("%-30s %-9s %-16s", a.name().c_str(), teacher_side_of(a.r) ? "llama2" : "gpt2", params.c_str());
         nlohmann::json arr = nlohmann::json::array();
         run_result cost;  // summed over the seeds
-        std::int64_t steps = 0;
         for (int s = 0; s < cfg.seeds; ++s) {
             const auto& rr = runs[static_cast<std::size_t>(s)];
             bpb[a.key()].push_back(rr.heldout_bpb);
@@ -1537,22 +1570,19 @@ int run(const config& cfg) {
             cost.loss_seconds += rr.loss_seconds;
             cost.teacher_seconds += rr.teacher_seconds;
             cost.targets_seconds += rr.targets_seconds;
-            steps += rr.steps;
+            cost.steps += rr.steps;
         }
         const auto [m, sd] = mean_sd(bpb[a.key()]);
         std::printf("  %.4f +- %.4f\n", m, sd);
         js[a.key()] = arr;
-        // The cost of a step as if the arm were trained alone: its own part, the teacher's forward
-        // and bld's targets where it reads them; bld's share = its targets + its loss (forward and
-        // backward).
-        const double alone = cost.step_seconds + cost.teacher_seconds + cost.targets_seconds;
-        const auto per_step = [&](double x) { return x / static_cast<double>(std::max<std::int64_t>(steps, 1)); };
+        const auto c = cost_of(cost);
+        costs[a.key()] = c;
         out["summary"][a.key()] = {{"mean", m}, {"sd", sd}, {"name", a.name()},
-                                   {"step_seconds", per_step(alone)},
-                                   {"teacher_seconds_per_step", per_step(cost.teacher_seconds)},
-                                   {"targets_seconds_per_step", per_step(cost.targets_seconds)},
-                                   {"loss_seconds_per_step", per_step(cost.loss_seconds)},
-                                   {"bld_share", alone > 0 ? (cost.targets_seconds + cost.loss_seconds) / alone : 0.0}};
+                                   {"step_seconds", c.step},
+                                   {"teacher_seconds_per_step", c.teacher},
+                                   {"targets_seconds_per_step", c.targets},
+                                   {"loss_seconds_per_step", c.loss},
+                                   {"bld_share", c.bld_share}};
     }
     // Paired differences (same seed = same initialisation and batches): every GPT-2 arm against
     // (a), (c) against (b), (e) against (a′).
@@ -1571,23 +1601,81 @@ int run(const config& cfg) {
         const auto [dm, dsd] = mean_sd(diff);
         std::printf("  %+.4f +- %.4f\n", dm, dsd);
         out["summary"][x + " - " + y] = {{"per_seed", diff}, {"mean", dm}, {"sd", dsd}, {"wins", wins}};
-        if ((x[0] == 'c' || x[0] == 'd') && y == "a")
-            verdict += "(" + x + ") beats (a) on " + std::to_string(wins) + " of " + std::to_string(cfg.seeds) + " seed(s). ";
     };
     for (const arm& a : arms) {
         if (a.r == role::b || a.r == role::c || a.r == role::d) pair_diff(a.key(), "a");
         if (a.r == role::c) pair_diff(a.key(), "b");
         if (a.r == role::e) pair_diff(a.key(), "p");
     }
-    std::printf("\ntraining cost, seconds per step as if the arm were trained alone (mean over seeds)\n");
-    std::printf("%-30s %8s %9s %9s %9s %7s\n", "model", "s/step", "teacher", "targets", "bld loss", "bld %");
-    for (const arm& a : arms) {
-        const auto& c = out["summary"][a.key()];
-        std::printf("%-30s %8.3f %9.3f %9.3f %9.3f %6.1f%%\n", a.name().c_str(), c["step_seconds"].get<double>(),
-                    c["teacher_seconds_per_step"].get<double>(), c["targets_seconds_per_step"].get<double>(),
-                    c["loss_seconds_per_step"].get<double>(), 100.0 * c["bld_share"].get<double>());
+    // The decision rule (docs/efficacy_design.md): (c) or (d), at some grid point, below (a) on
+    // every seed, with the mean paired difference larger in magnitude than twice the spread, the
+    // sample standard deviation of (a) over the seeds; every grid point tried is counted.
+    if (bpb.count("a")) {
+        const double spread = mean_sd(bpb["a"]).second;
+        int tried = 0;
+        std::vector<std::string> met;
+        for (const arm& a : arms) {
+            if (a.r != role::c && a.r != role::d) continue;
+            ++tried;
+            const auto& d = out["summary"][a.key() + " - a"];
+            const int wins = d["wins"].get<int>();
+            const double dm = d["mean"].get<double>();
+            const bool ok = cfg.seeds >= 2 && wins == cfg.seeds && -dm > 2 * spread;
+            if (ok) met.push_back(a.key());
+            verdict += "(" + a.key() + ") beats (a) on " + std::to_string(wins) + " of " + std::to_string(cfg.seeds) +
+                       " seed(s)" + (ok ? ", by more than twice (a)'s spread" : "") + ". ";
+        }
+        char rule[256];
+        if (cfg.seeds < 2)
+            std::snprintf(rule, sizeof rule, "Decision rule: needs several seeds (this run has one). ");
+        else if (met.empty())
+            std::snprintf(rule, sizeof rule, "Decision rule: goal NOT reached at any of the %d grid point(s) of (c) and (d) "
+                          "(twice (a)'s spread: %.4f). ", tried, 2 * spread);
+        else
+            std::snprintf(rule, sizeof rule, "Decision rule: goal reached at %zu of the %d grid point(s) of (c) and (d) "
+                          "(twice (a)'s spread: %.4f). ", met.size(), tried, 2 * spread);
+        verdict += rule;
+        out["summary"]["decision"] = {{"spread_a", spread}, {"grid_points_tried", tried}, {"met_at", met},
+                                      {"goal_reached", cfg.seeds >= 2 && !met.empty()}};
     }
-    std::printf("%sTeacher targets: %.0f s for %lld chunks. Total %s.\n", verdict.c_str(), cache.seconds,
+    // The share of the shared-tokenizer ceiling that (c) and (d) recover, ((a) − x) / ((a′) − (e)),
+    // per seed, for every grid point of x against every grid point of (e) (undefined: nan).
+    if (bpb.count("a") && bpb.count("p")) {
+        bool header = false;
+        for (const arm& x : arms) {
+            if (x.r != role::c && x.r != role::d) continue;
+            for (const arm& y : arms) {
+                if (y.r != role::e) continue;
+                if (!header) {
+                    std::printf("\nshare of the ceiling recovered, ((a) - x) / ((p) - (e)), per seed\n");
+                    header = true;
+                }
+                std::vector<double> share;
+                for (std::size_t s = 0; s < static_cast<std::size_t>(cfg.seeds); ++s) {
+                    const double ceiling = bpb["p"][s] - bpb[y.key()][s];
+                    share.push_back(ceiling != 0 ? (bpb["a"][s] - bpb[x.key()][s]) / ceiling
+                                                 : std::numeric_limits<double>::quiet_NaN());
+                }
+                const std::string name = x.key() + " of (p) - (" + y.key() + ")";
+                std::printf("%-30s %-9s %-16s", name.c_str(), "", "");
+                for (double v : share) std::printf("  %+8.3f", v);
+                const auto [sm, ssd] = mean_sd(share);
+                std::printf("  %+.3f +- %.3f\n", sm, ssd);
+                nlohmann::json per_seed = nlohmann::json::array();
+                for (double v : share) per_seed.push_back(std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr));
+                out["summary"]["share " + name] = {{"per_seed", per_seed},
+                                                   {"mean", std::isfinite(sm) ? nlohmann::json(sm) : nlohmann::json(nullptr)},
+                                                   {"sd", std::isfinite(ssd) ? nlohmann::json(ssd) : nlohmann::json(nullptr)}};
+            }
+        }
+    }
+    std::printf("\ntraining cost, seconds per step as if the arm were trained alone (mean over seeds)\n");
+    print_cost_header();
+    for (const arm& a : arms) {
+        print_cost_row(a.name(), costs[a.key()]);
+        std::printf("\n");
+    }
+    std::printf("%sTeacher targets: %.0f s for %lld chunks. Total %s.\n", verdict.c_str(), cache.seconds(),
                 static_cast<long long>(cache.chunks), format_duration(seconds_since(t_start)).c_str());
     out["students"] = js;
     out["summary"]["seeds"] = cfg.seeds;
