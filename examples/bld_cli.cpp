@@ -287,9 +287,7 @@ int cmd_inspect(const std::vector<std::string>& args) {
     const auto t2 = clock::now();
     const auto& voc = trie.vocab();
     const auto& tr = voc.transformations();
-    const char* prefix = tr.dummy_prefix == bld::dummy_prefix_rule::always      ? "always"
-                         : tr.dummy_prefix == bld::dummy_prefix_rule::if_absent ? "if_absent"
-                                                                                : "none";
+    const char* prefix = bld::to_string(tr.dummy_prefix);
     std::string out = "{";
     out += "\"source\":" + json_string(file);
     out += ",\"vocab_size\":" + std::to_string(n_ids);

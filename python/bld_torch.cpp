@@ -208,14 +208,7 @@ struct tokenizer {
         return r + ">";
     }
 
-    static const char* dummy_prefix_name(bld::dummy_prefix_rule rule) {
-        switch (rule) {
-            case bld::dummy_prefix_rule::always: return "always";
-            case bld::dummy_prefix_rule::if_absent: return "if_absent";
-            case bld::dummy_prefix_rule::none: break;
-        }
-        return "none";
-    }
+    static const char* dummy_prefix_name(bld::dummy_prefix_rule rule) { return bld::to_string(rule); }
     static const char* kind_name(bld::token_kind kind) {
         switch (kind) {
             case bld::token_kind::text: return "text";

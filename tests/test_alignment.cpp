@@ -86,6 +86,73 @@ TEST_CASE("alignment on real pairs: every slot's target sits at the right text b
     }
 }
 
+TEST_CASE("alignment with added tokens: the dummy prefix per piece of text, as the reference encoder puts it") {
+    // Tokenizers derived by scripts/js/reference.mjs from llama2 / llama3 with two non-special
+    // added tokens, and the ids the reference encoder (@huggingface/tokenizers) gives for texts
+    // with added tokens at the start, in the middle and at the end. Each variant is aligned with
+    // the plain llama3 tokenization (no dummy prefix) both ways. Oracle, independent of the
+    // alignment's rules: with K covering every token, the student's active slots spell the text
+    // in order, each at a teacher byte of the same value, at increasing teacher offsets; and the
+    // alignment without the text equals the one with it.
+    const auto dir = bld_test::data_dir();
+    const auto plain = bld::io::load_hf_tokenizer_json(dir + "/ref/added-plain.tokenizer.json");
+    const auto plain_ids = bld_test::read_encodings(dir, "added-plain");
+    const std::pair<const char*, bld::dummy_prefix_rule> variants[] = {{"first", bld::dummy_prefix_rule::first},
+                                                                       {"always", bld::dummy_prefix_rule::if_absent},
+                                                                       {"prepend", bld::dummy_prefix_rule::always},
+                                                                       {"bytelevel", bld::dummy_prefix_rule::if_absent}};
+    const auto spells_text = [](const bld::slot_alignment& a, std::string_view teacher_stream, std::string_view text) {
+        std::string spelled;
+        std::int64_t last = -1;
+        for (std::size_t s = 0; s < a.tokens * a.heads; ++s) {
+            if (!a.mask[s]) continue;
+            const auto off = a.teacher_offset[s];
+            REQUIRE(off > last);
+            REQUIRE(static_cast<std::size_t>(off) < teacher_stream.size());
+            CHECK(static_cast<std::uint8_t>(teacher_stream[static_cast<std::size_t>(off)]) == a.true_byte[s]);
+            spelled += static_cast<char>(a.true_byte[s]);
+            last = off;
+        }
+        CHECK(spelled == text);
+    };
+    for (const auto& [variant, rule] : variants) {
+        const std::string name = variant;
+        CAPTURE(name);
+        const auto v = bld::io::load_hf_tokenizer_json(dir + "/ref/added-" + name + ".tokenizer.json");
+        CHECK(v.transformations().dummy_prefix == rule);
+        REQUIRE(v.transformations().split_ids.size() == 2);
+        const auto enc = bld_test::read_encodings(dir, "added-" + name);
+        REQUIRE(enc.size() == plain_ids.size());
+        std::size_t starts_with_added = 0, inserted_inside = 0;
+        for (std::size_t r = 0; r < enc.size(); ++r) {
+            const auto& text = enc[r].text;
+            CAPTURE(text);
+            REQUIRE(plain_ids[r].text == text);
+            const auto& ids = enc[r].ids;
+            const std::size_t K = 64;  // longer than any token here: every text byte is a slot
+            // The variant as the student, then as the teacher.
+            const auto a = bld::align_slots(v, ids, plain, plain_ids[r].ids, K, std::string_view(text));
+            spells_text(a, plain.decode(plain_ids[r].ids), text);
+            CHECK(bld::align_slots(v, ids, plain, plain_ids[r].ids, K).teacher_offset == a.teacher_offset);
+            const auto b = bld::align_slots(plain, plain_ids[r].ids, v, ids, K, std::string_view(text));
+            const auto teacher_stream = bld::byte_offsets(v, ids).bytes;
+            spells_text(b, teacher_stream, text);
+            CHECK(bld::align_slots(plain, plain_ids[r].ids, v, ids, K).teacher_offset == b.teacher_offset);
+            // The dummy spaces are the ones the reference encoder put there.
+            CHECK(b.teacher_inserted.size() == teacher_stream.size() - text.size());
+            CHECK(a.student_inserted == b.teacher_inserted);
+            starts_with_added += text.starts_with("<X>") || text.starts_with("[T]");
+            inserted_inside += !b.teacher_inserted.empty() && b.teacher_inserted.back() > 0;
+        }
+        MESSAGE("added-" << name << ": " << enc.size() << " texts, " << starts_with_added
+                         << " beginning with an added token, " << inserted_inside << " with a dummy space past the start");
+        CHECK(starts_with_added > 100);
+        // Metaspace "first" puts a space at the text's start only; the others at every piece.
+        if (rule == bld::dummy_prefix_rule::first) CHECK(inserted_inside == 0);
+        else CHECK(inserted_inside > 100);
+    }
+}
+
 TEST_CASE("alignment: special tokens masked; gathered one-hot teacher targets recover the true bytes") {
     // Teacher: single bytes. Student: a few multi-byte tokens and a BOS.
     const auto teacher = byte_teacher();

@@ -10,6 +10,8 @@
 //           llama2, llama3, gemma3, qwen3  (@huggingface/tokenizers)
 //           gpt2                           (gpt-3-encoder)
 //           cl100k                         (tiktoken, WASM)
+//         DIR/ref/added-<variant>.tokenizer.json and .encode.tsv: tokenizers derived from
+//           llama2 / llama3 with non-special added tokens (section "Added tokens")
 //         DIR/ref/checks.txt    round-trip statistics and cross-checks (for people, not tests)
 //         DIR/ref/warnings.txt  everything the libraries printed through console.* / process
 //                               warnings while running (empty file: none)
@@ -38,7 +40,14 @@ const require = createRequire(path.join(DIR, "js", "package.json"));
 
 const HF_MODELS = ["llama2", "llama3", "gemma3", "qwen3"];
 const CORPORA = ["en", "de", "zh"];
-const OUTPUTS = [...HF_MODELS, "gpt2", "cl100k"].flatMap((n) => [`${n}.decode.tsv`, `${n}.encode.tsv`]);
+// Tokenizers derived from llama2 / llama3 with non-special added tokens, one per dummy-prefix
+// rule (the section "Added tokens" below): the encoder cuts the added tokens out of the text
+// first, and the rule then applies to each piece of text between them.
+const ADDED_VARIANTS = ["first", "always", "prepend", "bytelevel", "plain"];
+const OUTPUTS = [
+  ...[...HF_MODELS, "gpt2", "cl100k"].flatMap((n) => [`${n}.decode.tsv`, `${n}.encode.tsv`]),
+  ...ADDED_VARIANTS.flatMap((v) => [`added-${v}.tokenizer.json`, `added-${v}.encode.tsv`]),
+];
 
 // ---------------------------------------------------------------------------------------------
 // Warnings: the libraries report problems (unknown patterns, unsupported options) through
@@ -404,6 +413,56 @@ for (const name of HF_MODELS) {
   });
   enc.free();
   log(`  ref/cl100k: ${lines.length} ids, ${rows.length} records (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Added tokens. Five tokenizers, each written to ref/added-<variant>.tokenizer.json with two
+// non-special added tokens ("<X>" and "[T]", normalized: false, ids past the vocabulary):
+//   first      llama2, pre-tokeniser Metaspace prepend_scheme "first" (no normaliser)
+//   always     llama2, pre-tokeniser Metaspace prepend_scheme "always"
+//   prepend    llama2 as it is (normaliser Prepend("▁") + Replace)
+//   bytelevel  llama3 with the pre-tokeniser ByteLevel(add_prefix_space: true, use_regex: true)
+//   plain      llama3 as it is (no dummy prefix: the partner the others align with)
+// and the texts below encoded by each: the first 150 English records with an added token at the
+// start, in the middle (before or after a space), at the end, and a few edge cases. The C++ test
+// (tests/test_alignment.cpp) aligns every variant with "plain", with and without the text.
+{
+  const t0 = Date.now();
+  const en = corpora.find(([c]) => c === "en")[1].slice(0, 150);
+  const texts = ["<X>", "<X><X>", " <X>a", "<X> a", "a<X>", "<X>[T]b", "[T] <X>  a", "a <X>b [T]c"];
+  en.forEach((t, r) => {
+    const spaces = [...t.matchAll(/ /g)].map((m) => m.index);
+    const k = spaces.length ? spaces[Math.floor(spaces.length / 2)] + (r % 2) : t.length;  // before / after a space
+    texts.push("<X>" + t, t.slice(0, k) + "[T]" + t.slice(k), "[T]<X> " + t, t + "<X>");
+  });
+  const added = (base) => [
+    { id: base, content: "<X>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: false },
+    { id: base + 1, content: "[T]", single_word: false, lstrip: false, rstrip: false, normalized: false, special: false },
+  ];
+  const variant = (v) => {
+    const from = v === "bytelevel" || v === "plain" ? "llama3" : "llama2";
+    const j = readJson(path.join(DIR, "tokenizers", from, "tokenizer.json"));
+    let base = 0;  // the first id past the vocabulary and the added tokens
+    for (const id of [...Object.values(j.model.vocab), ...j.added_tokens.map((a) => a.id)]) base = Math.max(base, id + 1);
+    if (v !== "plain") j.added_tokens.push(...added(base));
+    if (v === "first" || v === "always") {
+      j.normalizer = null;
+      j.pre_tokenizer = { type: "Metaspace", replacement: "\u2581", prepend_scheme: v, split: false };
+    }
+    if (v === "bytelevel") {
+      // GPT-2 / RoBERTa style: one ByteLevel pre-tokeniser with its own regex and the prefix space.
+      j.pre_tokenizer = { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true };
+    }
+    return [j, readJson(path.join(DIR, "tokenizers", from, "tokenizer_config.json"))];
+  };
+  for (const v of ADDED_VARIANTS) {
+    const [j, config] = variant(v);
+    const tok = inLibrary(`added-${v} load`, () => new Tokenizer(j, config));
+    const rows = inLibrary(`added-${v} encode`, () => texts.map((t) => ["added", t, tok.encode(t, ENCODE_OPTIONS).ids]));
+    writeAtomic(`added-${v}.tokenizer.json`, JSON.stringify(j));
+    writeAtomic(`added-${v}.encode.tsv`, rows.map(([c, t, ids]) => `${c}\t${hexOfString(t)}\t${ids.join(" ")}\n`).join(""));
+  }
+  log(`  ref/added-*: ${ADDED_VARIANTS.length} tokenizers, ${texts.length} texts each (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 }
 
 // ---------------------------------------------------------------------------------------------

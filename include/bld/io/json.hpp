@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -269,15 +270,22 @@ inline void read_decoder(simdjson::dom::element e, token_decoder& d, const std::
 }
 
 /// Collects what a normaliser / pre-tokeniser does to the text before encoding.
-inline void read_text_side(simdjson::dom::element e, text_transformations& t, bool normalizer) {
+/// `after_split`: a pre-tokeniser of a Sequence that follows a Split (it then sees every split
+/// piece on its own).
+inline void read_text_side(simdjson::dom::element e, text_transformations& t, bool normalizer, bool after_split = false) {
     if (e.is_null()) return;
     simdjson::dom::object o;
     if (e.get_object().get(o)) return;
     const std::string type = get_string_field(o, "type");
     if (type == "Sequence") {
         simdjson::dom::array a;
+        bool split = after_split;
         if (!o[normalizer ? "normalizers" : "pretokenizers"].get_array().get(a))
-            for (auto sub : a) read_text_side(sub, t, normalizer);
+            for (auto sub : a) {
+                read_text_side(sub, t, normalizer, split);
+                simdjson::dom::object so;
+                split = split || (!normalizer && !sub.get_object().get(so) && get_string_field(so, "type") == "Split");
+            }
     } else if (normalizer && (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD")) {
         t.normalizer = type;
     } else if (normalizer && type == "Prepend") {
@@ -289,11 +297,14 @@ inline void read_text_side(simdjson::dom::element e, text_transformations& t, bo
         bool add_prefix = false;
         if (read_field(o, "prepend_scheme", scheme)) add_prefix = scheme != "never";
         else read_field(o, "add_prefix_space", add_prefix);
-        if (add_prefix) t.dummy_prefix = dummy_prefix_rule::if_absent;
+        if (add_prefix) t.dummy_prefix = scheme == "first" ? dummy_prefix_rule::first : dummy_prefix_rule::if_absent;
     } else if (!normalizer && type == "ByteLevel") {
         bool add_prefix = false;
         read_field(o, "add_prefix_space", add_prefix);
         if (add_prefix) t.dummy_prefix = dummy_prefix_rule::if_absent;
+        if (add_prefix && after_split)
+            t.notes.push_back("pre-tokeniser ByteLevel with add_prefix_space after a Split: the encoder puts a space in "
+                              "front of every split piece, which alignment does not model (text= alignment reports where)");
     } else if (normalizer && (type == "Lowercase" || type == "Strip" || type == "StripAccents" ||
                               type == "Precompiled" || type == "BertNormalizer")) {
         t.notes.push_back("normalizer " + type + ": token bytes concatenate to the normalised text");
@@ -515,6 +526,7 @@ struct hf_added_token {
     std::int64_t id;
     std::string content;
     bool special;
+    bool normalized;  ///< matched in the normalised text (HuggingFace's default for non-special tokens)
 };
 
 [[nodiscard]] inline std::vector<hf_added_token> read_hf_added_tokens(const hf_source& src, simdjson::dom::parser& parser,
@@ -536,7 +548,9 @@ struct hf_added_token {
         const auto id = token_id(idel, src.path, src.op, shown(content));
         bool special = false;
         read_field(ao, "special", special);
-        added.push_back({id, std::string(content), special});
+        bool normalized = !special;
+        read_field(ao, "normalized", normalized);
+        added.push_back({id, std::string(content), special, normalized});
     }
     return added;
 }
@@ -582,14 +596,26 @@ struct hf_added_token {
         dec.decode(r.piece, false, src.path, src.op, r.id, buf);
         b.add_pending(r.id, token_kind::text, r.piece);
     }
+    std::vector<std::pair<std::int64_t, std::string>> splits;  // non-special added tokens: the encoder cuts them out first
+    bool normalized_split = false;
     for (const auto& a : added) {
         if (a.special) {
             b.add(a.id, {}, token_kind::special, a.content);
         } else {
             dec.decode(a.content, true, src.path, src.op, a.id, buf);
+            splits.emplace_back(a.id, buf);
+            normalized_split = normalized_split || a.normalized;
             b.add_pending(a.id, token_kind::text, a.content);
         }
     }
+    std::sort(splits.begin(), splits.end());
+    for (auto& [id, bytes] : splits) {
+        t.split_ids.push_back(id);
+        t.split_tokens.push_back(std::move(bytes));
+    }
+    if (normalized_split && t.dummy_prefix == dummy_prefix_rule::always)
+        t.notes.push_back("added tokens matched in the normalised text after a Prepend normaliser (\"normalized\": true) "
+                          "take the space before them into the token; text= alignment reports where");
 
     t.notes.insert(t.notes.begin(), "model " + model_type);
     for (const auto& n : dec.notes) t.notes.push_back(n);

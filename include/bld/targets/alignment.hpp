@@ -7,7 +7,10 @@
 //
 // Reconciliation, explicit and reported: special tokens (BOS, EOS, chat markers) have no bytes
 // and their slots are masked; a dummy prefix (SentencePiece's leading space) on either side is
-// text neither side's partner has, so it is skipped; after that the two byte streams must be
+// text neither side's partner has, so it is skipped — at the text's start, and where an encoder
+// cuts added tokens out of the text first, at the start of each piece between them (Prepend,
+// Metaspace "always", ByteLevel add_prefix_space; Metaspace "first" only at the text's start,
+// so none when the text begins with an added token); after that the two byte streams must be
 // equal, or bld::alignment_error names the first differing byte offset.
 #pragma once
 
@@ -65,25 +68,62 @@ struct slot_alignment {
     std::vector<std::uint8_t> mask;
     /// [tokens, heads]: the true byte (0..255), or −1 for a masked slot.
     std::vector<std::int32_t> true_byte;
-    /// Leading bytes of each stream that are a tokenizer's dummy prefix, not text.
+    /// Leading bytes of each stream that are a tokenizer's dummy prefix, not text (0 or 1).
     std::size_t student_prefix = 0, teacher_prefix = 0;
+    /// Offsets in each stream of every byte that is a dummy-prefix space, not text (ascending;
+    /// past the start only where an encoder splits added tokens out of the text first).
+    std::vector<std::int64_t> student_inserted, teacher_inserted;
     /// Offsets of the student tokens in the student's byte stream.
     token_offsets student;
 };
 
 namespace detail {
 
-/// Bytes of a stream that are the tokenizer's dummy prefix, given the other stream.
-inline std::size_t dummy_prefix_of(const vocabulary& v, std::string_view stream, std::string_view other_stream,
-                                   const vocabulary& other_v, std::optional<std::string_view> text) {
-    if (text) return v.transformations().prefix_bytes(*text);
-    const auto rule = v.transformations().dummy_prefix;
-    if (rule == dummy_prefix_rule::none || stream.empty() || stream.front() != ' ') return 0;
-    if (rule == dummy_prefix_rule::always) return 1;
-    // if_absent: a leading space is the prefix unless the other side has it too, as text.
-    const bool other_always = other_v.transformations().dummy_prefix == dummy_prefix_rule::always;
-    const std::string_view o = other_always && !other_stream.empty() ? other_stream.substr(1) : other_stream;
-    return (!o.empty() && o.front() == ' ') ? 0 : 1;
+/// What a stream byte may be: text, a dummy-prefix space for certain, or a space that is either.
+enum class prefix_byte : std::uint8_t { text, inserted, maybe };
+
+/// The dummy-prefix bytes of a stream, from its ids: the first byte of each piece of text
+/// between split tokens (text_transformations::split_ids) that the rule gives a space, when it
+/// is a space. Prepend's are certain; a Metaspace / ByteLevel space may also be the text's own.
+inline std::vector<prefix_byte> prefix_bytes_of(const vocabulary& v, std::span<const std::int64_t> ids,
+                                                const token_offsets& t) {
+    std::vector<prefix_byte> c(t.bytes.size(), prefix_byte::text);
+    const auto& tr = v.transformations();
+    if (tr.dummy_prefix == dummy_prefix_rule::none) return c;
+    bool piece_start = true, first_piece = true;
+    for (std::size_t k = 0; k < ids.size(); ++k) {
+        if (t.length[k] == 0) continue;  // special tokens: no bytes, no effect on the pieces
+        if (tr.splits_at(ids[k])) {
+            piece_start = true;
+            first_piece = false;
+            continue;
+        }
+        if (!piece_start) continue;
+        piece_start = false;
+        const bool applies = tr.dummy_prefix != dummy_prefix_rule::first || first_piece;
+        first_piece = false;
+        const auto o = static_cast<std::size_t>(t.offset[k]);
+        if (applies && t.bytes[o] == ' ')
+            c[o] = tr.dummy_prefix == dummy_prefix_rule::always ? prefix_byte::inserted : prefix_byte::maybe;
+    }
+    return c;
+}
+
+/// The dummy-prefix bytes of a stream that must spell `text`: where the tokenizer's rule puts
+/// them. @throws alignment_error at the first byte where the stream differs from that encoding.
+inline std::vector<prefix_byte> prefix_bytes_of(const vocabulary& v, std::string_view stream, std::string_view text,
+                                                const char* op, const char* side) {
+    const auto want = v.transformations().layout(text);
+    if (stream != want.bytes) {
+        std::size_t d = 0;
+        while (d < stream.size() && d < want.bytes.size() && stream[d] == want.bytes[d]) ++d;
+        throw alignment_error(op, std::string(side) + " byte offset " + std::to_string(d),
+                              std::string("the ") + side + "'s token bytes differ from the text here" +
+                                  (want.inserted.empty() ? "" : " (with its tokenizer's dummy-prefix spaces)"));
+    }
+    std::vector<prefix_byte> c(stream.size(), prefix_byte::text);
+    for (const auto o : want.inserted) c[o] = prefix_byte::inserted;
+    return c;
 }
 
 } // namespace detail
@@ -92,9 +132,13 @@ inline std::size_t dummy_prefix_of(const vocabulary& v, std::string_view stream,
 /// @param student_ids the student's tokens (special tokens allowed: their slots are masked)
 /// @param teacher_ids the teacher's text tokens (no special tokens: pass BOS separately)
 /// @param heads       K, the number of byte heads (1..260)
-/// @param text        the text both encode, if known (then each side's dummy prefix follows
+/// @param text        the text both encode, if known (then each side's dummy prefixes follow
 ///                    from its tokenizer's rule, and each stream is checked against the text)
 /// @throws bld::alignment_error with the first differing byte offset if the streams differ.
+///
+/// A dummy-prefix space is text neither side's partner has: it is skipped. Without the text, a
+/// Prepend normaliser's space is a dummy for certain, and a Metaspace / ByteLevel space at the
+/// start of a piece of text is one unless the other stream has a space there too.
 [[nodiscard]] inline slot_alignment align_slots(const vocabulary& student, std::span<const std::int64_t> student_ids,
                                                 const vocabulary& teacher, std::span<const std::int64_t> teacher_ids,
                                                 std::size_t heads, std::optional<std::string_view> text = std::nullopt) {
@@ -110,45 +154,59 @@ inline std::size_t dummy_prefix_of(const vocabulary& v, std::string_view stream,
                               "special token id " + std::to_string(teacher_ids[k]) +
                                   " among the teacher's text ids (pass BOS and other context separately)");
     const std::string_view S = a.student.bytes, T = tch.bytes;
-    a.student_prefix = detail::dummy_prefix_of(student, S, T, teacher, text);
-    a.teacher_prefix = detail::dummy_prefix_of(teacher, T, S, student, text);
-    auto check = [&](std::string_view stream, std::size_t pre, const char* side) {
-        if (!text) return;
-        const std::string want = (pre ? " " : "") + std::string(*text);
-        if (stream != want) {
-            std::size_t d = 0;
-            while (d < stream.size() && d < want.size() && stream[d] == want[d]) ++d;
-            throw alignment_error(op, std::string(side) + " byte offset " + std::to_string(d),
-                                  std::string("the ") + side + "'s token bytes differ from the text here");
+    using detail::prefix_byte;
+    const auto cs = text ? detail::prefix_bytes_of(student, S, *text, op, "student")
+                         : detail::prefix_bytes_of(student, student_ids, a.student);
+    const auto ct = text ? detail::prefix_bytes_of(teacher, T, *text, op, "teacher")
+                         : detail::prefix_bytes_of(teacher, teacher_ids, tch);
+    // Both streams, byte by byte: a dummy space is skipped; a possible one is text when the other
+    // stream has a space at the same place (the text had one), a dummy otherwise.
+    std::vector<std::int64_t> text_of_student(S.size(), -1);  // student stream offset → text offset
+    std::vector<std::int64_t> teacher_of_text;                // text offset → teacher stream offset
+    teacher_of_text.reserve(T.size());
+    std::size_t i = 0, j = 0;
+    while (i < S.size() || j < T.size()) {
+        const auto si = i < S.size() ? cs[i] : prefix_byte::text, tj = j < T.size() ? ct[j] : prefix_byte::text;
+        const bool skip_s = si == prefix_byte::inserted ||
+                            (si == prefix_byte::maybe && tj != prefix_byte::maybe && (j >= T.size() || T[j] != ' '));
+        const bool skip_t = !skip_s && (tj == prefix_byte::inserted ||
+                                        (tj == prefix_byte::maybe && si != prefix_byte::maybe && (i >= S.size() || S[i] != ' ')));
+        if (skip_s) {
+            a.student_inserted.push_back(static_cast<std::int64_t>(i++));
+            continue;
         }
-    };
-    check(S, a.student_prefix, "student");
-    check(T, a.teacher_prefix, "teacher");
-    if (S.size() < a.student_prefix || T.size() < a.teacher_prefix ||
-        S.substr(a.student_prefix) != T.substr(a.teacher_prefix)) {
-        const auto s = S.substr(std::min(S.size(), a.student_prefix)), t = T.substr(std::min(T.size(), a.teacher_prefix));
-        std::size_t d = 0;
-        while (d < s.size() && d < t.size() && s[d] == t[d]) ++d;
-        throw alignment_error(op, "text byte offset " + std::to_string(d),
-                              "student and teacher byte streams differ (student " + std::to_string(s.size()) +
-                                  " text bytes, teacher " + std::to_string(t.size()) + "; student dummy prefix " +
-                                  std::to_string(a.student_prefix) + ", teacher " + std::to_string(a.teacher_prefix) + ")");
+        if (skip_t) {
+            a.teacher_inserted.push_back(static_cast<std::int64_t>(j++));
+            continue;
+        }
+        if (i >= S.size() || j >= T.size() || S[i] != T[j]) {
+            const auto d = teacher_of_text.size();
+            throw alignment_error(op, "text byte offset " + std::to_string(d),
+                                  "student and teacher byte streams differ (student " + std::to_string(S.size()) +
+                                      " bytes, teacher " + std::to_string(T.size()) + "; dummy-prefix spaces skipped before here: student " +
+                                      std::to_string(a.student_inserted.size()) + ", teacher " +
+                                      std::to_string(a.teacher_inserted.size()) + ")");
+        }
+        text_of_student[i++] = static_cast<std::int64_t>(teacher_of_text.size());
+        teacher_of_text.push_back(static_cast<std::int64_t>(j++));
     }
+    a.student_prefix = !a.student_inserted.empty() && a.student_inserted.front() == 0 ? 1 : 0;
+    a.teacher_prefix = !a.teacher_inserted.empty() && a.teacher_inserted.front() == 0 ? 1 : 0;
     a.tokens = student_ids.size();
     a.heads = heads;
     a.teacher_offset.assign(a.tokens * heads, -1);
     a.mask.assign(a.tokens * heads, 0);
     a.true_byte.assign(a.tokens * heads, -1);
-    const auto sp = static_cast<std::int64_t>(a.student_prefix), tp = static_cast<std::int64_t>(a.teacher_prefix);
     for (std::size_t l = 0; l < a.tokens; ++l) {
         const auto n = std::min<std::int64_t>(a.student.length[l], static_cast<std::int64_t>(heads));
-        for (std::int64_t j = 0; j < n; ++j) {
-            const auto sb = a.student.offset[l] + j; // student stream offset
-            if (sb < sp) continue;                  // the student's dummy prefix: not text
-            const auto slot = l * heads + static_cast<std::size_t>(j);
-            a.teacher_offset[slot] = sb - sp + tp;
+        for (std::int64_t j2 = 0; j2 < n; ++j2) {
+            const auto sb = static_cast<std::size_t>(a.student.offset[l] + j2);  // student stream offset
+            const auto t = text_of_student[sb];
+            if (t < 0) continue;  // a dummy-prefix space: not text
+            const auto slot = l * heads + static_cast<std::size_t>(j2);
+            a.teacher_offset[slot] = teacher_of_text[static_cast<std::size_t>(t)];
             a.mask[slot] = 1;
-            a.true_byte[slot] = static_cast<std::uint8_t>(S[static_cast<std::size_t>(sb)]);
+            a.true_byte[slot] = static_cast<std::uint8_t>(S[sb]);
         }
     }
     return a;

@@ -53,11 +53,32 @@ inline constexpr std::size_t sparse_ids_floor = std::size_t{1} << 20;
 inline constexpr std::size_t max_ids_per_token = 16;
 
 /// When a tokenizer's encoder puts one space in front of the text (SentencePiece's "dummy
-/// prefix", `▁` in the vocabulary; ByteLevel's add_prefix_space).
+/// prefix", `▁` in the vocabulary; ByteLevel's add_prefix_space). An encoder that splits
+/// non-special added tokens out of the text first (HuggingFace) applies the rule to each piece
+/// of text between them (text_transformations::split_tokens).
 enum class dummy_prefix_rule : std::uint8_t {
     none,      ///< the text is encoded as it is
     always,    ///< " " + text (HuggingFace `Prepend("▁")` normaliser, SentencePiece add_dummy_prefix)
     if_absent, ///< " " + text unless the text already starts with a space (Metaspace, ByteLevel)
+    first,     ///< as if_absent, for the piece at the text's start only (Metaspace prepend_scheme
+               ///< "first"): none when the text begins with an added token
+};
+
+/// The rule's name: "none", "always", "if_absent" or "first".
+[[nodiscard]] constexpr const char* to_string(dummy_prefix_rule rule) noexcept {
+    switch (rule) {
+        case dummy_prefix_rule::always: return "always";
+        case dummy_prefix_rule::if_absent: return "if_absent";
+        case dummy_prefix_rule::first: return "first";
+        case dummy_prefix_rule::none: break;
+    }
+    return "none";
+}
+
+/// Where an encoder's dummy-prefix spaces go in the bytes of an encoding (text_transformations::layout).
+struct encoded_layout {
+    std::string bytes;                  ///< the concatenated token bytes of an encoding of the text
+    std::vector<std::size_t> inserted;  ///< offsets in `bytes` of the spaces the encoder added (ascending)
 };
 
 /// Text-level transformations a tokenizer applies around its tokens, reported by the loaders
@@ -74,18 +95,67 @@ struct text_transformations {
     std::string normalizer;
     /// Human-readable notes on everything else the loader saw (decoder steps, byte fallback).
     std::vector<std::string> notes;
+    /// Non-special added tokens (HuggingFace `added_tokens` with `special: false`): their ids and
+    /// bytes, ascending by id. The encoder cuts them out of the text before anything else (the
+    /// leftmost, then longest match), so the dummy-prefix rule applies to each piece between them.
+    std::vector<std::int64_t> split_ids;
+    std::vector<std::string> split_tokens;
 
-    /// The bytes an encoding of `text` concatenates to, dummy prefix included (normalisation
-    /// such as NFC is not applied: bld reports it, the caller's text must already be normalised).
-    [[nodiscard]] std::string encoded_bytes(std::string_view text) const {
-        const bool add = !text.empty() &&
-                         (dummy_prefix == dummy_prefix_rule::always ||
-                          (dummy_prefix == dummy_prefix_rule::if_absent && text.front() != ' '));
-        return add ? " " + std::string(text) : std::string(text);
+    /// Whether `id` is one of split_ids.
+    [[nodiscard]] bool splits_at(std::int64_t id) const noexcept {
+        return std::binary_search(split_ids.begin(), split_ids.end(), id);
     }
+
+    /// The bytes an encoding of `text` concatenates to, and where the encoder's dummy-prefix
+    /// spaces are in them (normalisation such as NFC is not applied: bld reports it, the caller's
+    /// text must already be normalised). The text is cut at the split tokens; each piece of text
+    /// between them gets the rule's space (always: every non-empty piece; if_absent: every piece
+    /// not starting with a space; first: the piece at offset 0 only, if it does not start with one).
+    [[nodiscard]] encoded_layout layout(std::string_view text) const {
+        encoded_layout e;
+        e.bytes.reserve(text.size() + 1);
+        std::size_t piece = 0;  // start of the current piece of text
+        const auto flush = [&](std::size_t end) {
+            if (end > piece) {
+                const bool space = text[piece] == ' ';
+                const bool add = dummy_prefix == dummy_prefix_rule::always ||
+                                 (dummy_prefix == dummy_prefix_rule::if_absent && !space) ||
+                                 (dummy_prefix == dummy_prefix_rule::first && piece == 0 && !space);
+                if (add) {
+                    e.inserted.push_back(e.bytes.size());
+                    e.bytes += ' ';
+                }
+                e.bytes.append(text.substr(piece, end - piece));
+            }
+        };
+        if (dummy_prefix != dummy_prefix_rule::none && !split_tokens.empty()) {
+            bool starts[256] = {};  // first bytes of the split tokens
+            for (const auto& t : split_tokens)
+                if (!t.empty()) starts[static_cast<unsigned char>(t.front())] = true;
+            for (std::size_t i = 0; i < text.size();) {
+                std::size_t len = 0;  // the longest split token at i
+                if (starts[static_cast<unsigned char>(text[i])])
+                    for (const auto& t : split_tokens)
+                        if (t.size() > len && text.compare(i, t.size(), t) == 0) len = t.size();
+                if (len == 0) {
+                    ++i;
+                    continue;
+                }
+                flush(i);
+                e.bytes.append(text.substr(i, len));
+                i += len;
+                piece = i;
+            }
+        }
+        flush(text.size());
+        return e;
+    }
+    /// The bytes an encoding of `text` concatenates to, dummy prefixes included.
+    [[nodiscard]] std::string encoded_bytes(std::string_view text) const { return layout(text).bytes; }
     /// Length of the dummy prefix that an encoding of `text` starts with (0 or 1 byte).
     [[nodiscard]] std::size_t prefix_bytes(std::string_view text) const {
-        return encoded_bytes(text).size() - text.size();
+        const auto e = layout(text);
+        return !e.inserted.empty() && e.inserted.front() == 0 ? 1 : 0;
     }
 };
 
