@@ -3,8 +3,8 @@
 //   bld-cli inspect FILE [--special NAME=ID]...
 //   bld-cli masses  --tokenizer FILE --logits X.npy [--prefix-hex HEX]
 //   bld-cli project --tokenizer FILE --logits X.npy --ids IDS.npy --out OUT.npy [--reference]
-//   bld-cli project --tokenizer FILE --bigram B.npy --text-hex HEX --mode exact|beam
-//                   [--beam-k K] [--beam-eps E] --out OUT.npy
+//   bld-cli project --tokenizer FILE --bigram B.npy --text-hex HEX --mode exact|beam|repair
+//                   [--beam-k K] [--beam-eps E] [--ids IDS.npy --drop-threshold X] --out OUT.npy [--stats]
 //   bld-cli project --tokenizer FILE --topk-ids I.npy --topk-logits Z.npy --residual R.npy
 //                   --ids IDS.npy --out OUT.npy
 //   bld-cli bench-rows --tokenizer FILE --rows N --threads T [--dtype f32|bf16] [--repeats K]
@@ -80,8 +80,10 @@ constexpr const char* usage_text =
     "usage: bld-cli inspect FILE [--special NAME=ID]...\n"
     "       bld-cli masses  --tokenizer FILE --logits X.npy [--prefix-hex HEX]\n"
     "       bld-cli project --tokenizer FILE --logits X.npy --ids IDS.npy --out OUT.npy [--reference]\n"
-    "       bld-cli project --tokenizer FILE --bigram B.npy --text-hex HEX --mode exact|beam\n"
-    "                       [--beam-k K] [--beam-eps E] --out OUT.npy\n"
+    "       bld-cli project --tokenizer FILE --bigram B.npy --text-hex HEX --mode exact|beam|repair\n"
+    "                       [--beam-k K] [--beam-eps E] [--ids IDS.npy --drop-threshold X] --out OUT.npy\n"
+    "  project: --dropped D.npy writes the dropped mass per position; --stats prints one JSON object\n"
+    "  (positions, teacher_rows, mean_dropped, repaired, recoveries)\n"
     "       bld-cli project --tokenizer FILE --topk-ids I.npy --topk-logits Z.npy --residual R.npy\n"
     "                       --ids IDS.npy --out OUT.npy\n"
     "       bld-cli bench-rows --tokenizer FILE --rows N --threads T [--dtype f32|bf16] [--repeats K]\n"
@@ -184,6 +186,16 @@ void write_result(const options& o, const bld::byte_distributions& d) {
     bld::io::write_npy(o.get("--out"), d.probs.data(), {static_cast<std::int64_t>(d.positions), 260});
     if (o.has("--dropped")) bld::io::write_npy(o.get("--dropped"), d.dropped.data(), {static_cast<std::int64_t>(d.positions)});
     if (o.has("--bound")) bld::io::write_npy(o.get("--bound"), d.bound.data(), {static_cast<std::int64_t>(d.positions)});
+    if (o.has("--stats")) {
+        // One JSON object: the positions, the rows the teacher was asked for (the covering
+        // methods and the repaired path count them; 0 where the rows were given), the mean
+        // dropped / pruned mass per position, and the positions the repair's beam ran at.
+        double dropped = 0;
+        for (double x : d.dropped) dropped += x;
+        std::cout << "{\"positions\":" << d.positions << ",\"teacher_rows\":" << d.teacher_rows
+                  << ",\"mean_dropped\":" << num(d.positions ? dropped / static_cast<double>(d.positions) : 0.0)
+                  << ",\"repaired\":" << d.repaired << ",\"recoveries\":" << d.recoveries << "}\n";
+    }
 }
 
 int cmd_masses(const std::vector<std::string>& args) {
@@ -210,8 +222,8 @@ int cmd_masses(const std::vector<std::string>& args) {
 int cmd_project(const std::vector<std::string>& args) {
     const auto o = options::parse(args, {"--tokenizer", "--logits", "--ids", "--out", "--bigram", "--text-hex", "--mode",
                                          "--beam-k", "--beam-eps", "--topk-ids", "--topk-logits", "--residual", "--dropped",
-                                         "--bound", "--text"},
-                                  {"--reference"});
+                                         "--bound", "--text", "--drop-threshold"},
+                                  {"--reference", "--stats"});
     const auto trie = load_trie(o);
     if (o.has("--bigram")) {
         std::int64_t R = 0, n = 0;
@@ -219,15 +231,22 @@ int cmd_project(const std::vector<std::string>& args) {
         bld::testing::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {R, n}), trie.vocab().size());
         const std::string text = from_hex(o.get("--text-hex"), "--text-hex");
         const std::string mode = o.get("--mode", "exact");
+        bld::beam_options bo;
+        bo.k = static_cast<std::size_t>(std::stoul(o.get("--beam-k", "10")));
+        bo.epsilon = std::stod(o.get("--beam-eps", "0.01"));
         if (mode == "exact") {
             write_result(o, bld::exact_covering(trie, teacher, text));
         } else if (mode == "beam") {
-            bld::beam_options bo;
-            bo.k = static_cast<std::size_t>(std::stoul(o.get("--beam-k", "10")));
-            bo.epsilon = std::stod(o.get("--beam-eps", "0.01"));
             write_result(o, bld::covering_beam(trie, teacher, text, bo));
+        } else if (mode == "repair") {
+            // The canonical path along --ids, repaired by the local beam where it dropped at least
+            // --drop-threshold of the mass.
+            if (!o.has("--ids")) throw usage_error("--mode repair needs --ids (the teacher's tokenization of the text)");
+            const auto ids = read_ids(o.get("--ids"));
+            const bld::repair_options ro{std::stod(o.get("--drop-threshold", "0.02")), bo};
+            write_result(o, bld::repaired_path(trie, teacher, text, ids, ro));
         } else {
-            throw usage_error("--mode must be exact or beam");
+            throw usage_error("--mode must be exact, beam or repair");
         }
         return 0;
     }

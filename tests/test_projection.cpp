@@ -1,6 +1,7 @@
 // Projections held against brute-force enumeration of token sequences on tiny vocabularies.
 #include <bld/bld.hpp>
 #include <bld/testing/toy_teachers.hpp>
+#include "token_ids.hpp"
 #include <bld/projection/canonical_path.hpp>
 #include <bld/projection/covering.hpp>
 #include <bld/projection/fast_rows.hpp>
@@ -443,4 +444,91 @@ TEST_CASE("canonical path: f16 rows — the reference reads them as the float ro
         for (std::size_t i = 0; i < ref.probs.size(); ++i)
             CHECK(std::abs(fast.probs[i] - ref.probs[i]) <= 1e-5 * ref.probs[i] + 1e-30);
     }
+}
+
+TEST_CASE("repaired canonical path: threshold 1 is the canonical path, 0 the unlimited beam (= exact); rows counted") {
+    std::mt19937 rng(23);
+    for (int trial = 0; trial < 8; ++trial) {
+        CAPTURE(trial);
+        bld::byte_trie trie(tiny_vocab(rng, trial % 2 == 0));
+        const std::size_t V = trie.vocab().size();
+        std::string text;
+        std::uniform_int_distribution<int> ch(0, 2), len(5, 9);
+        for (int q = len(rng); q > 0; --q) text += "abc"[ch(rng)];
+        CAPTURE(text);
+        const auto ids = bld_test::greedy_ids(trie.vocab(), text);  // a tokenization that spells the text
+        // Keyed (bigram, contexts merge) and non-keyed (hashed) teachers.
+        std::vector<float> table((V + 1) * (V + 1));
+        std::normal_distribution<float> g(0.f, 2.f);
+        for (auto& x : table) x = g(rng);
+        bld::testing::bigram_teacher bigram(
+            bld::tensor_view<const float, 2>(table.data(), {static_cast<std::int64_t>(V + 1), static_cast<std::int64_t>(V + 1)}), V);
+        hashed_teacher hashed{V + 1, 500u + static_cast<std::uint64_t>(trial)};
+        const auto check = [&](auto& teacher) {
+            // The canonical path over the teacher's rows along `ids` (row j = p(· | t_<j)).
+            std::vector<std::vector<std::int32_t>> ctx(ids.size());
+            for (std::size_t j = 1; j < ids.size(); ++j) ctx[j] = ctx[j - 1], ctx[j].push_back(static_cast<std::int32_t>(ids[j - 1]));
+            std::vector<float> rows;
+            teacher.logits(ctx, rows);
+            const auto canonical = bld::reference::canonical_path(
+                trie, bld::tensor_view<const float, 2>(rows.data(), {static_cast<std::int64_t>(ids.size()), static_cast<std::int64_t>(V + 1)}),
+                ids, std::string_view(text));
+            const auto exact = bld::exact_covering(trie, teacher, text);
+            const bld::beam_options unlimited{0, 0.0};
+            const auto one = bld::repaired_path(trie, teacher, text, ids, {1.0, unlimited});
+            REQUIRE(one.positions == text.size());
+            CHECK(one.teacher_rows == ids.size());
+            CHECK(one.repaired == 0);
+            for (std::size_t i = 0; i < text.size(); ++i) {
+                check_close(one.at(i), std::vector<double>(canonical.at(i).begin(), canonical.at(i).end()), 1e-12,
+                            "threshold 1, byte " + std::to_string(i));
+                CHECK(std::abs(one.dropped[i] - canonical.dropped[i]) <= 1e-12);
+            }
+            const auto zero = bld::repaired_path(trie, teacher, text, ids, {0.0, unlimited});
+            CHECK(zero.repaired == text.size());
+            for (std::size_t i = 0; i < text.size(); ++i) {
+                check_close(zero.at(i), std::vector<double>(exact.at(i).begin(), exact.at(i).end()), 1e-12,
+                            "threshold 0, byte " + std::to_string(i));
+                CHECK(zero.dropped[i] == 0.0);
+            }
+            // In between: the beam runs exactly where the canonical path dropped ≥ threshold, more
+            // positions and rows as the threshold falls, every row a distribution.
+            std::size_t last_repaired = 0;
+            for (double th : {0.9, 0.3, 0.1, 0.03, 0.01}) {
+                const auto r = bld::repaired_path(trie, teacher, text, ids, {th, {10, 0.01}});
+                std::size_t want = 0;
+                for (std::size_t i = 0; i < text.size(); ++i) want += canonical.dropped[i] >= th ? 1 : 0;
+                CHECK(r.repaired == want);
+                CHECK(r.repaired >= last_repaired);
+                CHECK(r.teacher_rows >= ids.size());
+                last_repaired = r.repaired;
+                for (std::size_t i = 0; i < text.size(); ++i) {
+                    double s = 0;
+                    for (double x : r.at(i)) s += x;
+                    CHECK(std::abs(s - 1.0) <= 1e-12);
+                    CHECK(r.dropped[i] >= -1e-15);
+                }
+            }
+        };
+        check(bigram);
+        check(hashed);
+        // The count is the teacher's own: rows served during the call.
+        const auto before = bigram.rows_served();
+        const auto r = bld::repaired_path(trie, bigram, text, ids, {0.05, {10, 0.01}});
+        CHECK(r.teacher_rows == bigram.rows_served() - before);
+    }
+}
+
+TEST_CASE("repaired canonical path: bad input is a clear error") {
+    std::mt19937 rng(5);
+    bld::byte_trie trie(tiny_vocab(rng, false));
+    hashed_teacher teacher{trie.vocab().size(), 9u};
+    const std::string text = "abcab";
+    const auto ids = bld_test::greedy_ids(trie.vocab(), text);
+    CHECK_THROWS_WITH_AS((void)bld::repaired_path(trie, teacher, text, ids, {1.5, {}}), doctest::Contains("threshold"), bld::value_error);
+    CHECK_THROWS_WITH_AS((void)bld::repaired_path(trie, teacher, text, ids, {-0.1, {}}), doctest::Contains("threshold"), bld::value_error);
+    CHECK_THROWS_AS((void)bld::repaired_path(trie, teacher, "abcaa", ids), bld::alignment_error);
+    CHECK_THROWS_AS((void)bld::repaired_path(trie, teacher, "", ids), bld::value_error);
+    const std::vector<std::int64_t> eos{0};
+    CHECK_THROWS_WITH_AS((void)bld::repaired_path(trie, teacher, text, eos), doctest::Contains("special"), bld::value_error);
 }

@@ -2,6 +2,7 @@
 // exact covering enumeration (the oracle) and the covering beam.
 #pragma once
 
+#include "bld/projection/canonical_path.hpp"
 #include "bld/projection/distributions.hpp"
 
 #include "bld/core/error.hpp"
@@ -52,7 +53,15 @@ struct row_store {
     std::vector<row_summary> sums;
     std::vector<std::uint16_t> bins;
     std::size_t n = 0;
+    std::size_t fetched = 0;  ///< rows asked of the teacher so far
 };
+
+/// Adds one row to the store (summarised, validated); returns its handle.
+inline std::size_t store_row(const byte_trie& trie, row_store& store, std::vector<float> row) {
+    store.sums.push_back(reference::summarize_row(trie, store.bins, std::span<const float>(row), store.rows.size()));
+    store.rows.push_back(std::move(row));
+    return store.rows.size() - 1;
+}
 
 template <class Teacher>
 inline void fetch_rows(Teacher& teacher, const byte_trie& trie, row_store& store,
@@ -66,12 +75,11 @@ inline void fetch_rows(Teacher& teacher, const byte_trie& trie, row_store& store
         throw shape_error("covering projection", "teacher output",
                           "the teacher wrote " + std::to_string(buf.size()) + " logits for " + std::to_string(contexts.size()) +
                               " contexts of row size " + std::to_string(n));
-    for (std::size_t c = 0; c < contexts.size(); ++c) {
-        std::vector<float> row(buf.begin() + static_cast<std::ptrdiff_t>(c * n), buf.begin() + static_cast<std::ptrdiff_t>((c + 1) * n));
-        store.sums.push_back(reference::summarize_row(trie, store.bins, std::span<const float>(row), store.rows.size()));
-        store.rows.push_back(std::move(row));
-        handles.push_back(store.rows.size() - 1);
-    }
+    store.fetched += contexts.size();
+    for (std::size_t c = 0; c < contexts.size(); ++c)
+        handles.push_back(store_row(trie, store,
+                                    std::vector<float>(buf.begin() + static_cast<std::ptrdiff_t>(c * n),
+                                                       buf.begin() + static_cast<std::ptrdiff_t>((c + 1) * n))));
 }
 
 /// Probability-unit node sums of a stored row.
@@ -121,7 +129,7 @@ template <teacher_model Teacher>
     std::vector<double> num((L + 1) * root_bin_count, 0.0);
     detail::row_store store;
     store.bins = root_bins(trie);
-    std::size_t total_states = 1;
+    std::size_t total_states = 1, rows_fetched = 0;
     node_sums ns;
     std::vector<std::size_t> handles;
     for (std::size_t o = 0; o <= L; ++o) {
@@ -132,6 +140,7 @@ template <teacher_model Teacher>
         store.rows.clear();
         store.sums.clear();
         detail::fetch_rows(teacher, trie, store, ctxs, handles);
+        rows_fetched += ctxs.size();
         for (std::size_t si = 0; si < states.size(); ++si) {
             const auto& st = states[si];
             const auto h = handles[si];
@@ -174,6 +183,7 @@ template <teacher_model Teacher>
     }
     byte_distributions out;
     out.resize(L + 1);
+    out.teacher_rows = rows_fetched;
     for (std::size_t i = 0; i <= L; ++i) detail::normalise_into(out, i, num.data() + i * root_bin_count, op);
     return out;
 }
@@ -186,39 +196,62 @@ struct beam_options {
 
 namespace detail {
 
-/// The covering beam's state and its steps, byte by byte (see covering_beam).
+/// The canonical path a repaired projection follows (repaired_path): the teacher's own
+/// tokenization t_0 … t_{m−1}, the rows of its contexts (fetched in one batch up front; row j =
+/// p(· | t_<j)), and the byte positions at which the local covering beam runs.
+struct canonical_guide {
+    std::vector<std::int32_t> ids;
+    std::vector<std::size_t> end;          ///< [m]: byte offset at which token j ends (o_{j+1})
+    std::vector<std::vector<float>> rows;  ///< [m]; a row is released once the beam has it
+    std::vector<char> repaired;            ///< [text bytes]: 1 = the local beam runs at this byte
+};
+
+/// The covering beam's state and its steps, byte by byte (see covering_beam). With a
+/// canonical_guide it is the repaired path (see repaired_path): the hypothesis on the teacher's
+/// own tokenization is always kept, and at the bytes the guide does not repair the beam keeps
+/// nothing else — exactly the canonical path's bookkeeping there.
 template <class Teacher>
 class covering_beam_search {
 public:
-    covering_beam_search(const byte_trie& trie, Teacher& teacher, std::string_view text, const beam_options& opt)
-        : trie_(trie), teacher_(teacher), text_(text), opt_(opt) {
-        if (text.empty()) throw value_error(op, "text", "empty text");
+    covering_beam_search(const byte_trie& trie, Teacher& teacher, std::string_view text, const beam_options& opt,
+                         canonical_guide* guide = nullptr)
+        : trie_(trie), teacher_(teacher), text_(text), opt_(opt), guide_(guide) {
+        if (text.empty()) throw value_error(op(), "text", "empty text");
         if (!(opt.epsilon >= 0.0 && opt.epsilon < 1.0))
-            throw value_error(op, "epsilon", "must be in [0, 1), got " + std::to_string(opt.epsilon));
+            throw value_error(op(), "epsilon", "must be in [0, 1), got " + std::to_string(opt.epsilon));
         store_.bins = root_bins(trie);
-        detail::fetch_rows(teacher_, trie_, store_, {{}}, handles_);
-        beam_.push_back({{}, handles_[0], byte_trie::root, 1.0});
-        out_.resize(text.size() + 1);
+        if (guide_) {
+            beam_.push_back({{}, guide_row(0), byte_trie::root, 1.0, 0.0, true});
+        } else {
+            detail::fetch_rows(teacher_, trie_, store_, {{}}, handles_);
+            beam_.push_back({{}, handles_[0], byte_trie::root, 1.0});
+        }
+        // The beam adds the row of what follows the whole text; the repaired path, like the
+        // canonical path, ends with the text's last byte.
+        positions_ = guide_ ? text.size() : text.size() + 1;
+        out_.resize(positions_);
     }
 
     byte_distributions run() {
-        const std::size_t L = text_.size();
-        for (std::size_t i = 0; i <= L; ++i) {
-            expand();
-            select(i);
+        for (std::size_t i = 0; i < positions_; ++i) {
+            const bool closed = guide_ && !guide_->repaired[i];
+            out_.repaired += guide_ && !closed ? 1 : 0;
+            expand(i, closed);
+            select(i, closed);
             read_distribution(i);
-            if (i == L) break;
-            follow(static_cast<std::uint8_t>(text_[i]));
+            if (i + 1 == positions_ || i == text_.size()) break;
+            follow(i, static_cast<std::uint8_t>(text_[i]));
             drop_unused_rows();
             if (beam_.empty())
-                throw value_error(op, "byte offset " + std::to_string(i + 1),
+                throw value_error(op(), "byte offset " + std::to_string(i + 1),
                                   "no token path covers the text up to here (every path has probability 0)");
         }
+        out_.teacher_rows = store_.fetched;
         return std::move(out_);
     }
 
 private:
-    static constexpr const char* op = "covering beam";
+    const char* op() const noexcept { return guide_ ? "repaired canonical path" : "covering beam"; }
 
     struct hypothesis {
         std::vector<std::int32_t> ctx;
@@ -226,22 +259,57 @@ private:
         byte_trie::node_index node;
         double w;                   ///< probability of the path's tokens
         double mass = 0;            ///< w × (children mass at node, or 1 at the root)
+        bool canonical = false;     ///< on the teacher's own tokenization (a guided search), within its token
     };
     struct candidate {
         double mass;
         std::size_t idx;            ///< < beam size: an existing hypothesis; else a new context (idx − beam size)
     };
 
+    /// The guide's row j into the store (counted as fetched: the guide asked the teacher for it).
+    std::size_t guide_row(std::size_t j) {
+        auto& r = guide_->rows.at(j);
+        if (r.empty()) throw value_error(op(), "token position " + std::to_string(j), "the canonical row was used twice");
+        const auto h = detail::store_row(trie_, store_, std::move(r));
+        r = std::vector<float>();
+        ++store_.fetched;
+        return h;
+    }
+
+    /// Whether canonical hypothesis `hy` ends its token t_j at byte i (a boundary of the teacher's
+    /// tokenization): then its next context is t_<j+1.
+    bool at_canonical_end(const hypothesis& hy, std::size_t i) const {
+        return guide_ && hy.canonical && hy.ctx.size() < guide_->end.size() && guide_->end[hy.ctx.size()] == i;
+    }
+
     /// Step 1: the tokens that end at each hypothesis's node become new contexts (root
     /// hypotheses-to-be); for keyed teachers, contexts with equal keys merge (equal futures).
-    void expand() {
+    /// At a byte the guide does not repair, only the canonical hypothesis continues, at the end of
+    /// its token, with the canonical next token carrying the mass of every token ending there (the
+    /// canonical path's E_j); every other ending token is lost (counted as dropped).
+    void expand(std::size_t i, bool closed) {
         sums_.assign(beam_.size(), node_sums{});
         new_ctx_.clear();
         new_w_.clear();
+        new_canonical_.clear();
+        lost_ = 0;
         for (std::size_t h = 0; h < beam_.size(); ++h) {
             const auto& hy = beam_[h];
             if (hy.node == byte_trie::root) continue;
             detail::stored_node(trie_, store_, hy.row, hy.node, sums_[h]);
+            const bool canonical_end = at_canonical_end(hy, i);
+            if (closed) {
+                if (canonical_end && sums_[h].end > 0) {
+                    auto ctx = hy.ctx;
+                    ctx.push_back(guide_->ids[hy.ctx.size()]);
+                    new_ctx_.push_back(std::move(ctx));
+                    new_w_.push_back(hy.w * sums_[h].end);
+                    new_canonical_.push_back(1);
+                } else {
+                    lost_ += hy.w * sums_[h].end;
+                }
+                continue;
+            }
             const auto& nd = trie_.node(hy.node);
             const auto& s = store_.sums[hy.row];
             for (auto k = nd.lo; k < nd.end_hi; ++k) {
@@ -252,36 +320,49 @@ private:
                 ctx.push_back(static_cast<std::int32_t>(id));
                 new_ctx_.push_back(std::move(ctx));
                 new_w_.push_back(hy.w * p);
+                new_canonical_.push_back(canonical_end && static_cast<std::int32_t>(id) == guide_->ids[hy.ctx.size()]);
             }
         }
         if constexpr (keyed_teacher<Teacher>) {
             std::unordered_map<std::uint64_t, std::size_t> seen;
             std::vector<std::vector<std::int32_t>> mc;
             std::vector<double> mw;
+            std::vector<char> mcan;
             for (std::size_t c = 0; c < new_ctx_.size(); ++c) {
                 const auto key = detail::key_of(teacher_, new_ctx_[c]);
                 auto [it, fresh] = seen.emplace(key, mc.size());
                 if (fresh) {
                     mc.push_back(std::move(new_ctx_[c]));
                     mw.push_back(new_w_[c]);
+                    mcan.push_back(new_canonical_[c]);
                 } else {
                     mw[it->second] += new_w_[c];
+                    // Equal keys, equal futures: the merged path keeps the canonical context.
+                    if (new_canonical_[c]) {
+                        mc[it->second] = std::move(new_ctx_[c]);
+                        mcan[it->second] = 1;
+                    }
                 }
             }
             new_ctx_ = std::move(mc);
             new_w_ = std::move(mw);
+            new_canonical_ = std::move(mcan);
         }
     }
 
     /// Step 2: masses, pruning below ε of the total and to the top K (before any teacher row is
     /// fetched for a new context: a pruned path costs no teacher call), the pruned share of byte
     /// i, one batched teacher call for the surviving new contexts, and the next beam. What was
-    /// pruned is remembered for this byte's recovery (step 4).
-    void select(std::size_t i) {
+    /// pruned is remembered for this byte's recovery (step 4). A guided search always keeps its
+    /// canonical hypotheses, and at a byte it does not repair keeps only them.
+    void select(std::size_t i, bool closed) {
         for (std::size_t h = 0; h < beam_.size(); ++h)
             beam_[h].mass = beam_[h].node == byte_trie::root ? beam_[h].w : beam_[h].w * sums_[h].children_total();
         std::vector<candidate> cands;
-        double total = 0;
+        double total = lost_;
+        const auto is_canonical = [&](std::size_t idx) {
+            return idx < beam_.size() ? beam_[idx].canonical : new_canonical_[idx - beam_.size()] != 0;
+        };
         for (std::size_t h = 0; h < beam_.size(); ++h) {
             cands.push_back({beam_[h].mass, h});
             total += beam_[h].mass;
@@ -290,20 +371,27 @@ private:
             cands.push_back({new_w_[c], beam_.size() + c});
             total += new_w_[c];
         }
-        if (!(total > 0)) throw value_error(op, "byte offset " + std::to_string(i), "every hypothesis has probability 0");
+        if (!(total > 0)) throw value_error(op(), "byte offset " + std::to_string(i), "every hypothesis has probability 0");
         std::vector<candidate> kept;
-        for (const auto& c : cands)
-            if (c.mass > 0 && c.mass >= opt_.epsilon * total) kept.push_back(c);
-        std::stable_sort(kept.begin(), kept.end(), [](const candidate& a, const candidate& b) { return a.mass > b.mass; });
-        if (opt_.k > 0 && kept.size() > opt_.k) kept.resize(opt_.k);
+        if (!closed) {
+            for (const auto& c : cands)
+                if (c.mass > 0 && c.mass >= opt_.epsilon * total) kept.push_back(c);
+            std::stable_sort(kept.begin(), kept.end(), [](const candidate& a, const candidate& b) { return a.mass > b.mass; });
+            if (opt_.k > 0 && kept.size() > opt_.k) kept.resize(opt_.k);
+        }
+        if (guide_)
+            for (const auto& c : cands)
+                if (is_canonical(c.idx) && std::none_of(kept.begin(), kept.end(), [&](const candidate& k) { return k.idx == c.idx; }))
+                    kept.push_back(c);
         std::sort(kept.begin(), kept.end(), [](const candidate& a, const candidate& b) { return a.idx < b.idx; });
         double kept_mass = 0;
         for (const auto& c : kept) kept_mass += c.mass;
         out_.dropped[i] = 1.0 - kept_mass / total;
 
+        // Rows of the kept new contexts: the canonical one from the guide, the others in one call.
         std::vector<std::vector<std::int32_t>> fetch;
         for (const auto& c : kept)
-            if (c.idx >= beam_.size()) fetch.push_back(new_ctx_[c.idx - beam_.size()]);
+            if (c.idx >= beam_.size() && !is_canonical(c.idx)) fetch.push_back(new_ctx_[c.idx - beam_.size()]);
         detail::fetch_rows(teacher_, trie_, store_, fetch, handles_);
 
         std::vector<char> is_kept(cands.size(), 0);
@@ -329,7 +417,9 @@ private:
                 next_sums_.push_back(sums_[c.idx]);
             } else {
                 const auto ci = c.idx - beam_.size();
-                next.push_back({std::move(new_ctx_[ci]), handles_[f++], byte_trie::root, new_w_[ci], new_w_[ci]});
+                const bool canonical = new_canonical_[ci] != 0;
+                const auto row = canonical ? guide_row(new_ctx_[ci].size()) : handles_[f++];
+                next.push_back({std::move(new_ctx_[ci]), row, byte_trie::root, new_w_[ci], new_w_[ci], canonical});
                 next_sums_.push_back(node_sums{});
             }
         }
@@ -348,16 +438,19 @@ private:
                 for (std::size_t a = 0; a < 256; ++a) num[a] += hy.w * next_sums_[h].child[a];
             }
         }
-        detail::normalise_into(out_, i, num.data(), op);
+        detail::normalise_into(out_, i, num.data(), op());
     }
 
-    /// Step 4: every hypothesis follows the observed byte x; if none can, recover.
-    void follow(std::uint8_t x) {
+    /// Step 4: every hypothesis follows the observed byte x (byte i); if none can, recover. A
+    /// canonical hypothesis that moves past the end of its token is canonical no more (the
+    /// canonical path's "longer token" hypothesis, kept only where the beam runs).
+    void follow(std::size_t i, std::uint8_t x) {
         std::vector<hypothesis> moved;
         for (auto& hy : beam_) {
             const auto c = trie_.child(hy.node, x);
             if (c == byte_trie::npos) continue;
             hy.node = c;
+            if (hy.canonical && guide_->end[hy.ctx.size()] < i + 1) hy.canonical = false;
             moved.push_back(std::move(hy));
         }
         if (moved.empty()) {
@@ -382,6 +475,7 @@ private:
             const double m = hy.w * pruned_old_sums_[h].child[x];
             if (c == byte_trie::npos || !(m > 0)) continue;
             hy.node = c;
+            hy.canonical = false;
             backs.push_back({m, std::move(hy)});
         }
         std::vector<std::vector<std::int32_t>> ctxs;
@@ -406,6 +500,7 @@ private:
         std::vector<std::size_t> remap(store_.rows.size(), SIZE_MAX);
         detail::row_store compact;
         compact.bins = std::move(store_.bins);
+        compact.fetched = store_.fetched;
         for (auto& hy : beam_) {
             if (remap[hy.row] == SIZE_MAX) {
                 remap[hy.row] = compact.rows.size();
@@ -421,12 +516,16 @@ private:
     Teacher& teacher_;
     std::string_view text_;
     beam_options opt_;
+    canonical_guide* guide_;
+    std::size_t positions_ = 0;
     detail::row_store store_;
     std::vector<std::size_t> handles_;
     std::vector<hypothesis> beam_;
     std::vector<node_sums> sums_, next_sums_;          ///< node sums of beam_ (before / after select)
     std::vector<std::vector<std::int32_t>> new_ctx_;   ///< this byte's new contexts …
-    std::vector<double> new_w_;                        ///< … and their path probabilities
+    std::vector<double> new_w_;                        ///< … their path probabilities …
+    std::vector<char> new_canonical_;                  ///< … and whether each is the canonical next context
+    double lost_ = 0;                                  ///< mass of ending tokens a closed byte does not continue
     std::vector<hypothesis> pruned_old_;               ///< what select pruned, for recover
     std::vector<node_sums> pruned_old_sums_;
     std::vector<std::size_t> pruned_new_;
@@ -442,11 +541,71 @@ private:
 /// the observed byte. With K = ∞ and ε = 0 it equals exact_covering. If no kept hypothesis can
 /// take the observed byte (a narrow beam kept only paths inside longer tokens), the best pruned
 /// hypotheses that can are brought back, and `recoveries` counts such bytes.
-/// @returns [text bytes + 1, 260] as exact_covering; `dropped` = mass pruned at each byte.
+/// @returns [text bytes + 1, 260] as exact_covering; `dropped` = mass pruned at each byte;
+///          `teacher_rows` = contexts asked of the teacher.
 template <teacher_model Teacher>
 [[nodiscard]] byte_distributions covering_beam(const byte_trie& trie, Teacher& teacher, std::string_view text,
                                                const beam_options& opt = {}) {
     return detail::covering_beam_search<Teacher>(trie, teacher, text, opt).run();
+}
+
+/// Options of the repaired canonical path.
+struct repair_options {
+    /// The local covering beam runs at every byte position whose canonical-path dropped mass is at
+    /// least this (in [0, 1]): 0 = every position (the covering beam with `beam`'s K and ε, the
+    /// canonical hypothesis always kept); 1 = none where the canonical path keeps any mass (then
+    /// it is the canonical path). Smaller thresholds ask the teacher for more rows.
+    double threshold = 0.02;
+    beam_options beam{};  ///< K and ε of the local beam
+};
+
+/// The canonical path with local repair (docs/01_method.md, "Canonical path with local repair"):
+/// the teacher's rows along its own tokenization `ids` (one batched call, m rows), the canonical
+/// path over them, and then, at the byte positions where the canonical path dropped at least
+/// `threshold` of the mass, a covering beam in place of the canonical path's single hypothesis:
+/// the paths it dropped there (tokens ending inside a canonical token, the longer-token
+/// hypothesis after a boundary) are followed, each new context asking the teacher for one more
+/// row, batched per byte, pruned by the beam's ε and K. At the other positions only the
+/// canonical path's hypothesis continues, as the canonical path does.
+/// @param ids the teacher's text tokens of `text` (no BOS: the teacher adds its context)
+/// @returns [text bytes, 260] (as the canonical path: no row after the last byte); `dropped` =
+///          mass dropped or pruned at each byte; `teacher_rows` = rows asked of the teacher, the m
+///          canonical rows included; `repaired` = positions where the beam ran.
+/// @throws value_error for a threshold outside [0, 1], bad ids, and what the canonical path and
+///         the beam throw (alignment_error if the ids do not spell `text`).
+template <teacher_model Teacher>
+[[nodiscard]] byte_distributions repaired_path(const byte_trie& trie, Teacher& teacher, std::string_view text,
+                                               std::span<const std::int64_t> ids, const repair_options& opt = {}) {
+    const char* op = "repaired canonical path";
+    if (!(opt.threshold >= 0.0 && opt.threshold <= 1.0))
+        throw value_error(op, "threshold", "must be in [0, 1], got " + std::to_string(opt.threshold));
+    if (text.empty()) throw value_error(op, "text", "empty text");
+    (void)detail::check_ids(trie, ids, text, op);
+    detail::canonical_guide guide;
+    std::vector<std::vector<std::int32_t>> contexts(ids.size());
+    std::size_t o = 0;
+    for (std::size_t j = 0; j < ids.size(); ++j) {
+        guide.ids.push_back(static_cast<std::int32_t>(ids[j]));
+        o += trie.vocab().bytes(static_cast<std::size_t>(ids[j])).size();
+        guide.end.push_back(o);
+        if (j > 0) contexts[j] = contexts[j - 1], contexts[j].push_back(guide.ids[j - 1]);
+    }
+    std::vector<float> buf;
+    teacher.logits(contexts, buf);
+    const std::size_t n = teacher.row_size();
+    if (buf.size() != contexts.size() * n)
+        throw shape_error(op, "teacher output",
+                          "the teacher wrote " + std::to_string(buf.size()) + " logits for " + std::to_string(contexts.size()) +
+                              " contexts of row size " + std::to_string(n));
+    const auto canonical = reference::canonical_path(
+        trie, tensor_view<const float, 2>(buf.data(), {static_cast<std::int64_t>(ids.size()), static_cast<std::int64_t>(n)}),
+        ids, text);
+    guide.repaired.resize(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) guide.repaired[i] = canonical.dropped[i] >= opt.threshold ? 1 : 0;
+    for (std::size_t j = 0; j < ids.size(); ++j)
+        guide.rows.emplace_back(buf.begin() + static_cast<std::ptrdiff_t>(j * n), buf.begin() + static_cast<std::ptrdiff_t>((j + 1) * n));
+    buf = std::vector<float>();
+    return detail::covering_beam_search<Teacher>(trie, teacher, text, opt.beam, &guide).run();
 }
 
 } // namespace bld

@@ -47,6 +47,10 @@ struct byte_distributions {
     /// covering_beam: bytes at which every kept hypothesis gave the observed byte no mass, so
     /// pruned hypotheses were brought back (the distribution at that byte gave it probability 0).
     std::size_t recoveries = 0;
+    /// The covering methods and the repaired path: teacher rows (contexts) they asked for.
+    std::size_t teacher_rows = 0;
+    /// repaired_path: byte positions at which the local covering beam ran.
+    std::size_t repaired = 0;
 
     [[nodiscard]] std::span<const double> at(std::size_t i) const noexcept {
         return {probs.data() + i * alphabet_size, alphabet_size};
