@@ -243,7 +243,7 @@ int cmd_project(const std::vector<std::string>& args) {
             // --drop-threshold of the mass.
             if (!o.has("--ids")) throw usage_error("--mode repair needs --ids (the teacher's tokenization of the text)");
             const auto ids = read_ids(o.get("--ids"));
-            const bld::repair_options ro{std::stod(o.get("--drop-threshold", "0.02")), bo};
+            const bld::repair_options ro{std::stod(o.get("--drop-threshold", "0.05")), bo};
             write_result(o, bld::repaired_path(trie, teacher, text, ids, ro));
         } else {
             throw usage_error("--mode must be exact, beam or repair");

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fidelity table (issue 3): canonical path and covering beam against exact covering.
+"""Fidelity table (issues 3, 17): canonical path, repaired path and covering beam against exact covering.
 
 A toy bigram teacher over a real vocabulary subset (llama2's SentencePiece vocabulary cut down to
 the tokens that occur inside the chosen texts, plus the 256 byte-fallback tokens and one special
@@ -8,7 +8,10 @@ the tokens that occur inside the chosen texts, plus the 256 byte-fallback tokens
   * exact   — `--mode exact` (every covering segmentation; the reference);
   * beam    — `--mode beam` with K = 1, 2, 4, 10 at eps = 0.01 (the default) and K = 1, 4, 10
               at eps = 0;
-  * canonical — the canonical-path projection over the teacher's own (llama2) tokenization.
+  * canonical — the canonical-path projection over the teacher's own (llama2) tokenization;
+  * repair  — `--mode repair`: the canonical path with the local covering beam where it dropped
+              at least a threshold of the mass (several thresholds), with the teacher rows each
+              method asked for (`--stats`) as the cost column; `--plot` draws JSD against rows.
 
 For every byte position 0..L-1 of every text it computes the Jensen-Shannon divergence (base 2,
 bits) of each method against exact, and writes a Markdown report (default docs/fidelity.md).
@@ -16,7 +19,7 @@ Built-in sanity check: beam with K = 0 (unlimited) and eps = 0 must equal exact 
 script stops with exit status 1.
 
     /usr/bin/python3 scripts/fidelity.py --cli build/examples/bld-cli --data .cache/data \\
-        --out docs/fidelity.md
+        --out docs/fidelity.md --plot docs/fidelity.png
 
 Needs numpy; the data folder is made by `bash scripts/fetch-data.sh`.
 """
@@ -178,14 +181,25 @@ def run_cli(cli: str, args: list[str]) -> None:
         raise CliFailure(r.stderr.strip() or f"exit {r.returncode}")
 
 
-def project_covering(cli, tok, specials, bigram, text: bytes, work: Path, tag: str, mode: str, k=None, eps=None):
+def run_cli_stats(cli: str, args: list[str]) -> dict:
+    r = subprocess.run([cli, *args, "--stats"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CliFailure(r.stderr.strip() or f"exit {r.returncode}")
+    return json.loads(r.stdout)
+
+
+def project_covering(cli, tok, specials, bigram, text: bytes, work: Path, tag: str, mode: str, k=None, eps=None,
+                     ids_file=None, threshold=None):
+    """exact / beam / repair on the bigram teacher: (rows, dropped, teacher rows asked for)."""
     out, dropped = work / f"{tag}.npy", work / f"{tag}.dropped.npy"
     args = ["project", "--tokenizer", str(tok), *specials, "--bigram", str(bigram), "--text-hex", text.hex(),
             "--mode", mode, "--out", str(out), "--dropped", str(dropped)]
     if k is not None:
         args += ["--beam-k", str(k), "--beam-eps", repr(eps)]
-    run_cli(cli, args)
-    return np.load(out), np.load(dropped)
+    if threshold is not None:
+        args += ["--ids", str(ids_file), "--drop-threshold", repr(threshold)]
+    stats = run_cli_stats(cli, args)
+    return np.load(out), np.load(dropped), stats["teacher_rows"]
 
 
 def project_canonical(cli, tok, specials, B, ids, text: bytes, work: Path, tag: str):
@@ -351,6 +365,39 @@ def observations(texts, methods, beams, kept_rows, failures, fail_at, comj, comm
 # ------------------------------------------------------------------------------------------------
 
 
+# The repaired canonical path (--mode repair): its local beam's K and ε (the beam's defaults) and
+# the thresholds reported.
+REPAIR_K, REPAIR_EPS = 10, 0.01
+REPAIR_THRESHOLDS = [0.5, 0.2, 0.1, 0.05, 0.02]
+
+
+def plot(path, methods, allj, rows_of, rows_canon, rows_exact) -> None:
+    """Mean JSD against teacher rows (relative to the canonical path), one point per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups = {"canonical path": ("canonical", "o"), "repair": ("repaired path (K=10, ε=0.01)", "s"),
+              "beam K": ("covering beam", "^")}
+    for key, (label, marker) in groups.items():
+        ms = [m for m in methods if m.startswith(key)]
+        xs = [rows_of[m] / rows_canon for m in ms]
+        ys = [max(float(allj[m].mean()), 1e-12) for m in ms]
+        ax.scatter(xs, ys, marker=marker, label=label)
+        for m, x, y in zip(ms, xs, ys):
+            ax.annotate(m.replace("beam ", "").replace("repair ", ""), (x, y), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.axvline(rows_exact / rows_canon, color="grey", lw=0.8, ls="--", label="exact's lattice rows")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("teacher rows / canonical path's rows")
+    ax.set_ylabel("mean JSD against exact (bits)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cli", default="build/examples/bld-cli")
@@ -363,6 +410,7 @@ def main() -> int:
     ap.add_argument("--min-bytes", type=int, default=40)
     ap.add_argument("--max-bytes", type=int, default=64)
     ap.add_argument("--work", default=None, help="keep intermediate .npy files here (default: a temp dir)")
+    ap.add_argument("--plot", default=None, help="also write the plot of mean JSD against teacher rows (PNG)")
     a = ap.parse_args()
 
     t0 = time.monotonic()
@@ -404,7 +452,9 @@ def main() -> int:
     beams = [("beam K=1, ε=0.01", 1, 0.01), ("beam K=2, ε=0.01", 2, 0.01), ("beam K=4, ε=0.01", 4, 0.01),
              ("beam K=10, ε=0.01", 10, 0.01), ("beam K=1, ε=0", 1, 0.0), ("beam K=4, ε=0", 4, 0.0),
              ("beam K=10, ε=0", 10, 0.0)]
-    methods = ["canonical path"] + [b[0] for b in beams]
+    repairs = [(f"repair θ={th:g}", th) for th in REPAIR_THRESHOLDS]
+    methods = ["canonical path"] + [r[0] for r in repairs] + [b[0] for b in beams]
+    rows_of = {m: 0 for m in methods}  # teacher rows each method asked for, over the texts it completed
     jsd = {m: [] for m in methods}
     drop = {m: [] for m in methods}
     per_text = []
@@ -422,8 +472,8 @@ def main() -> int:
         tag = f"t{ti}"
         where = f"{t['corpus']} record {t['record']}"
         try:
-            E, _ = project_covering(a.cli, tok, specials, bigram, text, work, f"{tag}.exact", "exact")
-            U, _ = project_covering(a.cli, tok, specials, bigram, text, work, f"{tag}.beam-unlimited", "beam", 0, 0.0)
+            E, _, _ = project_covering(a.cli, tok, specials, bigram, text, work, f"{tag}.exact", "exact")
+            U, _, _ = project_covering(a.cli, tok, specials, bigram, text, work, f"{tag}.beam-unlimited", "beam", 0, 0.0)
         except CliFailure as e:
             print(f"fidelity: {where}: exact / unlimited beam failed: {e}", file=sys.stderr)
             return 1
@@ -444,15 +494,28 @@ def main() -> int:
             return 1
         check_rows("canonical", C, L)
         results["canonical path"] = (C, Cd)
+        rows_of["canonical path"] += len(ids)
         for name, k, eps in beams:
             try:
-                P, Pd = project_covering(a.cli, tok, specials, bigram, text, work, f"{tag}.beam{k}-{eps}", "beam", k, eps)
+                P, Pd, r = project_covering(a.cli, tok, specials, bigram, text, work, f"{tag}.beam{k}-{eps}", "beam", k, eps)
             except CliFailure as e:
                 failures[name].append((ti, str(e)))
                 print(f"fidelity: {where}: {name} failed: {e}", file=sys.stderr)
                 continue
             check_rows(name, P, L + 1)
             results[name] = (P, Pd)
+            rows_of[name] += r
+        for name, th in repairs:
+            try:
+                P, Pd, r = project_covering(a.cli, tok, specials, bigram, text, work, f"{tag}.repair{th}", "repair",
+                                            REPAIR_K, REPAIR_EPS, work / f"{tag}.canonical.ids.npy", th)
+            except CliFailure as e:
+                failures[name].append((ti, str(e)))
+                print(f"fidelity: {where}: {name} failed: {e}", file=sys.stderr)
+                continue
+            check_rows(name, P, L)
+            results[name] = (P, Pd)
+            rows_of[name] += r
         row = {"text": t, "L": L, "m": len(ids)}
         for m in methods:
             if m not in results:
@@ -495,13 +558,14 @@ def main() -> int:
 
     lines = []
     w = lines.append
-    w("# Fidelity of the canonical path and the covering beam against exact covering")
+    w("# Fidelity of the canonical path, the repaired path and the covering beam against exact covering")
     w("")
     w("Generated by `scripts/fidelity.py`; do not edit by hand. Regenerate with")
     w("")
     w("<!-- ci: tests/CMakeLists.txt -->")
     w("```sh")
-    w("/usr/bin/python3 scripts/fidelity.py --cli build/examples/bld-cli --data .cache/data --out docs/fidelity.md")
+    w("/usr/bin/python3 scripts/fidelity.py --cli build/examples/bld-cli --data .cache/data --out docs/fidelity.md "
+      "--plot docs/fidelity.png")
     w("```")
     w("")
     w("(`.cache/data` is made by `bash scripts/fetch-data.sh`; the binary by "
@@ -521,7 +585,11 @@ def main() -> int:
       + " and ".join(f"K = {', '.join(ks)} at ε = {eps:g}" + (" (the default ε)" if eps == 0.01 else "")
                      for eps, ks in eps_groups.items()) + ";")
     w("* **canonical path** (`--logits/--ids`, §3.1): one teacher row per token of the teacher's own "
-      "(llama2) tokenization.")
+      "(llama2) tokenization;")
+    w("* **repaired path** (`--mode repair --ids … --drop-threshold θ`, docs/01_method.md \"Canonical path "
+      f"with local repair\") at θ = {', '.join(f'{t:g}' for t in REPAIR_THRESHOLDS)}, its local beam at K = "
+      f"{REPAIR_K}, ε = {REPAIR_EPS:g}: the canonical path, with the covering beam at the bytes where the "
+      "canonical path dropped at least θ of the mass.")
     w("")
     w("For each byte position i = 0..L−1 of each text (row i = distribution of byte i given the bytes "
       "before it, over 256 bytes + STOP) the Jensen–Shannon divergence of the method's row against "
@@ -569,18 +637,39 @@ def main() -> int:
       "statistics are over the texts it completed (a beam that loses every hypothesis stops with an "
       "error and gives no rows for that text; see below).")
     w("")
-    w("| method | texts done | mean JSD | max JSD | mean dropped mass | teacher rows |")
-    w("|---|---:|---:|---:|---:|---:|")
-    w(f"| exact (reference) | {len(texts)}/{len(texts)} | 0 | 0 | 0 | {rows_exact} |")
+    w("| method | texts done | mean JSD | max JSD | mean dropped mass | teacher rows | rows / text byte | × canonical |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+    w(f"| exact (reference) | {len(texts)}/{len(texts)} | 0 | 0 | 0 | {rows_exact} | {rows_exact / n_pos:.3f} | "
+      f"{rows_exact / rows_canon:.2f} |")
     for m in methods:
-        rows = str(rows_canon) if m == "canonical path" else "—"
         done = len(texts) - len(failures[m])
+        done_bytes = sum(r["L"] for ti, r in enumerate(per_text) if ti in jsd_by_text[m])
+        canon_done = sum(r["m"] for ti, r in enumerate(per_text) if ti in jsd_by_text[m])
         w(f"| {m} | {done}/{len(texts)} | {fmt(float(allj[m].mean()) if done else None)} | "
-          f"{fmt(float(allj[m].max()) if done else None)} | {fmt(float(alld[m].mean()) if done else None)} | {rows} |")
+          f"{fmt(float(allj[m].max()) if done else None)} | {fmt(float(alld[m].mean()) if done else None)} | "
+          f"{rows_of[m]} | {rows_of[m] / max(done_bytes, 1):.3f} | {rows_of[m] / max(canon_done, 1):.2f} |")
     w("")
     w("Teacher rows: for exact, the distinct (offset, last token) states a bigram teacher needs (one "
       "row each, counted by the script from the token lattice); for the canonical path, one row per "
-      "token. The CLI does not report the beam's row count (—).")
+      "token; for the beam and the repaired path, the rows `bld-cli --stats` reports they asked for "
+      "(`teacher_rows`: the contexts sent to the teacher — the bigram's keyed contexts merge, so "
+      "the beam asks for fewer than exact's lattice would). \"× canonical\" divides by the canonical "
+      "path's rows over the same texts.")
+    # The repaired path against the canonical path: the cheapest threshold that brings the mean
+    # JSD to 0.005 bits or below, and what it costs in rows (issue 17's target: ≤ 1.3×).
+    ok = [(rows_of[m], m) for m, _ in repairs if not failures[m] and float(allj[m].mean()) <= 0.005]
+    w("")
+    if ok:
+        r, m = min(ok)
+        w(f"Repaired path: the cheapest threshold reaching a mean JSD of 0.005 bits or less is {m} "
+          f"({fmt(float(allj[m].mean()))} bits, {r / rows_canon:.2f}× the canonical path's rows; the canonical path: "
+          f"{fmt(float(allj['canonical path'].mean()))} bits).")
+    else:
+        w("Repaired path: no threshold tried reaches a mean JSD of 0.005 bits.")
+    if a.plot:
+        plot(a.plot, methods, allj, rows_of, rows_canon, rows_exact)
+        w("")
+        w(f"![mean JSD against teacher rows]({Path(a.plot).name})")
     w("")
     if len(common) != len(texts):
         w(f"Same comparison restricted to the {len(common)} texts every method completed "
@@ -643,8 +732,8 @@ def main() -> int:
       f"{os.cpu_count()} logical CPUs; Python {platform.python_version()}, numpy {np.__version__}")
     if commit:
         w(f"* Repository commit: {commit} (plus any uncommitted changes)")
-    w(f"* Run time: {elapsed:.1f} s for {len(texts)} texts × {len(beams) + 3} `bld-cli` calls "
-      "(exact, unlimited beam, canonical path and each beam setting)")
+    w(f"* Run time: {elapsed:.1f} s for {len(texts)} texts × {len(beams) + len(repairs) + 3} `bld-cli` calls "
+      "(exact, unlimited beam, canonical path, each beam setting and each repair threshold)")
     w("")
 
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -555,7 +555,7 @@ struct repair_options {
     /// least this (in [0, 1]): 0 = every position (the covering beam with `beam`'s K and ε, the
     /// canonical hypothesis always kept); 1 = none where the canonical path keeps any mass (then
     /// it is the canonical path). Smaller thresholds ask the teacher for more rows.
-    double threshold = 0.02;
+    double threshold = 0.05;
     beam_options beam{};  ///< K and ε of the local beam
 };
 
