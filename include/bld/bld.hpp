@@ -18,6 +18,7 @@
 #include "bld/vocab/vocabulary.hpp"
 #include "bld/projection/canonical_path.hpp"
 #include "bld/projection/covering.hpp"
+#include "bld/projection/model_teacher.hpp"
 #include "bld/backends/reference/row_pass.hpp"
 #include "bld/core/tensor.hpp"
 #include "bld/targets/alignment.hpp"
