@@ -1,5 +1,6 @@
-// bld/projection/covering.hpp — the covering methods (docs/01_method.md, "Exact covering", "Covering beam"): the teacher concept,
-// exact covering enumeration (the oracle) and the covering beam.
+// bld/projection/covering.hpp — the covering methods (docs/01_method.md, "Exact covering", "Covering beam",
+// "Canonical path with local repair"): the teacher concept, exact covering enumeration (the
+// oracle), the covering beam, and the canonical path repaired by the beam where it drops mass.
 #pragma once
 
 #include "bld/projection/canonical_path.hpp"
@@ -129,7 +130,7 @@ template <teacher_model Teacher>
     std::vector<double> num((L + 1) * root_bin_count, 0.0);
     detail::row_store store;
     store.bins = root_bins(trie);
-    std::size_t total_states = 1, rows_fetched = 0;
+    std::size_t total_states = 1;
     node_sums ns;
     std::vector<std::size_t> handles;
     for (std::size_t o = 0; o <= L; ++o) {
@@ -140,7 +141,6 @@ template <teacher_model Teacher>
         store.rows.clear();
         store.sums.clear();
         detail::fetch_rows(teacher, trie, store, ctxs, handles);
-        rows_fetched += ctxs.size();
         for (std::size_t si = 0; si < states.size(); ++si) {
             const auto& st = states[si];
             const auto h = handles[si];
@@ -183,7 +183,7 @@ template <teacher_model Teacher>
     }
     byte_distributions out;
     out.resize(L + 1);
-    out.teacher_rows = rows_fetched;
+    out.teacher_rows = store.fetched;
     for (std::size_t i = 0; i <= L; ++i) detail::normalise_into(out, i, num.data() + i * root_bin_count, op);
     return out;
 }
@@ -239,7 +239,7 @@ public:
             expand(i, closed);
             select(i, closed);
             read_distribution(i);
-            if (i + 1 == positions_ || i == text_.size()) break;
+            if (i + 1 == positions_) break;
             follow(i, static_cast<std::uint8_t>(text_[i]));
             drop_unused_rows();
             if (beam_.empty())
