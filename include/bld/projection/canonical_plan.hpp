@@ -46,10 +46,11 @@ struct canonical_plan {
     std::vector<canonical_position> positions; ///< L positions (index = byte offset), then the last token's check
 
     /// Checks the ids (and the text) as canonical_path does and plans every position.
+    /// @param op the operation errors name (the caller's)
     /// @throws value_error / alignment_error naming the position (detail::check_ids).
     [[nodiscard]] static canonical_plan build(const byte_trie& trie, std::span<const std::int64_t> ids,
-                                              std::optional<std::string_view> text = std::nullopt) {
-        const char* op = "canonical-path projection";
+                                              std::optional<std::string_view> text = std::nullopt,
+                                              const char* op = "canonical-path projection") {
         canonical_plan p;
         p.bytes = bld::detail::check_ids(trie, ids, text, op);
         p.tokens = static_cast<std::uint32_t>(ids.size());

@@ -64,18 +64,27 @@ inline std::size_t store_row(const byte_trie& trie, row_store& store, std::vecto
     return store.rows.size() - 1;
 }
 
+/// One teacher call: a row of logits per context into `buf`; returns the row size.
+/// @throws shape_error (naming `op`) when the teacher wrote another number of logits
+template <class Teacher>
+inline std::size_t call_teacher(Teacher& teacher, const std::vector<std::vector<std::int32_t>>& contexts,
+                                std::vector<float>& buf, const char* op) {
+    teacher.logits(contexts, buf);
+    const std::size_t n = teacher.row_size();
+    if (buf.size() != contexts.size() * n)
+        throw shape_error(op, "teacher output",
+                          "the teacher wrote " + std::to_string(buf.size()) + " logits for " + std::to_string(contexts.size()) +
+                              " contexts of row size " + std::to_string(n));
+    return n;
+}
+
 template <class Teacher>
 inline void fetch_rows(Teacher& teacher, const byte_trie& trie, row_store& store,
                        const std::vector<std::vector<std::int32_t>>& contexts, std::vector<std::size_t>& handles) {
     handles.clear();
     if (contexts.empty()) return;
     std::vector<float> buf;
-    teacher.logits(contexts, buf);
-    const std::size_t n = teacher.row_size();
-    if (buf.size() != contexts.size() * n)
-        throw shape_error("covering projection", "teacher output",
-                          "the teacher wrote " + std::to_string(buf.size()) + " logits for " + std::to_string(contexts.size()) +
-                              " contexts of row size " + std::to_string(n));
+    const std::size_t n = call_teacher(teacher, contexts, buf, "covering projection");
     store.fetched += contexts.size();
     for (std::size_t c = 0; c < contexts.size(); ++c)
         handles.push_back(store_row(trie, store,
@@ -580,7 +589,7 @@ template <teacher_model Teacher>
     if (!(opt.threshold >= 0.0 && opt.threshold <= 1.0))
         throw value_error(op, "threshold", "must be in [0, 1], got " + std::to_string(opt.threshold));
     if (text.empty()) throw value_error(op, "text", "empty text");
-    (void)detail::check_ids(trie, ids, text, op);
+    const canonical_plan plan = canonical_plan::build(trie, ids, text, op);  // checks the ids and the text
     detail::canonical_guide guide;
     std::vector<std::vector<std::int32_t>> contexts(ids.size());
     std::size_t o = 0;
@@ -591,15 +600,15 @@ template <teacher_model Teacher>
         if (j > 0) contexts[j] = contexts[j - 1], contexts[j].push_back(guide.ids[j - 1]);
     }
     std::vector<float> buf;
-    teacher.logits(contexts, buf);
-    const std::size_t n = teacher.row_size();
-    if (buf.size() != contexts.size() * n)
-        throw shape_error(op, "teacher output",
-                          "the teacher wrote " + std::to_string(buf.size()) + " logits for " + std::to_string(contexts.size()) +
-                              " contexts of row size " + std::to_string(n));
-    const auto canonical = reference::canonical_path(
-        trie, tensor_view<const float, 2>(buf.data(), {static_cast<std::int64_t>(ids.size()), static_cast<std::int64_t>(n)}),
-        ids, text);
+    const std::size_t n = detail::call_teacher(teacher, contexts, buf, op);
+    byte_distributions canonical;
+    canonical.resize(plan.bytes.size());
+    detail::distributions_sink sink{canonical};
+    canonical_path_into(plan,
+                        reference::dense_rows<float>(trie, tensor_view<const float, 2>(
+                                                               buf.data(), {static_cast<std::int64_t>(ids.size()),
+                                                                            static_cast<std::int64_t>(n)})),
+                        ids, sink);
     guide.repaired.resize(text.size());
     for (std::size_t i = 0; i < text.size(); ++i) guide.repaired[i] = canonical.dropped[i] >= opt.threshold ? 1 : 0;
     for (std::size_t j = 0; j < ids.size(); ++j)
