@@ -443,3 +443,77 @@ TEST_CASE("distiller: bad input is a clear error naming the argument and sequenc
     CHECK(msg([&] { (void)bld::bld_loss(zv, t.view<float>()); }).find("to match the targets") != std::string::npos);
     CHECK_THROWS_AS((void)t.view<bld::bf16>(), bld::value_error);
 }
+
+TEST_CASE("distiller: targets from byte distributions (the covering methods' route) equal targets from rows") {
+    // Oracle: the canonical path's distributions, computed by reference::canonical_path on the
+    // same rows, fed through targets(byte_sequence) give the very slots, values, dropped masses
+    // and true bytes that targets() gives from the rows themselves (reference path: the same
+    // doubles on both routes), both layouts and precisions; every text byte has a distribution,
+    // so a teacher sequence without BOS loses no leading token.
+    const auto p = load_pair("llama3", "gpt2");
+    const auto recs = pick(p, 3, 40);
+    const std::size_t K = 5;
+    const auto& tv = p.teacher->vocab();
+    std::int64_t tbos = -1;
+    for (std::size_t i = 0; i < tv.size(); ++i)
+        if (tv.kinds()[i] == bld::token_kind::special) { tbos = static_cast<std::int64_t>(i); break; }
+    REQUIRE(tbos >= 0);
+    const auto V = static_cast<std::int64_t>(tv.size());
+    for (const auto layout : {bld::target_layout::compact, bld::target_layout::dense})
+        for (const auto precision : {bld::dtype::f32, bld::dtype::bf16}) {
+            CAPTURE(static_cast<int>(layout));
+            CAPTURE(static_cast<int>(precision));
+            const bld::distiller d(p.teacher, p.student, {.heads = K, .layout = layout, .precision = precision,
+                                                          .path = bld::projection_path::reference, .shifted = true});
+            for (const auto r : recs) {
+                const auto& ti = p.te[r].ids;
+                const auto& si = p.se[r].ids;
+                const auto rows = random_rows(ti.size(), V, 91u + static_cast<std::uint32_t>(r));
+                std::vector<std::int64_t> tin{tbos};
+                tin.insert(tin.end(), ti.begin(), ti.end());
+                std::vector<float> out(tin.size() * static_cast<std::size_t>(V), 0.0f);
+                std::copy(rows.begin(), rows.end(), out.begin());
+                auto want = d.targets(bld::tensor_view<const float, 2>(out.data(), {static_cast<std::int64_t>(tin.size()), V}), tin, si);
+                const auto dist = bld::reference::canonical_path(
+                    *p.teacher, bld::tensor_view<const float, 2>(rows.data(), {static_cast<std::int64_t>(ti.size()), V}), ti,
+                    std::string_view(p.te[r].text));
+                for (const auto& teacher_ids : {std::span<const std::int64_t>(tin), std::span<const std::int64_t>(ti)}) {
+                    const bld::byte_sequence seq{&dist, teacher_ids, si, std::string_view(p.te[r].text)};
+                    auto got = d.targets(std::span<const bld::byte_sequence>(&seq, 1));
+                    REQUIRE(want.active_slots() > 10);
+                    CHECK(got.active_slots() == want.active_slots());
+                    CHECK(got.mask_storage() == want.mask_storage());
+                    CHECK(got.true_bytes_storage() == want.true_bytes_storage());
+                    CHECK(got.dropped_storage() == want.dropped_storage());
+                    CHECK(got.slots_storage() == want.slots_storage());
+                    if (precision == bld::dtype::f32) CHECK(got.values_f32_storage() == want.values_f32_storage());
+                    else CHECK(std::equal(got.values_bf16_storage().begin(), got.values_bf16_storage().end(),
+                                          want.values_bf16_storage().begin(), want.values_bf16_storage().end(),
+                                          [](bld::bf16 a, bld::bf16 b) { return a.bits == b.bits; }));
+                }
+            }
+        }
+    // Two sequences in one batch land in their own rows; too few distributions is an error
+    // naming the sequence; a null pointer too.
+    const bld::distiller d(p.teacher, p.student, {.heads = K, .shifted = true});
+    const auto r0 = recs[0], r1 = recs[1];
+    const auto rows0 = random_rows(p.te[r0].ids.size(), V, 5u), rows1 = random_rows(p.te[r1].ids.size(), V, 6u);
+    const auto d0 = bld::reference::canonical_path(
+        *p.teacher, bld::tensor_view<const float, 2>(rows0.data(), {static_cast<std::int64_t>(p.te[r0].ids.size()), V}), p.te[r0].ids);
+    const auto d1 = bld::reference::canonical_path(
+        *p.teacher, bld::tensor_view<const float, 2>(rows1.data(), {static_cast<std::int64_t>(p.te[r1].ids.size()), V}), p.te[r1].ids);
+    const std::vector<bld::byte_sequence> both{{&d0, p.te[r0].ids, p.se[r0].ids}, {&d1, p.te[r1].ids, p.se[r1].ids}};
+    auto two = d.targets(std::span<const bld::byte_sequence>(both));
+    auto one0 = d.targets(std::span<const bld::byte_sequence>(both.data(), 1));
+    auto one1 = d.targets(std::span<const bld::byte_sequence>(both.data() + 1, 1));
+    CHECK(two.active_slots() == one0.active_slots() + one1.active_slots());
+    std::vector<float> joined = one0.values_f32_storage();
+    joined.insert(joined.end(), one1.values_f32_storage().begin(), one1.values_f32_storage().end());
+    CHECK(two.values_f32_storage() == joined);
+    bld::byte_distributions shorter = d1;
+    shorter.resize(d1.positions - 1);
+    const std::vector<bld::byte_sequence> bad{{&d0, p.te[r0].ids, p.se[r0].ids}, {&shorter, p.te[r1].ids, p.se[r1].ids}};
+    CHECK_THROWS_WITH_AS((void)d.targets(std::span<const bld::byte_sequence>(bad)), doctest::Contains("sequence 1"), bld::shape_error);
+    const std::vector<bld::byte_sequence> null{{nullptr, p.te[r0].ids, p.se[r0].ids}};
+    CHECK_THROWS_WITH_AS((void)d.targets(std::span<const bld::byte_sequence>(null)), doctest::Contains("null"), bld::value_error);
+}

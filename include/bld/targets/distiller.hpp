@@ -119,6 +119,18 @@ struct distill_sequence {
     std::optional<std::string_view> text = std::nullopt;
 };
 
+/// One sequence whose teacher targets are next-byte distributions computed elsewhere — by the
+/// covering beam, the repaired path or exact covering with a model teacher
+/// (bld/projection/covering.hpp) — instead of teacher rows: `bytes` holds one distribution per
+/// byte of the text its teacher ids spell (leading and trailing special tokens left out), in
+/// order; rows past the text (the covering methods' STOP row) are ignored.
+struct byte_sequence {
+    const byte_distributions* bytes = nullptr;
+    std::span<const std::int64_t> teacher_ids;
+    std::span<const std::int64_t> student_ids;
+    std::optional<std::string_view> text = std::nullopt;
+};
+
 namespace detail {
 
 /// One sequence's work, however it arrived.
@@ -296,6 +308,66 @@ public:
             j.text = seqs[b].text;
         }
         return run(jobs, B, Ss, V, device_kind::cpu, 0, 0);
+    }
+
+    /// Targets from next-byte distributions computed elsewhere (see byte_sequence): [sequences,
+    /// longest student sequence, K], right-padded, the same slots targets() gives for the same
+    /// ids, each reading the distribution of the byte it predicts — every byte of the text has
+    /// one (a covering method conditions the first byte on the teacher's own context, so unlike
+    /// targets() with shifted rows no leading token goes without). `dropped` is the mass the
+    /// method dropped or pruned at that byte.
+    /// @throws shape_error naming the sequence when its distributions do not cover its text bytes,
+    ///         value_error for a null `bytes`, and the alignment's errors as targets().
+    [[nodiscard]] target_batch targets(std::span<const byte_sequence> seqs) const {
+        const char* op = "bld::distiller::targets";
+        const auto B = static_cast<std::int64_t>(seqs.size());
+        std::int64_t Ss = 0;
+        for (std::size_t b = 0; b < seqs.size(); ++b) {
+            if (seqs[b].bytes == nullptr) throw value_error(op, detail::seq_name(b) + ", bytes", "null distributions");
+            Ss = std::max<std::int64_t>(Ss, static_cast<std::int64_t>(seqs[b].student_ids.size()));
+        }
+        std::vector<detail::distill_job<float>> jobs(seqs.size());
+        for (std::size_t b = 0; b < seqs.size(); ++b) {
+            auto& j = jobs[b];
+            j.index = b;
+            j.teacher = seqs[b].teacher_ids;
+            j.student = seqs[b].student_ids;
+            j.out_token = static_cast<std::int64_t>(b) * Ss;
+            j.text = seqs[b].text;
+        }
+        target_batch out(B, Ss, static_cast<std::int64_t>(options_.heads), options_.layout, options_.precision);
+        std::vector<detail::aligned_sequence> al(jobs.size());
+        std::vector<std::size_t> order(jobs.size());
+        for (std::size_t b = 0; b < order.size(); ++b) order[b] = b;
+        for_each_sequence(order, [&](std::size_t b) {
+            al[b] = align(jobs[b], out, /*every_byte=*/true);
+            const auto* d = seqs[b].bytes;
+            if (d->positions < al[b].slot_of_byte.size() || d->probs.size() < d->positions * alphabet_size ||
+                d->dropped.size() < d->positions)
+                throw shape_error(op, detail::seq_name(b) + ", bytes",
+                                  "expected a distribution for each of the text's " +
+                                      std::to_string(al[b].slot_of_byte.size()) + " bytes, got " +
+                                      std::to_string(d->positions));
+        });
+        std::vector<std::int64_t> first(jobs.size() + 1, 0);
+        for (std::size_t b = 0; b < jobs.size(); ++b) first[b + 1] = first[b] + al[b].active;
+        out.allocate_values(first.back());
+        for_each_sequence(order, [&](std::size_t b) {
+            const auto emit = [&]<class P>(detail::slot_sink<P>&& s) {
+                const auto& d = *seqs[b].bytes;
+                for (std::size_t i = 0; i < al[b].slot_of_byte.size(); ++i) {
+                    if (al[b].slot_of_byte[i] < 0) continue;
+                    double* p = s.probs(i);
+                    const auto src = d.at(i);
+                    std::copy(src.begin(), src.end(), p);
+                    s.dropped_at(i) = d.dropped[i];
+                    s.finish(i);
+                }
+            };
+            if (options_.precision == dtype::f32) emit(sink_for<float>(al[b], out, first[b]));
+            else emit(sink_for<bf16>(al[b], out, first[b]));
+        });
+        return out;
     }
 
     /// Targets of any tensor types (span views, Eigen, libtorch): teacher logits [B, S_t, V]
@@ -767,7 +839,7 @@ private:
     /// Phase 1 of one sequence: teacher context, alignment, mask and true bytes; returns which
     /// projected byte each slot reads.
     template <class T>
-    detail::aligned_sequence align(const detail::distill_job<T>& j, target_batch& out) const {
+    detail::aligned_sequence align(const detail::distill_job<T>& j, target_batch& out, bool every_byte = false) const {
         detail::aligned_sequence a;
         const auto& tv = teacher_->vocab();
         const auto is_special = [&](std::int64_t id) {
@@ -786,7 +858,7 @@ private:
         }
         // Rows: position q's row predicts input id q (or q + 1 when shifted).
         std::size_t skip = 0; // text tokens without a row (shifted, no context before the text)
-        if (options_.shifted && lead == 0 && !text_ids.empty()) skip = 1;
+        if (options_.shifted && lead == 0 && !text_ids.empty() && !every_byte) skip = 1;
         a.projected = text_ids.subspan(std::min(skip, text_ids.size()));
         a.first_row = static_cast<std::int64_t>(lead + skip) - (options_.shifted ? 1 : 0);
         std::int64_t skip_bytes = 0;
