@@ -137,6 +137,32 @@ with torch.no_grad():
     lowered = distiller.token_head_loss(student(input_ids=s_ids).logits, s_ids, targets, student_mask=s_mask)
 assert g.norm() > 0 and lowered < head_loss, (head_loss.item(), lowered.item())
 
+# The paper's targets: the covering beam over every teacher tokenization of the text, with the
+# teacher model asked for the rows of the contexts the beam follows (more rows than the canonical
+# path's one per token: compute them once for a training set and reuse them).
+short = sorted(range(len(texts)), key=lambda b: len(teacher_text_ids[b]))[:2]
+# [doc:covering]
+def teacher_fn(ids, lengths):                    # ids [B, T]: text ids, right-padded; lengths [B]
+    bos = torch.full((ids.shape[0], 1), bos_t)
+    return teacher(input_ids=torch.cat([bos, ids], 1)).logits  # [B, T + 1, V]: row r = after r tokens
+
+paper = distiller.covering_targets(teacher_fn, [teacher_text_ids[b] for b in short],
+                                   student_ids=[[bos_s] + student_text_ids[b] for b in short],
+                                   method="beam", beam=10, epsilon=0.01, texts=[texts[b] for b in short])
+print(paper.cost, [d.max().item() for d in paper.dropped])   # rows asked; mass pruned per text
+s_short, m_short = pad([[bos_s] + student_text_ids[b] for b in short], pad_id=bos_s, left=False)
+hidden = student(input_ids=s_short, attention_mask=m_short, output_hidden_states=True).hidden_states[-1]
+paper_loss = bld_torch.bld_loss(byte_head(hidden), paper.targets)
+# [/doc:covering]
+# The same slots as the canonical path's targets (a BOS gives the first token a row too).
+with torch.no_grad():
+    t_short, tm_short = pad([[bos_t] + teacher_text_ids[b] for b in short], pad_id=bos_t, left=True)
+    canonical = distiller.targets(teacher(input_ids=t_short, attention_mask=tm_short).logits, t_short, s_short,
+                                  teacher_mask=tm_short, student_mask=m_short)
+assert torch.equal(paper.targets.mask, canonical.mask) and torch.equal(paper.targets.true_bytes, canonical.true_bytes)
+assert torch.isfinite(paper_loss) and paper.cost["contexts"] == sum(paper.teacher_rows)
+assert all(r >= len(teacher_text_ids[b]) for r, b in zip(paper.teacher_rows, short))
+
 # Trie-ordered rows for free: permute the teacher's output layer once, and its logits arrive in
 # the order the projection reads fastest; the targets are the same.
 with torch.no_grad():

@@ -21,7 +21,9 @@
 #include <bld/io/json.hpp>
 #include <bld/loss/byte_loss.hpp>
 #include <bld/torch/loss.hpp>
+#include <bld/torch/teacher.hpp>
 #include <bld/torch/token_head.hpp>
+#include <bld/projection/covering.hpp>
 
 #include <algorithm>
 #include <filesystem>
@@ -341,6 +343,9 @@ torch::Tensor owned(const std::shared_ptr<bld::target_batch>& keep, void* data, 
     return torch::from_blob(data, shape, [hold](void*) { delete hold; }, torch::TensorOptions().dtype(type));
 }
 
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor>
+batch_tensors(const std::shared_ptr<bld::target_batch>& keep);
+
 /// (values, slots, mask, true_bytes, dropped) of a batch: values [A, 260] (compact) or
 /// [B, S, K, 260] (dense), slots [A] int64 (compact; empty for dense), mask [B, S, K] bool,
 /// true_bytes [B, S, K] int32 (−1 at inactive slots), dropped [B, S, K] float32. CPU tensors
@@ -377,6 +382,12 @@ distill(const distiller_handle& h, const torch::Tensor& logits, const torch::Ten
         py::gil_scoped_release no_gil;
         *keep = h.d->targets(logits, teacher_ids, student_ids, ranges);
     }
+    return batch_tensors(keep);
+}
+
+/// (values, slots, mask, true_bytes, dropped) over a target_batch's own memory (see distill).
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor>
+batch_tensors(const std::shared_ptr<bld::target_batch>& keep) {
     const std::int64_t B = keep->batch(), S = keep->positions(), K = keep->heads(), A = keep->active_slots();
     const bool compact = keep->layout() == bld::target_layout::compact;
     const auto vt = keep->precision() == bld::dtype::f32 ? torch::kFloat32 : torch::kBFloat16;
@@ -390,6 +401,118 @@ distill(const distiller_handle& h, const torch::Tensor& logits, const torch::Ten
     auto bytes = owned(keep, keep->true_bytes_storage().data(), {B, S, K}, torch::kInt32);
     auto dropped = owned(keep, keep->dropped_storage().data(), {B, S, K}, torch::kFloat32);
     return {values, slots, mask, bytes, dropped};
+}
+
+/// Runs f, naming sequence b in the location of a bld error it throws.
+template <class F>
+void in_sequence(std::size_t b, F&& f) {
+    const auto where = [b](const bld::error& e) {
+        return "sequence " + std::to_string(b) + (e.location().empty() ? "" : ", " + e.location());
+    };
+    try {
+        f();
+    } catch (const bld::alignment_error& e) {
+        throw bld::alignment_error(e.operation(), where(e), e.reason());
+    } catch (const bld::shape_error& e) {
+        throw bld::shape_error(e.operation(), where(e), e.reason());
+    } catch (const bld::value_error& e) {
+        throw bld::value_error(e.operation(), where(e), e.reason());
+    }
+}
+
+/// The covering methods with a PyTorch model as the teacher (bld_torch.Distiller.covering_targets).
+/// `model(ids, lengths)`: ids [B, T] int64 on `device` (right-padded with pad_id), lengths [B]
+/// int64 on the CPU → logits [B, ≥ T + 1, ≥ row_size], row r of sequence b = the next-token
+/// logits after its first r tokens (the model adds its own BOS). It is called from this thread
+/// with the GIL held, at most max_batch sequences a call (bld::model_teacher: contexts that are a
+/// prefix of another are read from its forward pass). Per text: the distributions [L, 260]
+/// float64 (row i = byte i given the bytes before it), the mass dropped or pruned at each byte
+/// [L] float64, the teacher rows asked for; with student ids, the slot targets as distill gives
+/// them; and what the model was asked in all.
+py::tuple covering(const distiller_handle& h, py::function model, std::int64_t row_size, const std::string& device,
+                   std::int64_t pad_id, std::int64_t max_batch, const std::vector<torch::Tensor>& teacher_ids,
+                   const std::optional<std::vector<torch::Tensor>>& student_ids,
+                   const std::optional<std::vector<py::bytes>>& texts, const std::string& method, std::int64_t beam,
+                   double epsilon, double threshold) {
+    const char* op = "bld_torch.Distiller.covering_targets";
+    if (method != "beam" && method != "repair" && method != "exact")
+        throw bld::value_error(op, "method", "expected \"beam\", \"repair\" or \"exact\", got \"" + method + "\"");
+    if (beam < 0) throw bld::value_error(op, "beam", "K must be >= 0 (0: unlimited), got " + std::to_string(beam));
+    if (!(epsilon >= 0.0 && epsilon < 1.0)) throw bld::value_error(op, "epsilon", "must be in [0, 1), got " + std::to_string(epsilon));
+    if (max_batch < 1) throw bld::value_error(op, "max_batch", "must be >= 1, got " + std::to_string(max_batch));
+    if (row_size < 1) throw bld::value_error(op, "vocab_size", "must be >= 1, got " + std::to_string(row_size));
+    const std::size_t n = teacher_ids.size();
+    if (student_ids && student_ids->size() != n)
+        throw bld::shape_error(op, "student_ids", std::to_string(student_ids->size()) + " sequences for " +
+                                                      std::to_string(n) + " teacher sequences");
+    if (texts && texts->size() != n)
+        throw bld::shape_error(op, "texts", std::to_string(texts->size()) + " texts for " + std::to_string(n) +
+                                                " teacher sequences");
+    const auto& trie = *h.teacher;
+    const auto& tv = trie.vocab();
+    // Host copies of the ids, special tokens at either end left out (they are the model's context,
+    // as in distill); the text each spells.
+    std::vector<std::vector<std::int64_t>> tids(n), sids(n);
+    std::vector<std::string> text(n);
+    const auto host_ids = [&](const torch::Tensor& t, const std::string& name) {
+        require_dtype(t, name.c_str(), {torch::kInt64}, "int64");
+        if (t.dim() != 1) throw bld::shape_error(op, name, "expected one sequence [S], got " + bld::detail::describe_tensor(t));
+        const auto c = t.to(torch::kCPU).contiguous();
+        return std::vector<std::int64_t>(c.data_ptr<std::int64_t>(), c.data_ptr<std::int64_t>() + c.numel());
+    };
+    for (std::size_t b = 0; b < n; ++b) {
+        const std::string name = "teacher_ids[" + std::to_string(b) + "]";
+        auto ids = host_ids(teacher_ids[b], name);
+        const auto special = [&](std::int64_t id) {
+            return id >= 0 && static_cast<std::uint64_t>(id) < tv.size() &&
+                   tv.kinds()[static_cast<std::size_t>(id)] == bld::token_kind::special;
+        };
+        std::size_t lead = 0, end = ids.size();
+        while (lead < end && special(ids[lead])) ++lead;
+        while (end > lead && special(ids[end - 1])) --end;
+        tids[b].assign(ids.begin() + static_cast<std::ptrdiff_t>(lead), ids.begin() + static_cast<std::ptrdiff_t>(end));
+        if (tids[b].empty()) throw bld::value_error(op, name, "no text tokens (the covering methods need a text)");
+        if (texts) text[b] = std::string((*texts)[b]);
+        in_sequence(b, [&] { text[b] = bld::detail::check_ids(trie, tids[b], texts ? std::optional<std::string_view>(text[b]) : std::nullopt, op); });
+        if (student_ids) sids[b] = host_ids((*student_ids)[b], "student_ids[" + std::to_string(b) + "]");
+    }
+    bld::torch_causal_model lm(
+        [&model](const at::Tensor& ids, const at::Tensor& lengths) { return model(ids, lengths).cast<torch::Tensor>(); },
+        static_cast<std::size_t>(row_size), torch::Device(device), pad_id);
+    bld::model_teacher<bld::torch_causal_model> teacher(lm, static_cast<std::size_t>(max_batch));
+    std::vector<bld::byte_distributions> dist(n);
+    py::list bytes, dropped, rows;
+    for (std::size_t b = 0; b < n; ++b) {
+        const auto before = teacher.cost().contexts;
+        const bld::beam_options bo{static_cast<std::size_t>(beam), epsilon};
+        in_sequence(b, [&] {
+            if (method == "beam") dist[b] = bld::covering_beam(trie, teacher, text[b], bo);
+            else if (method == "repair") dist[b] = bld::repaired_path(trie, teacher, text[b], tids[b], {threshold, bo});
+            else dist[b] = bld::exact_covering(trie, teacher, text[b]);
+        });
+        const auto L = static_cast<std::int64_t>(text[b].size());
+        const auto a = static_cast<std::int64_t>(bld::alphabet_size);
+        bytes.append(torch::from_blob(dist[b].probs.data(), {L, a}, torch::kFloat64).clone());
+        dropped.append(torch::from_blob(dist[b].dropped.data(), {L}, torch::kFloat64).clone());
+        rows.append(static_cast<std::int64_t>(teacher.cost().contexts - before));
+    }
+    py::object targets = py::none();
+    if (student_ids) {
+        std::vector<bld::byte_sequence> seqs(n);
+        for (std::size_t b = 0; b < n; ++b)
+            seqs[b] = {&dist[b], tids[b], sids[b], texts ? std::optional<std::string_view>(text[b]) : std::nullopt};
+        auto keep = std::make_shared<bld::target_batch>();
+        *keep = h.d->targets(std::span<const bld::byte_sequence>(seqs));
+        targets = py::cast(batch_tensors(keep));
+    }
+    const auto& c = teacher.cost();
+    py::dict cost;
+    cost["calls"] = c.calls;
+    cost["contexts"] = c.contexts;
+    cost["sequences"] = c.sequences;
+    cost["positions"] = c.positions;
+    cost["batches"] = c.batches;
+    return py::make_tuple(bytes, dropped, rows, targets, cost);
 }
 
 /// The loss on distiller targets: (value, grad) as `loss`. logits [T, K, 260] float32/float64;
@@ -606,6 +729,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("distill", &distill, py::arg("distiller"), py::arg("teacher_logits"), py::arg("teacher_ids"),
           py::arg("student_ids"), py::arg("teacher_mask"), py::arg("student_mask"), py::arg("texts"),
           "(values, slots, mask, true_bytes, dropped) of a batch: see bld_torch.Distiller.targets.");
+    m.def("covering", &covering, py::arg("distiller"), py::arg("model"), py::arg("row_size"), py::arg("device"),
+          py::arg("pad_id"), py::arg("max_batch"), py::arg("teacher_ids"), py::arg("student_ids"), py::arg("texts"),
+          py::arg("method"), py::arg("beam"), py::arg("epsilon"), py::arg("threshold"),
+          "(bytes, dropped, teacher_rows, targets or None, cost): see bld_torch.Distiller.covering_targets.");
     m.def("loss_on_targets", &loss_on_targets, py::arg("logits"), py::arg("values"), py::arg("slots"), py::arg("mask"),
           py::arg("true_bytes"), py::arg("compact"), py::arg("mode"), py::arg("kind"), py::arg("temperature"),
           py::arg("reduction"), py::arg("lambda_byte"), py::arg("lambda_kl"), py::arg("target_floor"),

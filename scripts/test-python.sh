@@ -9,7 +9,8 @@
 #    (--system-site-packages), `pip install --no-build-isolation ./python` offline (objects kept
 #    in OUT/pip-build, so a rerun recompiles only what changed); bld_torch imported from it
 #    outside the source tree, one small loss.
-# 2. the test suites (tests/python/test_bld_torch.py, test_distiller.py, test_token_head_oracle.py, test_token_head.py)
+# 2. the test suites (tests/python/test_bld_torch.py, test_distiller.py, test_token_head_oracle.py, test_token_head.py,
+#    test_covering.py)
 #    against that installed package, and the Hugging Face-style training step (examples/hf_train_step.py).
 # 3. the developer route, python/build_bld_torch.py --out OUT (PYTHONPATH=OUT), checked by the
 #    docs' PyTorch example (docs/02_embedding.md).
@@ -72,7 +73,7 @@ trap 'kill "$dev_pid" 2>/dev/null || true' EXIT
 # ---- 2. the test suites against the installed package; the Hugging Face-style step ----------
 export BLD_TORCH_INSTALLED=1
 export BLD_DATA_DIR="${BLD_DATA_DIR:-$repo/.cache/data}"
-for suite in test_bld_torch.py test_distiller.py test_token_head_oracle.py test_token_head.py; do
+for suite in test_bld_torch.py test_distiller.py test_token_head_oracle.py test_token_head.py test_covering.py; do
     if "$venv/bin/python" -c "import pytest" 2>/dev/null; then
         (cd "$elsewhere" && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/tests/python/$suite")
     else

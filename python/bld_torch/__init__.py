@@ -9,7 +9,7 @@ build-py``, then ``PYTHONPATH=build-py python3 -c "import bld_torch"``.
 
 Modules: ``bld_torch.losses`` (``byte_loss``, ``bld_loss``), ``bld_torch.head`` (``ByteHead``),
 ``bld_torch.targets`` (``load_tokenizer``, ``Tokenizer``, ``canonical_targets``),
-``bld_torch.distiller`` (``Distiller``, ``Targets``; ``token_head_loss`` on the student's own
+``bld_torch.distiller`` (``Distiller``, ``Targets``, ``CoveringTargets``; ``token_head_loss`` on the student's own
 token logits); all of them are importable from ``bld_torch`` itself.
 
 Shapes (``...`` = any leading dimensions, e.g. [batch, seq]; they are flattened into tokens):
@@ -63,7 +63,7 @@ WITH_CUDA = bool(_C.with_cuda)  # the loss dispatches CUDA tensors to bld's CUDA
 from .losses import bld_loss, byte_loss  # noqa: E402
 from .head import ByteHead  # noqa: E402
 from .targets import Tokenizer, canonical_targets, load_tokenizer  # noqa: E402
-from .distiller import Distiller, Targets, aligned_windows  # noqa: E402
+from .distiller import CoveringTargets, Distiller, Targets, aligned_windows  # noqa: E402
 
 
 def token_head_loss(distiller, student_logits, student_ids, targets, **kwargs):
@@ -79,6 +79,7 @@ def token_head_loss(distiller, student_logits, student_ids, targets, **kwargs):
 __all__ = [
     "Distiller",
     "Targets",
+    "CoveringTargets",
     "aligned_windows",
     "token_head_loss",
     "Tokenizer",

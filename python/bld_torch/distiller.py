@@ -86,6 +86,33 @@ class Targets:
                 f"{self.values.dtype}, on {self.device}>")
 
 
+class CoveringTargets:
+    """What ``Distiller.covering_targets`` computed for a batch of texts.
+
+    * ``bytes``: one float64 tensor [L_i, 260] per text: row j is the teacher's distribution of
+      byte j of the text given the bytes before it (256 = STOP: the mass of special tokens).
+    * ``dropped``: one float64 tensor [L_i] per text: the share of the mass the method dropped
+      (the canonical path's single hypothesis) or pruned (the beam's ε and K) at each byte; 0
+      everywhere for exact covering.
+    * ``teacher_rows``: per text, the next-token rows (contexts) the method asked the model for.
+    * ``targets``: the student's slot ``Targets`` (as ``Distiller.targets`` returns them), each
+      active slot reading the distribution of the byte it predicts; None without student ids.
+    * ``cost``: what the model was asked in all: ``calls`` (of the method), ``contexts`` (rows
+      read), ``sequences`` (contexts forwarded: those that are no prefix of another in the same
+      call), ``positions`` (model positions computed, Σ (|sequence| + 1)), ``batches`` (model calls).
+    """
+
+    __slots__ = ("bytes", "dropped", "teacher_rows", "targets", "cost")
+
+    def __init__(self, bytes_, dropped, teacher_rows, targets, cost):
+        self.bytes, self.dropped, self.teacher_rows = bytes_, dropped, teacher_rows
+        self.targets, self.cost = targets, cost
+
+    def __repr__(self):
+        return (f"<bld_torch.CoveringTargets texts={len(self.bytes)} bytes={sum(len(b) for b in self.bytes)} "
+                f"teacher_rows={sum(self.teacher_rows)} cost={self.cost}>")
+
+
 class Distiller:
     """Teacher logits -> byte targets for the student's byte head (see the module docstring).
 
@@ -223,6 +250,74 @@ class Distiller:
         values, slots, mask, true_bytes, dropped = _C.distill(self._d, logits, tids, sids, tmask, smask, texts)
         t = Targets(values, slots, mask, true_bytes, dropped, self.layout)
         return t.to(logits.device) if logits.device.type != "cpu" else t
+
+    def covering_targets(self, model, teacher_ids, student_ids=None, *, method="beam", beam=10, epsilon=0.01,
+                         threshold=0.05, texts=None, vocab_size=None, device="cpu", pad_id=0, max_batch=64):
+        """The paper's teacher targets with a model as the teacher: the covering beam over every
+        teacher token sequence that spells the text (``method="beam"``, K = ``beam``, pruning at
+        ``epsilon``), the canonical path repaired by a local beam where it drops at least
+        ``threshold`` of the mass (``"repair"``: 1 = the canonical path, 0 = the beam everywhere),
+        or exact covering (``"exact"``, small vocabularies and short texts only). The method asks
+        the model for the next-token rows of the token contexts it follows, in batches: contexts
+        that are a prefix of another in the same batch are read from its forward pass.
+
+        Args:
+            model: a callable ``model(ids, lengths)``: ids [B, T] int64 on ``device`` (teacher text
+                ids, right-padded with ``pad_id``), lengths [B] int64 on the CPU; returns logits
+                [B, >= T + 1, >= V] (any float dtype, any device) whose row r of sequence b is the
+                next-token logits after its first r tokens — the model adds its own BOS or prompt.
+                It is called without autograd, from this thread.
+            teacher_ids: B sequences of the teacher's ids (1-D int64 tensors or lists): the text
+                each spells (special tokens at either end are left out) and, for ``"repair"``, the
+                canonical path it follows.
+            student_ids: optional B sequences of student ids: then ``targets`` holds the slot
+                targets of the student (this distiller's heads, layout, dtype and ``shifted``).
+            texts: optional B ``bytes``: each sequence's text, checked against the ids.
+            vocab_size: logits read per row (default: the teacher tokenizer's vocabulary size).
+            max_batch: at most this many sequences per model call.
+
+        Returns:
+            ``CoveringTargets``.
+        """
+        where = "bld_torch.Distiller.covering_targets"
+        if not callable(model):
+            raise TypeError(f"{where}: argument `model`: expected a callable model(ids, lengths) -> logits, "
+                            f"got {type(model).__name__}")
+
+        def as_list(seqs, name):
+            if isinstance(seqs, torch.Tensor):
+                if seqs.dim() != 2:
+                    raise ShapeError(f"{where}: argument `{name}`: a tensor must be [B, S] (one row per sequence), "
+                                     f"got {_shape(seqs)}")
+                seqs = list(seqs)
+            out = []
+            for i, s in enumerate(seqs):
+                t = s if isinstance(s, torch.Tensor) else torch.as_tensor(list(s), dtype=torch.int64)
+                if t.dtype not in (torch.int64, torch.int32):
+                    raise DtypeError(f"{where}: argument `{name}[{i}]`: expected int64 or int32 token ids, got {t.dtype}")
+                out.append(t.detach().to("cpu", torch.int64).reshape(-1).contiguous())
+            return out
+
+        tids = as_list(teacher_ids, "teacher_ids")
+        sids = None if student_ids is None else as_list(student_ids, "student_ids")
+        if texts is not None:
+            if isinstance(texts, (bytes, bytearray)):
+                texts = [texts]
+            texts = list(texts)
+            if not all(isinstance(t, (bytes, bytearray)) for t in texts):
+                raise TypeError(f"{where}: texts must be a list of bytes objects (UTF-8 text)")
+            texts = [bytes(t) for t in texts]
+        try:
+            beam, max_batch, pad_id = operator.index(beam), operator.index(max_batch), operator.index(pad_id)
+        except TypeError:
+            raise TypeError(f"{where}: beam, max_batch and pad_id must be integers") from None
+        width = len(self.teacher) if vocab_size is None else operator.index(vocab_size)
+        bytes_, dropped, rows, targets, cost = _C.covering(
+            self._d, model, width, str(torch.device(device)), pad_id, max_batch, tids, sids, texts, str(method),
+            beam, float(epsilon), float(threshold))
+        if targets is not None:
+            targets = Targets(*targets, self.layout)
+        return CoveringTargets(list(bytes_), list(dropped), list(rows), targets, dict(cost))
 
     def token_head_loss(self, student_logits, student_ids, targets, *, student_mask=None, divergence="forward_kl",
                         temperature=1.0, weight=1.0, reduction="mean", target_floor=1e-12):
