@@ -57,6 +57,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <fstream>
@@ -170,6 +172,8 @@ struct config {
     int teacher_patience = 0;        // stop after this many validation evaluations without a new best (0: never)
     double teacher_evals_per_epoch = 2;
     bool cache_teacher = false;      // keep the trained teacher under DIR/<corpus>/ and reuse it
+    std::string runs;                // where finished seeds and checkpoints are kept (default DIR/<corpus>)
+    int only_seed = -1;              // >= 0: train this seed alone (if missing), save it and stop
     std::int64_t student_pool = 0;   // training chunks the students see (0: all)
     int student_percent = 0;         // instead: the chunks with FNV-1a-64(text) mod 100 < this
     double student_epochs = 1.0;
@@ -299,6 +303,8 @@ config parse_args(int argc, char** argv) {
         else if (a[i] == "--teacher-steps") c.teacher_steps = std::stoll(value());
         else if (a[i] == "--teacher-only") c.teacher_only = true;
         else if (a[i] == "--cache") c.cache_teacher = true;
+        else if (a[i] == "--runs") c.runs = value();
+        else if (a[i] == "--only-seed") c.only_seed = std::stoi(value());
         else if (a[i] == "--interrupt-at") c.interrupt_at = std::stoll(value());
         else if (a[i] == "--expect") c.expect = value();
         else if (a[i] == "--student-epochs") c.student_epochs = std::stod(value());
@@ -311,7 +317,8 @@ config parse_args(int argc, char** argv) {
                 "                   [--seeds N] [--out results.json] [--data DIR] [--threads N]\n"
                 "                   [--lambda-byte X] [--lambda-kl X,Y] [--lambda-th X,Y] [--lambda-kd X,Y]\n"
                 "                   [--heads K] [--teacher-epochs X] [--teacher-minutes X] [--teacher-steps N]\n"
-                "                   [--teacher-only] [--cache] [--interrupt-at STEP] [--expect results.json]\n"
+                "                   [--teacher-only] [--cache] [--runs DIR] [--only-seed S]\n"
+                "                   [--interrupt-at STEP] [--expect results.json]\n"
                 "                   [--student-epochs X] [--student-pool N] [--students abcdpe] [--sizing N]\n"
                 "Trains a Llama-2-tokenizer teacher, then students and prints held-out bits per byte:\n"
                 "GPT-2-tokenizer students (a) token CE, (b) + byte CE, (c) + byte CE + BLD KL (byte head),\n"
@@ -320,7 +327,10 @@ config parse_args(int argc, char** argv) {
                 "DIR/efficacy/records.tsv (scripts/prepare-efficacy.sh). --sizing N times N steps of every\n"
                 "arm (an untrained teacher, no evaluation, no loss printed) and projects the preset's wall time.\n"
                 "--cache (on in --preset full) keeps the teacher and every finished seed under DIR/<corpus>/ and\n"
-                "checkpoints a seed every 10 minutes; a rerun resumes. --interrupt-at STEP stops a seed there\n"
+                "checkpoints a seed every 10 minutes; a rerun resumes. --runs DIR keeps the seeds under DIR\n"
+                "instead (runs-<key>/, the key covering the settings and the teacher's bits); --only-seed S\n"
+                "trains seed S alone if it is missing and stops (a later run without it prints the table).\n"
+                "--interrupt-at STEP stops a seed there\n"
                 "(checkpoint saved, exit 75) and --expect FILE fails unless every student's results equal FILE's:\n"
                 "the resumption test.");
             std::exit(0);
@@ -329,6 +339,7 @@ config parse_args(int argc, char** argv) {
     }
     if (c.seeds < 1) throw std::runtime_error("--seeds must be >= 1");
     if (c.threads < 1) throw std::runtime_error("--threads must be >= 1");
+    if (c.only_seed >= c.seeds) throw std::runtime_error("--only-seed must be below --seeds");
     if (c.corpus != "fortunes" && c.corpus != "efficacy") throw std::runtime_error("--corpus takes fortunes or efficacy");
     if (c.students.empty() || c.students.find_first_not_of(arm_letters) != std::string::npos)
         throw std::runtime_error("--students takes letters among a, b, c, d, p, e");
@@ -1143,6 +1154,40 @@ std::uint64_t fnv1a64(std::string_view s) {
     return h;
 }
 
+/// FNV-1a-64 over a model's parameters and buffers (names, shapes and float bits, in order):
+/// which teacher a kept seed was trained behind.
+std::uint64_t parameter_digest(torch::nn::Module& m) {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    const auto mix = [&](const void* p, std::size_t n) {
+        const auto* b = static_cast<const unsigned char*>(p);
+        for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 0x100000001b3ull;
+    };
+    const auto add = [&](const std::string& name, const torch::Tensor& t) {
+        const auto c = t.detach().to(torch::kCPU).contiguous();
+        mix(name.data(), name.size());
+        for (const auto d : c.sizes()) mix(&d, sizeof d);
+        mix(c.data_ptr(), c.numel() * c.element_size());
+    };
+    for (const auto& p : m.named_parameters()) add(p.key(), p.value());
+    for (const auto& b : m.named_buffers()) add(b.key(), b.value());
+    return h;
+}
+
+/// Where and how a seed was trained (kept beside its results; not part of any number).
+nlohmann::json machine_note(const config& cfg) {
+    std::string cpu;
+    std::ifstream f("/proc/cpuinfo");
+    for (std::string line; cpu.empty() && std::getline(f, line);)
+        if (line.rfind("model name", 0) == 0) cpu = line.substr(line.find(':') + 2);
+    const char* core = std::getenv("OPENBLAS_CORETYPE");
+    const char* blas_threads = std::getenv("OPENBLAS_NUM_THREADS");
+    const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    return {{"cpu", cpu}, {"threads", cfg.threads}, {"openblas_coretype", core ? core : ""},
+            {"openblas_num_threads", blas_threads ? blas_threads : ""}, {"finished", when}};
+}
+
 std::string read_file(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     if (!f) return {};
@@ -1488,20 +1533,33 @@ int run(const config& cfg) {
     // With --preset full a finished seed is kept (DIR/<corpus>/runs-<key>/seed-N.json, the key
     // covering the teacher and every setting) and read back by a later run, which trains only the
     // seeds still missing: the experiment resumes where an interruption left it.
+    // The key includes a digest of the teacher's parameters, so that seeds trained behind a
+    // teacher rebuilt elsewhere with other bits (another BLAS kernel, another thread count) are
+    // never mixed with these.
     std::string runs_dir;
     if (cfg.cache_teacher) {
-        const std::string what = std::string(key) + out["config"].dump() + out["data"].dump() + "lockstep 1";
+        char tdig[17];
+        std::snprintf(tdig, sizeof tdig, "%016llx", static_cast<unsigned long long>(parameter_digest(*teacher)));
+        out["teacher"]["digest"] = tdig;
+        const std::string what = std::string(key) + tdig + out["config"].dump() + out["data"].dump() + "lockstep 1";
         char skey[17];
         std::snprintf(skey, sizeof skey, "%016llx", static_cast<unsigned long long>(fnv1a64(what)));
-        runs_dir = corpus_dir + "/runs-" + skey;
+        runs_dir = (cfg.runs.empty() ? corpus_dir : cfg.runs) + "/runs-" + skey;
         std::filesystem::create_directories(runs_dir);
-    }
+        std::printf("runs: %s (teacher parameters digest %s)\n", runs_dir.c_str(), tdig);
+    } else if (cfg.only_seed >= 0 || !cfg.runs.empty())
+        throw std::runtime_error("--only-seed and --runs need the kept runs of --cache (on in --preset full)");
     std::map<std::string, std::vector<run_result>> students;
     for (int seed = 0; seed < cfg.seeds; ++seed) {
+        if (cfg.only_seed >= 0 && seed != cfg.only_seed) continue;
         const std::string seed_file = runs_dir.empty() ? "" : runs_dir + "/seed-" + std::to_string(seed) + ".json";
         if (const auto saved = seed_file.empty() ? std::string() : read_file(seed_file); !saved.empty()) {
             const auto j = nlohmann::json::parse(saved);
-            for (const arm& a : arms) students[a.key()].push_back(from_json(j.at(a.key())));
+            for (const arm& a : arms) {
+                auto r = from_json(j.at(a.key()));
+                if (j.at(a.key()).contains("losses")) r.losses = j.at(a.key()).at("losses").get<std::vector<double>>();
+                students[a.key()].push_back(std::move(r));
+            }
             std::printf("seed %d: read from %s\n", seed, seed_file.c_str());
             continue;
         }
@@ -1522,7 +1580,9 @@ int run(const config& cfg) {
         for (const auto& t : g) {
             students[t->which.key()].push_back(t->res);
             j[t->which.key()] = to_json(t->res);
+            j[t->which.key()]["losses"] = t->res.losses;  // every step's training loss (the smoke checks read them)
         }
+        j["machine"] = machine_note(cfg);
         if (!seed_file.empty()) {
             {
                 std::ofstream f(seed_file + ".part");
@@ -1534,6 +1594,10 @@ int run(const config& cfg) {
             std::printf("seed %d: saved to %s\n", seed, seed_file.c_str());
         }
         std::fflush(stdout);
+    }
+    if (cfg.only_seed >= 0) {
+        std::printf("seed %d done; run again without --only-seed for the table\n", cfg.only_seed);
+        return 0;
     }
     std::fprintf(stderr, "  teacher targets: %lld chunks, %s\n", static_cast<long long>(cache.chunks), cache.note().c_str());
     out["targets"] = {{"seconds", cache.seconds()}, {"chunks", cache.chunks}, {"slots", cache.slots},
