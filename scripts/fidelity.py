@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Fidelity table (issues 3, 17): canonical path, repaired path and covering beam against exact covering.
 
-A toy bigram teacher over a real vocabulary subset (llama2's SentencePiece vocabulary cut down to
-the tokens that occur inside the chosen texts, plus the 256 byte-fallback tokens and one special
-`<eos>`) is projected to next-byte distributions on real short fortunes with `bld-cli project`:
+A toy bigram teacher over a real vocabulary subset — llama2's SentencePiece vocabulary and
+llama3's byte-level BPE vocabulary, each cut down to the tokens that occur inside the chosen
+texts, plus the 256 single-byte tokens and one special `<eos>` — is projected to next-byte
+distributions on real short fortunes with `bld-cli project`:
 
   * exact   — `--mode exact` (every covering segmentation; the reference);
   * beam    — `--mode beam` with K = 1, 2, 4, 10 at eps = 0.01 (the default) and K = 1, 4, 10
               at eps = 0;
-  * canonical — the canonical-path projection over the teacher's own (llama2) tokenization;
+  * canonical — the canonical-path projection over the teacher's own tokenization (the reference
+                encoder's ids);
   * repair  — `--mode repair`: the canonical path with the local covering beam where it dropped
               at least a threshold of the mass (several thresholds), with the teacher rows each
               method asked for (`--stats`) as the cost column; `--plot` draws JSD against rows.
@@ -74,24 +76,81 @@ def load_llama2(data: Path) -> tuple[dict[int, bytes], set[int]]:
     return out, byte_ids
 
 
+def byte_level_alphabet() -> dict[str, int]:
+    """The byte-level BPE alphabet (GPT-2's): printable bytes stand for themselves, the other 68
+    bytes for the code points 256, 257, … in byte order."""
+    printable = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            out[chr(b)] = b
+        else:
+            out[chr(256 + extra)] = b
+            extra += 1
+    return out
+
+
+def load_llama3(data: Path) -> tuple[dict[int, bytes], set[int]]:
+    """llama3 text-token id -> bytes (its byte-level BPE model's 128000 tokens; the special added
+    tokens left out), and the 256 single-byte tokens."""
+    tj = json.loads((data / "tokenizers/llama3/tokenizer.json").read_text(encoding="utf-8"))
+    inv = byte_level_alphabet()
+    out, byte_ids = {}, set()
+    for piece, i in tj["model"]["vocab"].items():
+        b = bytes(inv[c] for c in piece)
+        out[int(i)] = b
+        if len(b) == 1:
+            byte_ids.add(int(i))
+    if len(byte_ids) != 256:
+        raise SystemExit(f"fidelity: expected 256 single-byte tokens in llama3, found {len(byte_ids)}")
+    return out, byte_ids
+
+
+# The vocabularies the report covers: how to load each, what its encoder adds to the text, and
+# how the report describes it.
+VOCABS = {
+    "llama2": {
+        "load": load_llama2, "prefix": b" ", "ids": 32000,
+        "title": "Llama-2: SentencePiece BPE with byte fallback",
+        "encoded": "\" \" + text (the SentencePiece dummy prefix)",
+        "subset": "a subset of llama2's 32000-id SentencePiece vocabulary (`tokenizers/llama2/tokenizer.json`, "
+                  "pieces decoded to bytes: `▁` → space, `<0xNN>` → that byte): every text token whose bytes "
+                  "occur as a substring of any of the texts, plus all 256 byte-fallback tokens "
+                  "(`<0x00>`…`<0xFF>`, so every text is coverable), plus one special `<eos>`",
+        "dupes": "e.g. `a` and `<0x61>`",
+    },
+    "llama3": {
+        "load": load_llama3, "prefix": b"", "ids": 128000,
+        "title": "Llama-3: byte-level BPE",
+        "encoded": "the text itself (no dummy prefix)",
+        "subset": "a subset of llama3's 128000-token byte-level BPE vocabulary (`tokenizers/llama3/tokenizer.json`, "
+                  "pieces decoded through the byte-level alphabet): every token whose bytes occur as a substring "
+                  "of any of the texts, plus all 256 single-byte tokens (so every text is coverable), plus one "
+                  "special `<eos>`",
+        "dupes": "byte-level BPE has one token per byte string",
+    },
+}
+
+
 def load_records(data: Path, corpus: str) -> list[str]:
     with open(data / "texts" / f"{corpus}.txt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 
-def load_ref_ids(data: Path) -> dict[str, list[tuple[bytes, list[int]]]]:
-    """corpus -> [(record bytes, llama2 ids)] in file order."""
+def load_ref_ids(data: Path, name: str) -> dict[str, list[tuple[bytes, list[int]]]]:
+    """corpus -> [(record bytes, the reference encoder's ids)] in file order."""
     out: dict[str, list[tuple[bytes, list[int]]]] = {}
-    with open(data / "ref/llama2.encode.tsv", encoding="utf-8") as f:
+    with open(data / f"ref/{name}.encode.tsv", encoding="utf-8") as f:
         for line in f:
             corpus, hx, ids = line.rstrip("\n").split("\t")
             out.setdefault(corpus, []).append((bytes.fromhex(hx), [int(x) for x in ids.split()]))
     return out
 
 
-def choose_texts(data: Path, per_corpus: dict[str, int], lo: int, hi: int, llama: dict[int, bytes]):
+def choose_texts(data: Path, per_corpus: dict[str, int], lo: int, hi: int, llama: dict[int, bytes], name: str,
+                 prefix: bytes):
     """The first n records of each corpus whose UTF-8 length is in [lo, hi]; whole records."""
-    ref = load_ref_ids(data)
+    ref = load_ref_ids(data, name)
     chosen = []
     for corpus, n in per_corpus.items():
         recs = load_records(data, corpus)
@@ -109,8 +168,8 @@ def choose_texts(data: Path, per_corpus: dict[str, int], lo: int, hi: int, llama
                 raise SystemExit(f"fidelity: {corpus} record {k}: text differs from the reference encoding's text")
             text = b"".join(llama[i] for i in ids)
             # llama2's normaliser prepends "▁" (the dummy prefix): the encoded bytes are " " + text.
-            if text != b" " + raw:
-                raise SystemExit(f"fidelity: {corpus} record {k}: llama2 ids do not decode to ' ' + text")
+            if text != prefix + raw:
+                raise SystemExit(f"fidelity: {corpus} record {k}: {name} ids do not decode to {prefix!r} + text")
             chosen.append({"corpus": corpus, "record": k, "text": text, "llama_ids": ids, "raw": rec})
             taken += 1
         if taken < n:
@@ -119,9 +178,9 @@ def choose_texts(data: Path, per_corpus: dict[str, int], lo: int, hi: int, llama
 
 
 def build_subset(llama: dict[int, bytes], byte_ids: set[int], texts: list[bytes]):
-    """Subset = every llama2 text token whose bytes occur in some text + the 256 byte tokens.
+    """Subset = every text token whose bytes occur in some text + the 256 byte tokens.
 
-    Returns (llama id -> subset id, subset id -> bytes); ids are dense, in llama2 id order; the
+    Returns (vocabulary id -> subset id, subset id -> bytes); ids are dense, in id order; the
     special <eos> gets the next id after the text tokens.
     """
     keep = []
@@ -302,7 +361,7 @@ def observations(texts, methods, beams, kept_rows, failures, fail_at, comj, comm
     if dead:
         out.append(f"* **The covering beam stopped with an error on {len(dead)} (method, text) runs** "
                    "(`covering beam: byte offset i: no hypothesis covers the text up to here`), although "
-                   "every text is coverable (byte-fallback tokens) and exact succeeds on it. Mechanism (as "
+                   "every text is coverable (single-byte tokens) and exact succeeds on it. Mechanism (as "
                    "documented in projection.hpp): at each byte the beam keeps the top K hypotheses by "
                    "their mass *before* the byte is seen — a hypothesis inside a token counts all tokens "
                    "that run on past the bytes so far, whatever byte comes next — then reads off the "
@@ -349,7 +408,7 @@ def observations(texts, methods, beams, kept_rows, failures, fail_at, comj, comm
                    f"{fmt(float(arr[hi, 0].mean()) if hi.any() else 0.0)} bits, elsewhere "
                    f"{fmt(float(arr[~hi, 0].mean()) if (~hi).any() else 0.0)}): its error sits where the "
                    "teacher gives real mass to a token that ends inside the canonical token (a shorter token "
-                   "or a byte-fallback token, then a different continuation), which §3.1 drops and reports. "
+                   "or a single-byte token, then a different continuation), which §3.1 drops and reports. "
                    "Worst positions:")
         big.sort(reverse=True)
         for jv, dv, ti, i in big[:3]:
@@ -371,54 +430,49 @@ REPAIR_K, REPAIR_EPS = 10, 0.01
 REPAIR_THRESHOLDS = [0.5, 0.2, 0.1, 0.05, 0.02]
 
 
-def plot(path, methods, allj, rows_of, rows_canon, rows_exact) -> None:
-    """Mean JSD against teacher rows (relative to the canonical path), one point per method."""
+def plot(path, results) -> None:
+    """Mean JSD against teacher rows (relative to the canonical path), one point per method, one
+    panel per vocabulary."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.5), squeeze=False)
     groups = {"canonical path": ("canonical", "o"), "repair": ("repaired path (K=10, ε=0.01)", "s"),
               "beam K": ("covering beam", "^")}
-    for key, (label, marker) in groups.items():
-        ms = [m for m in methods if m.startswith(key)]
-        xs = [rows_of[m] / rows_canon for m in ms]
-        ys = [max(float(allj[m].mean()), 1e-12) for m in ms]
-        ax.scatter(xs, ys, marker=marker, label=label)
-        for m, x, y in zip(ms, xs, ys):
-            ax.annotate(m.replace("beam ", "").replace("repair ", ""), (x, y), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-    ax.axvline(rows_exact / rows_canon, color="grey", lw=0.8, ls="--", label="exact's lattice rows")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("teacher rows / canonical path's rows")
-    ax.set_ylabel("mean JSD against exact (bits)")
-    ax.legend(fontsize=8)
+    for ax, r in zip(axes[0], results):
+        methods, allj, rows_of, rows_canon = r["methods"], r["allj"], r["rows_of"], r["rows_canon"]
+        for key, (label, marker) in groups.items():
+            ms = [m for m in methods if m.startswith(key) and not r["failures"][m]]
+            xs = [rows_of[m] / rows_canon for m in ms]
+            ys = [max(float(allj[m].mean()), 1e-12) for m in ms]
+            ax.scatter(xs, ys, marker=marker, label=label)
+            for m, x, y in zip(ms, xs, ys):
+                ax.annotate(m.replace("beam ", "").replace("repair ", ""), (x, y), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+        ax.axvline(r["rows_exact"] / rows_canon, color="grey", lw=0.8, ls="--", label="exact's lattice rows")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(VOCABS[r["name"]]["title"], fontsize=10)
+        ax.set_xlabel("teacher rows / canonical path's rows")
+        ax.set_ylabel("mean JSD against exact (bits)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cli", default="build/examples/bld-cli")
-    ap.add_argument("--data", default=".cache/data")
-    ap.add_argument("--out", default="docs/fidelity.md")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sigma", type=float, default=1.5)
-    ap.add_argument("--bonus", type=float, default=6.0)
-    ap.add_argument("--texts", default="en=5,de=4,zh=2", help="records per corpus, e.g. en=5,de=4,zh=2")
-    ap.add_argument("--min-bytes", type=int, default=40)
-    ap.add_argument("--max-bytes", type=int, default=64)
-    ap.add_argument("--work", default=None, help="keep intermediate .npy files here (default: a temp dir)")
-    ap.add_argument("--plot", default=None, help="also write the plot of mean JSD against teacher rows (PNG)")
-    a = ap.parse_args()
+def show_text(t):
+    s = t["raw"]
+    s = s if len(s) <= 48 else s[:45] + "…"
+    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "⏎").replace("\t", "⇥")
 
+
+def run_vocab(a, data: Path, per_corpus: dict[str, int], vocab: str, work: Path) -> dict:
+    """Every method on one vocabulary's subset: its report section and its numbers."""
+    spec = VOCABS[vocab]
     t0 = time.monotonic()
-    data = Path(a.data)
-    per_corpus = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in a.texts.split(",") if kv}
-
-    llama, byte_ids = load_llama2(data)
-    texts = choose_texts(data, per_corpus, a.min_bytes, a.max_bytes, llama)
+    llama, byte_ids = spec["load"](data)
+    texts = choose_texts(data, per_corpus, a.min_bytes, a.max_bytes, llama, vocab, spec["prefix"])
     to_sub, sub_bytes = build_subset(llama, byte_ids, [t["text"] for t in texts])
     v_text = len(sub_bytes)
     eos = v_text
@@ -436,14 +490,10 @@ def main() -> int:
     Pr /= Pr.sum(axis=1, keepdims=True)
     p_canon = np.array([Pr[0 if j == 0 else t["ids"][j - 1] + 1, i] for t in texts for j, i in enumerate(t["ids"])])
 
-    tmp = None
-    if a.work:
-        work = Path(a.work)
-        work.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="bld-fidelity-")
-        work = Path(tmp.name)
-    tok = work / "llama2-subset.tiktoken"
+
+    work = work / vocab
+    work.mkdir(parents=True, exist_ok=True)
+    tok = work / f"{vocab}-subset.tiktoken"
     write_tiktoken(tok, sub_bytes)
     specials = ["--special", f"<eos>={eos}"]
     bigram = work / "bigram.npy"
@@ -476,7 +526,7 @@ def main() -> int:
             U, _, _ = project_covering(a.cli, tok, specials, bigram, text, work, f"{tag}.beam-unlimited", "beam", 0, 0.0)
         except CliFailure as e:
             print(f"fidelity: {where}: exact / unlimited beam failed: {e}", file=sys.stderr)
-            return 1
+            raise SystemExit(1)
         check_rows("exact", E, L + 1)
         check_rows("beam K=0 eps=0", U, L + 1)
         diff = float(np.abs(U - E).max())
@@ -485,13 +535,13 @@ def main() -> int:
             i = int(np.abs(U - E).max(axis=1).argmax())
             print(f"fidelity: SANITY CHECK FAILED: beam K=0 eps=0 differs from exact by {diff:.3e} "
                   f"({t['corpus']} record {t['record']}, byte {i})", file=sys.stderr)
-            return 1
+            raise SystemExit(1)
         results = {}
         try:
             C, Cd = project_canonical(a.cli, tok, specials, B, ids, text, work, f"{tag}.canonical")
         except CliFailure as e:
             print(f"fidelity: {where}: canonical path failed: {e}", file=sys.stderr)
-            return 1
+            raise SystemExit(1)
         check_rows("canonical", C, L)
         results["canonical path"] = (C, Cd)
         rows_of["canonical path"] += len(ids)
@@ -550,75 +600,21 @@ def main() -> int:
             mm = re.search(r"byte offset (\d+)", msg)
             fail_at[(m, ti)] = int(mm.group(1)) if mm else None
 
-    # ---- report --------------------------------------------------------------------------------
-    def show_text(t):
-        s = t["raw"]
-        s = s if len(s) <= 48 else s[:45] + "…"
-        return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "⏎").replace("\t", "⇥")
 
     lines = []
     w = lines.append
-    w("# Fidelity of the canonical path, the repaired path and the covering beam against exact covering")
-    w("")
-    w("Generated by `scripts/fidelity.py`; do not edit by hand. Regenerate with")
-    w("")
-    w("<!-- ci: tests/CMakeLists.txt -->")
-    w("```sh")
-    w("/usr/bin/python3 scripts/fidelity.py --cli build/examples/bld-cli --data .cache/data --out docs/fidelity.md "
-      "--plot docs/fidelity.png")
-    w("```")
-    w("")
-    w("(`.cache/data` is made by `bash scripts/fetch-data.sh`; the binary by "
-      "`cmake --build build --target bld-cli`.)")
-    w("")
-    w("## What is compared")
-    w("")
-    w("The same toy teacher is projected to next-byte distributions (design.md §3) three ways with "
-      "`bld-cli project`:")
-    w("")
-    w("* **exact** (`--mode exact`): every token sequence that covers the text counts (§3.3); this is "
-      "the reference;")
-    eps_groups = {}
-    for _, k, eps in beams:
-        eps_groups.setdefault(eps, []).append(str(k))
-    w("* **covering beam** (`--mode beam`, §3.2) with "
-      + " and ".join(f"K = {', '.join(ks)} at ε = {eps:g}" + (" (the default ε)" if eps == 0.01 else "")
-                     for eps, ks in eps_groups.items()) + ";")
-    w("* **canonical path** (`--logits/--ids`, §3.1): one teacher row per token of the teacher's own "
-      "(llama2) tokenization;")
-    w("* **repaired path** (`--mode repair --ids … --drop-threshold θ`, docs/01_method.md \"Canonical path "
-      f"with local repair\") at θ = {', '.join(f'{t:g}' for t in REPAIR_THRESHOLDS)}, its local beam at K = "
-      f"{REPAIR_K}, ε = {REPAIR_EPS:g}: the canonical path, with the covering beam at the bytes where the "
-      "canonical path dropped at least θ of the mass.")
-    w("")
-    w("For each byte position i = 0..L−1 of each text (row i = distribution of byte i given the bytes "
-      "before it, over 256 bytes + STOP) the Jensen–Shannon divergence of the method's row against "
-      "exact's row is taken, **in bits** (log base 2; the maximum possible is 1). The table gives its "
-      "mean and maximum over all byte positions of all texts, and the mean per-position dropped / "
-      "pruned mass the method reports (`--dropped`; for the canonical path the share of the "
-      "conditioning mass it drops, for the beam the share it prunes). The row exact and beam add "
-      "after the last byte (what follows the whole text) is not compared, since the canonical path "
-      "has no such row.")
-    w("")
-    w("Sanity check built into the script: the beam with K = 0 (unlimited) and ε = 0 must equal "
-      f"exact to 1e-9 on every row of every text (largest difference this run: {sanity_max:.1e}).")
-    w("")
-    w("## Setup")
+    w("### Setup")
     w("")
     w(f"* **Texts**: {len(texts)} whole short fortunes from `texts/{{{','.join(per_corpus)}}}.txt` — the "
       f"first {', '.join(f'{n} {c}' for c, n in per_corpus.items())} records whose UTF-8 length is "
-      f"{a.min_bytes}–{a.max_bytes} bytes. Each is projected as llama2 encodes it: \" \" + text (the "
-      f"SentencePiece dummy prefix), so L = {min(r['L'] for r in per_text)}–{max(r['L'] for r in per_text)} "
-      f"bytes, {n_pos} byte positions in all.")
-    w("* **Vocabulary**: a subset of llama2's 32000-id SentencePiece vocabulary (`tokenizers/llama2/"
-      "tokenizer.json`, pieces decoded to bytes: `▁` → space, `<0xNN>` → that byte): every text token "
-      "whose bytes occur as a substring of any of the texts, plus all 256 byte-fallback tokens "
-      "(`<0x00>`…`<0xFF>`, so every text is coverable), plus one special `<eos>`. "
-      f"{v_text} text tokens ({n_multi} of more than one byte; {n_dupe} duplicate byte strings, e.g. "
-      f"`a` and `<0x61>`) + `<eos>` = **{v_sub} ids**, renumbered densely in llama2 id order and "
+      f"{a.min_bytes}–{a.max_bytes} bytes. Each is projected as {vocab} encodes it: {spec['encoded']}, so "
+      f"L = {min(r['L'] for r in per_text)}–{max(r['L'] for r in per_text)} bytes, {n_pos} byte positions in all.")
+    w(f"* **Vocabulary**: {spec['subset']}. "
+      f"{v_text} text tokens ({n_multi} of more than one byte; {n_dupe} duplicate byte strings: "
+      f"{spec['dupes']}) + `<eos>` = **{v_sub} ids**, renumbered densely in {vocab} id order and "
       "written as a tiktoken rank file with `--special <eos>=ID`.")
-    w("* **Canonical ids**: the JS reference encoder's llama2 ids for each record "
-      "(`ref/llama2.encode.tsv`), mapped into the subset.")
+    w(f"* **Canonical ids**: the JS reference encoder's {vocab} ids for each record "
+      f"(`ref/{vocab}.encode.tsv`), mapped into the subset.")
     w(f"* **Teacher**: a bigram table B [{v_sub + 1}, {v_sub}] float32 (row 0 = logits at the start of "
       f"the text, row v+1 = logits after token v): logits drawn i.i.d. N(0, {a.sigma}²) (numpy "
       f"`default_rng({a.seed})`), plus a bonus of +{a.bonus:g} on each canonical next token after each "
@@ -631,7 +627,7 @@ def main() -> int:
       "The canonical-path "
       "input is rows B[0], B[id₀+1], …, B[id_{m−2}+1] (row j = the row after token j−1).")
     w("")
-    w("## Results")
+    w("### Results")
     w("")
     w(f"{len(texts)} texts, {n_pos} byte positions; JSD in bits against exact. Each method's "
       "statistics are over the texts it completed (a beam that loses every hypothesis stops with an "
@@ -655,21 +651,6 @@ def main() -> int:
       "(`teacher_rows`: the contexts sent to the teacher — the bigram's keyed contexts merge, so "
       "the beam asks for fewer than exact's lattice would). \"× canonical\" divides by the canonical "
       "path's rows over the same texts.")
-    # The repaired path against the canonical path: the cheapest threshold that brings the mean
-    # JSD to 0.005 bits or below, and what it costs in rows (issue 17's target: ≤ 1.3×).
-    ok = [(rows_of[m], m) for m, _ in repairs if not failures[m] and float(allj[m].mean()) <= 0.005]
-    w("")
-    if ok:
-        r, m = min(ok)
-        w(f"Repaired path: the cheapest threshold reaching a mean JSD of 0.005 bits or less is {m} "
-          f"({fmt(float(allj[m].mean()))} bits, {r / rows_canon:.2f}× the canonical path's rows; the canonical path: "
-          f"{fmt(float(allj['canonical path'].mean()))} bits).")
-    else:
-        w("Repaired path: no threshold tried reaches a mean JSD of 0.005 bits.")
-    if a.plot:
-        plot(a.plot, methods, allj, rows_of, rows_canon, rows_exact)
-        w("")
-        w(f"![mean JSD against teacher rows]({Path(a.plot).name})")
     w("")
     if len(common) != len(texts):
         w(f"Same comparison restricted to the {len(common)} texts every method completed "
@@ -708,11 +689,131 @@ def main() -> int:
         w(f"* {m}: {fmt(val)} bits at byte {i} of {t['corpus']} #{t['record']} "
           f"(…`{ctx}` → next byte {nxt!r})")
     w("")
-    w("## Observations")
+    w("### Observations")
     w("")
     for line in observations(texts, methods, beams, kept_rows, failures, fail_at, comj, common, allj):
         w(line)
     w("")
+    return {"name": vocab, "lines": lines, "methods": methods, "allj": allj, "alld": alld, "rows_of": rows_of,
+            "rows_canon": rows_canon, "rows_exact": rows_exact, "sanity_max": sanity_max, "texts": len(texts),
+            "n_pos": n_pos, "v_sub": v_sub, "elapsed": elapsed, "calls": len(texts) * (len(beams) + len(repairs) + 3),
+            "failures": failures, "repairs": repairs, "beams": beams}
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cli", default="build/examples/bld-cli")
+    ap.add_argument("--data", default=".cache/data")
+    ap.add_argument("--out", default="docs/fidelity.md")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sigma", type=float, default=1.5)
+    ap.add_argument("--bonus", type=float, default=6.0)
+    ap.add_argument("--texts", default="en=5,de=4,zh=2", help="records per corpus, e.g. en=5,de=4,zh=2")
+    ap.add_argument("--min-bytes", type=int, default=40)
+    ap.add_argument("--max-bytes", type=int, default=64)
+    ap.add_argument("--vocabs", default="llama2,llama3", help="vocabularies, among " + ", ".join(VOCABS))
+    ap.add_argument("--work", default=None, help="keep intermediate .npy files here (default: a temp dir)")
+    ap.add_argument("--plot", default=None, help="also write the plot of mean JSD against teacher rows (PNG)")
+    a = ap.parse_args()
+
+    data = Path(a.data)
+    per_corpus = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in a.texts.split(",") if kv}
+    names = [v for v in a.vocabs.split(",") if v]
+    for v in names:
+        if v not in VOCABS:
+            raise SystemExit(f"fidelity: unknown vocabulary {v!r} (known: {', '.join(VOCABS)})")
+    tmp = None
+    if a.work:
+        work = Path(a.work)
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="bld-fidelity-")
+        work = Path(tmp.name)
+    results = [run_vocab(a, data, per_corpus, v, work) for v in names]
+
+    lines = []
+    w = lines.append
+    w("# Fidelity of the canonical path, the repaired path and the covering beam against exact covering")
+    w("")
+    w("Generated by `scripts/fidelity.py`; do not edit by hand. Regenerate with")
+    w("")
+    w("<!-- ci: tests/CMakeLists.txt -->")
+    w("```sh")
+    w("/usr/bin/python3 scripts/fidelity.py --cli build/examples/bld-cli --data .cache/data --out docs/fidelity.md "
+      "--plot docs/fidelity.png")
+    w("```")
+    w("")
+    w("(`.cache/data` is made by `bash scripts/fetch-data.sh`; the binary by "
+      "`cmake --build build --target bld-cli`.)")
+    w("")
+    w("## What is compared")
+    w("")
+    w("The same toy teacher is projected to next-byte distributions (design.md §3) three ways with "
+      "`bld-cli project`:")
+    w("")
+    w("* **exact** (`--mode exact`): every token sequence that covers the text counts (§3.3); this is "
+      "the reference;")
+    eps_groups = {}
+    for _, k, eps in results[0]["beams"]:
+        eps_groups.setdefault(eps, []).append(str(k))
+    w("* **covering beam** (`--mode beam`, §3.2) with "
+      + " and ".join(f"K = {', '.join(ks)} at ε = {eps:g}" + (" (the default ε)" if eps == 0.01 else "")
+                     for eps, ks in eps_groups.items()) + ";")
+    w("* **canonical path** (`--logits/--ids`, §3.1): one teacher row per token of the teacher's own "
+      "tokenization (the JavaScript reference encoder's ids);")
+    w("* **repaired path** (`--mode repair --ids … --drop-threshold θ`, docs/01_method.md \"Canonical path "
+      f"with local repair\") at θ = {', '.join(f'{t:g}' for t in REPAIR_THRESHOLDS)}, its local beam at K = "
+      f"{REPAIR_K}, ε = {REPAIR_EPS:g}: the canonical path, with the covering beam at the bytes where the "
+      "canonical path dropped at least θ of the mass.")
+    w("")
+    w("For each byte position i = 0..L−1 of each text (row i = distribution of byte i given the bytes "
+      "before it, over 256 bytes + STOP) the Jensen–Shannon divergence of the method's row against "
+      "exact's row is taken, **in bits** (log base 2; the maximum possible is 1). The table gives its "
+      "mean and maximum over all byte positions of all texts, and the mean per-position dropped / "
+      "pruned mass the method reports (`--dropped`; for the canonical path the share of the "
+      "conditioning mass it drops, for the beam the share it prunes). The row exact and beam add "
+      "after the last byte (what follows the whole text) is not compared, since the canonical path "
+      "has no such row.")
+    w("")
+    w("Sanity check built into the script: the beam with K = 0 (unlimited) and ε = 0 must equal "
+      "exact to 1e-9 on every row of every text (largest difference this run: "
+      + ", ".join(f"{r['name']} {r['sanity_max']:.1e}" for r in results) + ").")
+    w("")
+    w("The comparison runs on two vocabularies: " + "; ".join(f"**{VOCABS[r['name']]['title']}**" for r in results)
+      + " (each section below gives its setup).")
+    w("")
+    w("## Summary")
+    w("")
+    w("Mean JSD against exact (bits) and teacher rows relative to the canonical path's, over the texts each "
+      "method completed:")
+    w("")
+    w("| method | " + " | ".join(f"{r['name']} JSD | {r['name']} × canonical" for r in results) + " |")
+    w("|---|" + "---:|---:|" * len(results))
+    for m in results[0]["methods"]:
+        cells = []
+        for r in results:
+            done = not r["failures"][m]
+            cells.append(fmt(float(r["allj"][m].mean())) if done else "failed")
+            cells.append(f"{r['rows_of'][m] / r['rows_canon']:.2f}" if done else "—")
+        w(f"| {m} | " + " | ".join(cells) + " |")
+    w("")
+    for r in results:
+        ok = [(r["rows_of"][m], m) for m, _ in r["repairs"] if not r["failures"][m] and float(r["allj"][m].mean()) <= 0.005]
+        if ok:
+            rows, m = min(ok)
+            w(f"* {r['name']}: the cheapest repair threshold reaching a mean JSD of 0.005 bits or less is {m} "
+              f"({fmt(float(r['allj'][m].mean()))} bits at {rows / r['rows_canon']:.2f}× the canonical path's rows; "
+              f"the canonical path: {fmt(float(r['allj']['canonical path'].mean()))} bits).")
+        else:
+            w(f"* {r['name']}: no repair threshold tried reaches a mean JSD of 0.005 bits.")
+    if a.plot:
+        plot(a.plot, results)
+        w("")
+        w(f"![mean JSD against teacher rows]({Path(a.plot).name})")
+    w("")
+    for r in results:
+        w(f"## {VOCABS[r['name']]['title']}")
+        w("")
+        lines.extend(r["lines"])
     w("## Run")
     w("")
     cpu = ""
@@ -732,19 +833,21 @@ def main() -> int:
       f"{os.cpu_count()} logical CPUs; Python {platform.python_version()}, numpy {np.__version__}")
     if commit:
         w(f"* Repository commit: {commit} (plus any uncommitted changes)")
-    w(f"* Run time: {elapsed:.1f} s for {len(texts)} texts × {len(beams) + len(repairs) + 3} `bld-cli` calls "
-      "(exact, unlimited beam, canonical path, each beam setting and each repair threshold)")
+    w("* Run time: " + "; ".join(f"{r['name']} {r['elapsed']:.1f} s for {r['calls']} `bld-cli` calls" for r in results)
+      + " (per text: exact, unlimited beam, canonical path, each beam setting and each repair threshold)")
     w("")
 
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text("\n".join(lines), encoding="utf-8")
 
-    print(f"{len(texts)} texts, {n_pos} positions, vocabulary subset {v_sub} ids; "
-          f"sanity max |beam(K=0,eps=0) - exact| = {sanity_max:.1e}")
-    print(f"{'method':<22} {'mean JSD':>10} {'max JSD':>10} {'mean dropped':>13}")
-    for m in methods:
-        print(f"{m:<22} {allj[m].mean():10.3e} {allj[m].max():10.3e} {alld[m].mean():13.3e}")
-    print(f"wrote {a.out} in {elapsed:.1f} s")
+    for r in results:
+        print(f"{r['name']}: {r['texts']} texts, {r['n_pos']} positions, vocabulary subset {r['v_sub']} ids; "
+              f"sanity max |beam(K=0,eps=0) - exact| = {r['sanity_max']:.1e}")
+        print(f"{'method':<22} {'mean JSD':>10} {'max JSD':>10} {'mean dropped':>13} {'x canonical':>12}")
+        for m in r["methods"]:
+            print(f"{m:<22} {r['allj'][m].mean():10.3e} {r['allj'][m].max():10.3e} {r['alld'][m].mean():13.3e} "
+                  f"{r['rows_of'][m] / r['rows_canon']:12.2f}")
+    print(f"wrote {a.out}")
     if tmp:
         tmp.cleanup()
     return 0
