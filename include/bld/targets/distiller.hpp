@@ -352,21 +352,7 @@ public:
         std::vector<std::int64_t> first(jobs.size() + 1, 0);
         for (std::size_t b = 0; b < jobs.size(); ++b) first[b + 1] = first[b] + al[b].active;
         out.allocate_values(first.back());
-        for_each_sequence(order, [&](std::size_t b) {
-            const auto emit = [&]<class P>(detail::slot_sink<P>&& s) {
-                const auto& d = *seqs[b].bytes;
-                for (std::size_t i = 0; i < al[b].slot_of_byte.size(); ++i) {
-                    if (al[b].slot_of_byte[i] < 0) continue;
-                    double* p = s.probs(i);
-                    const auto src = d.at(i);
-                    std::copy(src.begin(), src.end(), p);
-                    s.dropped_at(i) = d.dropped[i];
-                    s.finish(i);
-                }
-            };
-            if (options_.precision == dtype::f32) emit(sink_for<float>(al[b], out, first[b]));
-            else emit(sink_for<bf16>(al[b], out, first[b]));
-        });
+        for_each_sequence(order, [&](std::size_t b) { write_slots(*seqs[b].bytes, al[b], out, first[b]); });
         return out;
     }
 
@@ -1043,20 +1029,25 @@ private:
             d = device_->projector->canonical_paths(dtype_of<T>, jobs.front().rows - jobs.front().row_index * V, total_rows, V,
                                                     device_index, options_.rows == row_order::trie, seqs, nullptr);
         }
-        for (std::size_t q = 0; q < which.size(); ++q) {
-            const auto b = which[q];
-            const auto emit = [&]<class P>(detail::slot_sink<P>&& s) {
-                for (std::size_t i = 0; i < d[q].positions; ++i) {
-                    double* p = s.probs(i);
-                    const auto src = d[q].at(i);
-                    std::copy(src.begin(), src.end(), p);
-                    s.dropped_at(i) = d[q].dropped[i];
-                    s.finish(i);
-                }
-            };
-            if (options_.precision == dtype::f32) emit(sink_for<float>(al[b], out, first[b]));
-            else emit(sink_for<bf16>(al[b], out, first[b]));
-        }
+        for (std::size_t q = 0; q < which.size(); ++q) write_slots(d[q], al[which[q]], out, first[which[q]]);
+    }
+
+    /// Writes the distributions of a sequence's active slots (one per projected byte, in byte
+    /// order) and their dropped masses into the batch.
+    void write_slots(const byte_distributions& d, const detail::aligned_sequence& a, target_batch& out,
+                     std::int64_t first_row) const {
+        const auto emit = [&]<class P>(detail::slot_sink<P>&& s) {
+            for (std::size_t i = 0; i < a.slot_of_byte.size(); ++i) {
+                if (a.slot_of_byte[i] < 0) continue;
+                double* p = s.probs(i);
+                const auto src = d.at(i);
+                std::copy(src.begin(), src.end(), p);
+                s.dropped_at(i) = d.dropped[i];
+                s.finish(i);
+            }
+        };
+        if (options_.precision == dtype::f32) emit(sink_for<float>(a, out, first_row));
+        else emit(sink_for<bf16>(a, out, first_row));
     }
 
     std::shared_ptr<const byte_trie> teacher_;
