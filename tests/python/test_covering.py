@@ -19,36 +19,28 @@ bigram module over a toy vocabulary with many segmentations of each text. Checke
 
 Run: PYTHONPATH=build-py /usr/bin/python3 -m unittest tests/python/test_covering.py
 """
-import base64
 import os
+import pathlib
+import sys
 import tempfile
 import unittest
 
 import numpy as np
 import torch
 
-import bld_torch
+_BUILD = os.environ.get("BLD_TORCH_BUILD", str(pathlib.Path(__file__).resolve().parents[2] / "build-py"))
+if not os.environ.get("BLD_TORCH_INSTALLED"):
+    sys.path.insert(0, _BUILD)
+
+import bld_torch  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from toy_vocab import greedy, write_tiktoken  # noqa: E402
 
 TEACHER = [b"a", b"b", b"c", b"ab", b"bc", b"abc", b"ca", b"cab", b"bca", b"abca"]
 STUDENT = [b"a", b"b", b"c", b"bc", b"ca", b"abc", b"cabc"]
 TEXTS = [b"abcabca", b"cabcab", b"bcaab"]
 STOP = 256
-
-
-def write_ranks(path, tokens):
-    with open(path, "w") as f:
-        for i, t in enumerate(tokens):
-            f.write(f"{base64.b64encode(t).decode()} {i}\n")
-
-
-def greedy(tokens, text):
-    """A tokenization of `text` (longest match first): any segmentation will do."""
-    ids, o = [], 0
-    while o < len(text):
-        best = max((i for i, t in enumerate(tokens) if text.startswith(t, o)), key=lambda i: len(tokens[i]))
-        ids.append(best)
-        o += len(tokens[best])
-    return ids
 
 
 class Bigram:
@@ -98,8 +90,8 @@ class CoveringTargets(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
         tp, sp = os.path.join(self.dir.name, "t.tiktoken"), os.path.join(self.dir.name, "s.tiktoken")
-        write_ranks(tp, TEACHER)
-        write_ranks(sp, STUDENT)
+        write_tiktoken(tp, TEACHER)
+        write_tiktoken(sp, STUDENT)
         self.eos = len(TEACHER)
         self.teacher = bld_torch.load_tokenizer(tp, [f"<eos>={self.eos}"])
         self.student = bld_torch.load_tokenizer(sp, [f"<eos>={len(STUDENT)}"])

@@ -10,7 +10,6 @@ sequence alone — and errors for bad input. Tiny tokenizers written here as .ti
 Run by scripts/test-python.sh (BLD_TORCH_BUILD).
 """
 
-import base64
 import os
 import pathlib
 import random
@@ -26,26 +25,13 @@ if not os.environ.get("BLD_TORCH_INSTALLED"):
 
 import bld_torch  # noqa: E402
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from toy_vocab import greedy, write_tiktoken  # noqa: E402
+
 # Student: prefix chains (a, ab, abc), a UTF-8 character split over tokens; teacher: other merges.
 STUDENT = [b"a", b"b", b"ab", b"abc", b"c", b"ba", b"ca", b"\xc3", b"\xa9", b"\xc3\xa9"]
 TEACHER = [b"a", b"b", b"c", b"bc", b"aab", b"ca", b"\xc3", b"\xa9", b"\xa9a"]
 S_BOS, S_EOS, T_BOS = 10, 11, 9
-
-
-def write_tiktoken(path, tokens):
-    with open(path, "w") as f:
-        for i, t in enumerate(tokens):
-            f.write(f"{base64.b64encode(t).decode()} {i}\n")
-
-
-def greedy(tokens, text):
-    """Longest-match ids of `text` (any ids that spell it will do for the teacher)."""
-    ids, o = [], 0
-    while o < len(text):
-        best = max((i for i, t in enumerate(tokens) if text.startswith(t, o)), key=lambda i: len(tokens[i]))
-        ids.append(best)
-        o += len(tokens[best])
-    return ids
 
 
 class TokenHeadTest(unittest.TestCase):
