@@ -406,17 +406,10 @@ batch_tensors(const std::shared_ptr<bld::target_batch>& keep) {
 /// Runs f, naming sequence b in the location of a bld error it throws.
 template <class F>
 void in_sequence(std::size_t b, F&& f) {
-    const auto where = [b](const bld::error& e) {
-        return "sequence " + std::to_string(b) + (e.location().empty() ? "" : ", " + e.location());
-    };
     try {
         f();
-    } catch (const bld::alignment_error& e) {
-        throw bld::alignment_error(e.operation(), where(e), e.reason());
-    } catch (const bld::shape_error& e) {
-        throw bld::shape_error(e.operation(), where(e), e.reason());
-    } catch (const bld::value_error& e) {
-        throw bld::value_error(e.operation(), where(e), e.reason());
+    } catch (const bld::error& e) {
+        bld::detail::rethrow_in_sequence(e, b);
     }
 }
 
@@ -463,13 +456,7 @@ py::tuple covering(const distiller_handle& h, py::function model, std::int64_t r
     for (std::size_t b = 0; b < n; ++b) {
         const std::string name = "teacher_ids[" + std::to_string(b) + "]";
         auto ids = host_ids(teacher_ids[b], name);
-        const auto special = [&](std::int64_t id) {
-            return id >= 0 && static_cast<std::uint64_t>(id) < tv.size() &&
-                   tv.kinds()[static_cast<std::size_t>(id)] == bld::token_kind::special;
-        };
-        std::size_t lead = 0, end = ids.size();
-        while (lead < end && special(ids[lead])) ++lead;
-        while (end > lead && special(ids[end - 1])) --end;
+        const auto [lead, end] = bld::detail::text_id_range(tv, ids);
         tids[b].assign(ids.begin() + static_cast<std::ptrdiff_t>(lead), ids.begin() + static_cast<std::ptrdiff_t>(end));
         if (tids[b].empty()) throw bld::value_error(op, name, "no text tokens (the covering methods need a text)");
         if (texts) text[b] = std::string((*texts)[b]);

@@ -398,6 +398,35 @@ TEST_CASE("covering beam: a narrow beam that kept only a dead path recovers a pr
     CHECK(wide.recoveries == 0);
 }
 
+TEST_CASE("covering beam: a dead end (every covering path pruned bytes earlier) restarts on the fewest-token path") {
+    // "abd" has one tokenization, a·b·d. With K = 1 the beam keeps "inside abx" (the likelier
+    // path) at byte 1 and prunes the context "a"; at byte 2 no token ends at "ab", so nothing
+    // new is pruned there, and 'd' leaves every kept and just-pruned path behind.
+    std::vector<bld::token_entry> e{{0, {}, bld::token_kind::special, "<eos>"}, {1, "a", bld::token_kind::text, ""},
+                                    {2, "b", bld::token_kind::text, ""},        {3, "d", bld::token_kind::text, ""},
+                                    {4, "abx", bld::token_kind::text, ""}};
+    bld::byte_trie trie(bld::vocabulary::from_entries(std::move(e), "abdx"));
+    const std::int64_t V = 5;
+    std::vector<float> table(static_cast<std::size_t>((V + 1) * V), 0.f);
+    table[4] = 4.f;  // row 0 (start): "abx" is likely
+    for (std::int64_t r = 1; r <= V; ++r) table[static_cast<std::size_t>(r * V + 3)] = 1.f + 0.5f * static_cast<float>(r);
+    bld::testing::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {V + 1, V}), V);
+    const std::string text = "abd";
+    const auto exact = bld::exact_covering(trie, teacher, text);
+    const auto beam = bld::covering_beam(trie, teacher, text, {1, 0.0});
+    CHECK(beam.recoveries == 1);
+    CHECK(beam.at(2)[static_cast<unsigned char>('d')] == 0.0);  // the narrow beam's view at byte 2
+    // After the text only the path a·b·d exists: the restarted beam's last row is exact.
+    for (std::size_t a = 0; a < bld::alphabet_size; ++a) CHECK(beam.at(3)[a] == doctest::Approx(exact.at(3)[a]).epsilon(1e-12));
+    const auto wide = bld::covering_beam(trie, teacher, text, {0, 0.0});
+    CHECK(wide.recoveries == 0);
+    for (std::size_t i = 0; i < 4; ++i)
+        for (std::size_t a = 0; a < bld::alphabet_size; ++a) CHECK(wide.at(i)[a] == doctest::Approx(exact.at(i)[a]).epsilon(1e-12));
+    // No tokenization reaches byte 2 ('z' is no token): still the error naming the byte.
+    CHECK_THROWS_WITH_AS((void)bld::covering_beam(trie, teacher, "abz", {1, 0.0}), doctest::Contains("byte offset 3"),
+                         bld::value_error);
+}
+
 TEST_CASE("canonical path: f16 rows — the reference reads them as the float rows they widen to; the fast path agrees") {
     // Bytes, words and their space-prefixed forms, so first-byte nodes have children at depth 2
     // and deeper; 21 tokens of text: two summary blocks of the fast path.

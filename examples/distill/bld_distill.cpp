@@ -29,6 +29,12 @@
 // reference encoders (cached at setup time; no C++ encoder is involved). Both tokenizations of a
 // chunk cover exactly its text, so each chunk is one training example for every model.
 //
+// --c-targets beam|repair (issue 17) gives (c) the paper's own targets instead of the canonical
+// path's: the covering beam (K = 10, ε = 0.01) or the canonical path with local repair
+// (threshold 0.05, the same local beam) over the frozen teacher, computed once for the students'
+// chunks before training (prefix_teacher keeps the GRU's state per context, so a context costs
+// one GRU step) and placed per student slot by distiller::targets(byte_sequence) each batch.
+//
 // Presets: quick (the README demo, fortunes), full (docs/efficacy_design.md: efficacy corpus,
 // early-stopped 2-layer teacher cached under the corpus folder, students on the fixed 8 %
 // subset, every arm and λ on 3 seeds), fortunes-full (the first experiment of
@@ -52,6 +58,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <charconv>
 #include <cmath>
@@ -71,6 +78,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #if defined(__GLIBC__)
@@ -184,6 +193,13 @@ struct config {
     std::int64_t final_heldout = 0;  // held-out chunks for the table (0: all)
     std::int64_t teacher_seed = 1234;
     std::string students = "abc";    // which arms to train (letters of arm_letters)
+    // (c)'s teacher targets (issue 17): canonical (the canonical path, batch by batch), beam (the
+    // covering beam) or repair (the canonical path with local repair), the latter two computed
+    // once for the students' chunks before training.
+    std::string c_targets = "canonical";
+    std::size_t covering_k = 10;     // the beam's K (and the local beam's of repair)
+    double covering_epsilon = 0.01;  // the beam's ε
+    double repair_threshold = 0.05;  // repair: the local beam runs where the canonical path drops at least this
     bool checks = false;             // smoke: every arm's loss decreases, (e)'s targets are the teacher's softmax
     std::int64_t sizing_steps = 0;   // > 0: time this many steps of every arm (no evaluation, no loss shown) and
                                      // project the preset's wall time instead of running it
@@ -311,6 +327,7 @@ config parse_args(int argc, char** argv) {
         else if (a[i] == "--student-pool") c.student_pool = std::stoll(value());
         else if (a[i] == "--students") c.students = value();
         else if (a[i] == "--sizing") c.sizing_steps = std::stoll(value());
+        else if (a[i] == "--c-targets") c.c_targets = value();
         else if (a[i] == "-h" || a[i] == "--help") {
             std::puts(
                 "usage: bld-distill [--preset quick|full|fortunes-full|smoke] [--corpus fortunes|efficacy]\n"
@@ -320,6 +337,7 @@ config parse_args(int argc, char** argv) {
                 "                   [--teacher-only] [--cache] [--runs DIR] [--only-seed S]\n"
                 "                   [--interrupt-at STEP] [--expect results.json]\n"
                 "                   [--student-epochs X] [--student-pool N] [--students abcdpe] [--sizing N]\n"
+                "                   [--c-targets canonical|beam|repair]\n"
                 "Trains a Llama-2-tokenizer teacher, then students and prints held-out bits per byte:\n"
                 "GPT-2-tokenizer students (a) token CE, (b) + byte CE, (c) + byte CE + BLD KL (byte head),\n"
                 "(d) + token-head byte KL; Llama-2-tokenizer students (p) token CE, (e) + token-level KD.\n"
@@ -332,7 +350,8 @@ config parse_args(int argc, char** argv) {
                 "trains seed S alone if it is missing and stops (a later run without it prints the table).\n"
                 "--interrupt-at STEP stops a seed there\n"
                 "(checkpoint saved, exit 75) and --expect FILE fails unless every student's results equal FILE's:\n"
-                "the resumption test.");
+                "the resumption test. --c-targets beam|repair gives (c) the covering beam's (K = 10, eps = 0.01)\n"
+                "or the repaired canonical path's (threshold 0.05) targets, computed once before training.");
             std::exit(0);
         } else
             throw std::runtime_error("unknown argument " + a[i] + " (try --help)");
@@ -341,6 +360,8 @@ config parse_args(int argc, char** argv) {
     if (c.threads < 1) throw std::runtime_error("--threads must be >= 1");
     if (c.only_seed >= c.seeds) throw std::runtime_error("--only-seed must be below --seeds");
     if (c.corpus != "fortunes" && c.corpus != "efficacy") throw std::runtime_error("--corpus takes fortunes or efficacy");
+    if (c.c_targets != "canonical" && c.c_targets != "beam" && c.c_targets != "repair")
+        throw std::runtime_error("--c-targets takes canonical, beam or repair");
     if (c.students.empty() || c.students.find_first_not_of(arm_letters) != std::string::npos)
         throw std::runtime_error("--students takes letters among a, b, c, d, p, e");
     for (const auto* l : {&c.lambda_kl, &c.lambda_th, &c.lambda_kd})
@@ -585,6 +606,10 @@ struct teacher_targets {
     double t_rows = 0, t_bld = 0;            // teacher forward + full log-softmax; bld::distiller
     double true_byte_bits = 0;               // Σ −log2 p_teacher(true byte) over the active slots
     double token_bits = 0, text_bytes = 0;   // the teacher's own token NLL on these chunks, their bytes
+    // --c-targets beam|repair: (c)'s next-byte distributions per chunk (indexed like the examples;
+    // empty but for the students' chunks), computed once (covering_targets), and what they cost.
+    std::vector<bld::byte_distributions> covering{};
+    nlohmann::json covering_cost = nullptr;
 
     double seconds() const { return t_rows + t_bld; }
 
@@ -613,27 +638,10 @@ torch::Tensor teacher_rows(teacher_targets& tt, const std::vector<example>& ex, 
     return rows;
 }
 
-/// The teacher's byte targets for a batch of chunks from distiller d, given the teacher's rows of
-/// the batch (teacher_rows): [B, T, K] slots at the student batch's padded positions (position t
-/// of chunk b holds the slots of its student token t, which the hidden state at t predicts;
-/// make_batch's layout), compact, float32.
-bld::target_batch batch_targets(teacher_targets& tt, const bld::distiller& distiller, const std::vector<example>& ex,
-                                std::span<const int> idx, const torch::Tensor& rows) {
-    const auto t0 = clock_type::now();
-    std::int64_t first = 0;
-    // [doc:targets]
-    std::vector<bld::distill_sequence<float>> seqs;  // per chunk: its rows, both id lists, its text
-    for (int i : idx) {
-        const auto& e = ex[i];
-        const auto n = static_cast<std::int64_t>(e.teacher_ids.size());
-        seqs.push_back({bld::as_view<const float, 2>(rows.narrow(0, first, n), "teacher rows"), e.teacher_ids,
-                        e.student_ids, e.text});
-        first += n;
-    }
-    bld::target_batch t = distiller.targets(std::span<const bld::distill_sequence<float>>(seqs));
-    // t: [chunks, longest student chunk, K] slots; the active ones hold the teacher's next-byte
-    // distributions (compact: their rows only, in slot order), with the slot mask and true bytes
-    // [/doc:targets]
+/// Checks a batch's targets against the batch (positions; the byte head's slots are align_slots')
+/// and counts the teacher's bits on the true bytes.
+void note_targets(teacher_targets& tt, const bld::distiller& distiller, const std::vector<example>& ex,
+                  std::span<const int> idx, const bld::target_batch& t) {
     const auto S = t.positions(), K = t.heads();
     std::size_t longest = 0;  // make_batch pads the student side to its longest chunk too
     for (int i : idx) longest = std::max(longest, ex[i].student_ids.size());
@@ -655,8 +663,184 @@ bld::target_batch batch_targets(teacher_targets& tt, const bld::distiller& disti
         }
         tt.slots += t.active_slots();
     }
+}
+
+/// The teacher's byte targets for a batch of chunks from distiller d, given the teacher's rows of
+/// the batch (teacher_rows): [B, T, K] slots at the student batch's padded positions (position t
+/// of chunk b holds the slots of its student token t, which the hidden state at t predicts;
+/// make_batch's layout), compact, float32.
+bld::target_batch batch_targets(teacher_targets& tt, const bld::distiller& distiller, const std::vector<example>& ex,
+                                std::span<const int> idx, const torch::Tensor& rows) {
+    const auto t0 = clock_type::now();
+    std::int64_t first = 0;
+    // [doc:targets]
+    std::vector<bld::distill_sequence<float>> seqs;  // per chunk: its rows, both id lists, its text
+    for (int i : idx) {
+        const auto& e = ex[i];
+        const auto n = static_cast<std::int64_t>(e.teacher_ids.size());
+        seqs.push_back({bld::as_view<const float, 2>(rows.narrow(0, first, n), "teacher rows"), e.teacher_ids,
+                        e.student_ids, e.text});
+        first += n;
+    }
+    bld::target_batch t = distiller.targets(std::span<const bld::distill_sequence<float>>(seqs));
+    // t: [chunks, longest student chunk, K] slots; the active ones hold the teacher's next-byte
+    // distributions (compact: their rows only, in slot order), with the slot mask and true bytes
+    // [/doc:targets]
+    note_targets(tt, distiller, ex, idx, t);
     tt.t_bld += seconds_since(t0);
     return t;
+}
+
+/// (c)'s targets for a batch from the next-byte distributions computed once for its chunks
+/// (--c-targets beam|repair: covering_targets), placed per student slot by the distiller
+/// exactly as the canonical path's are.
+bld::target_batch covering_batch_targets(teacher_targets& tt, const bld::distiller& distiller,
+                                         const std::vector<example>& ex, std::span<const int> idx) {
+    const auto t0 = clock_type::now();
+    std::vector<bld::byte_sequence> seqs;
+    for (int i : idx) {
+        const auto& e = ex[i];
+        const auto& d = tt.covering.at(static_cast<std::size_t>(i));
+        if (d.positions == 0) throw std::logic_error("no covering targets for chunk " + std::to_string(i));
+        seqs.push_back({&d, e.teacher_ids, e.student_ids, e.text});
+    }
+    bld::target_batch t = distiller.targets(std::span<const bld::byte_sequence>(seqs));
+    note_targets(tt, distiller, ex, idx, t);
+    tt.t_bld += seconds_since(t0);
+    return t;
+}
+
+/// The frozen teacher as the covering methods' teacher (bld::teacher_model), for (c) with
+/// --c-targets beam|repair: a context's row is the teacher's next-token log-distribution after
+/// BOS and the context. The GRU's state after every context asked is kept, so a context that
+/// extends a kept one by a token costs one GRU step (the covering methods grow their contexts a
+/// token at a time) instead of a forward over the whole context; clear() drops the states (one
+/// text at a time). Its rows are the full forward's up to float rounding (check_prefix_teacher).
+struct prefix_teacher {
+    lm m;
+    std::size_t vocab = 0;
+    std::size_t rows = 0, steps = 0;  // rows given, GRU steps taken
+    std::unordered_map<std::string, torch::Tensor> state{};  // context → hidden state [layers, hidden]
+
+    [[nodiscard]] std::size_t row_size() const { return vocab; }
+    void clear() { state.clear(); }
+    static std::string key(const std::vector<std::int32_t>& c) {
+        return {reinterpret_cast<const char*>(c.data()), c.size() * sizeof(std::int32_t)};
+    }
+
+    void logits(const std::vector<std::vector<std::int32_t>>& contexts, std::vector<float>& out) {
+        torch::NoGradGuard ng;
+        // Every context without a state, with its missing prefixes; then level by level (a level's
+        // parents are one token shorter, so already there), one batched GRU step a level.
+        std::vector<std::vector<std::int32_t>> todo;
+        std::unordered_set<std::string> queued;
+        for (const auto& c : contexts)
+            for (std::vector<std::int32_t> p = c;; p.pop_back()) {
+                if (state.count(key(p)) || !queued.insert(key(p)).second) break;
+                todo.push_back(p);
+                if (p.empty()) break;
+            }
+        std::stable_sort(todo.begin(), todo.end(), [](const auto& a, const auto& b) { return a.size() < b.size(); });
+        const auto layers = m->rnn->options.num_layers();
+        for (std::size_t a = 0; a < todo.size();) {
+            std::size_t b = a;
+            while (b < todo.size() && todo[b].size() == todo[a].size()) ++b;
+            const auto n = static_cast<std::int64_t>(b - a);
+            auto in = torch::empty({n, 1}, torch::kInt64);
+            std::vector<torch::Tensor> h0;
+            for (std::size_t i = a; i < b; ++i) {
+                auto p = todo[i];
+                in.data_ptr<std::int64_t>()[i - a] = p.empty() ? m->bos : p.back();
+                if (p.empty()) {
+                    h0.push_back(torch::zeros({layers, m->hidden_size}));
+                } else {
+                    p.pop_back();
+                    h0.push_back(state.at(key(p)));
+                }
+            }
+            const auto hn = std::get<1>(m->rnn->forward(m->embed->forward(in), torch::stack(h0, 1)));  // [layers, n, H]
+            for (std::size_t i = a; i < b; ++i) state.emplace(key(todo[i]), hn.select(1, static_cast<std::int64_t>(i - a)));
+            steps += b - a;
+            a = b;
+        }
+        std::vector<torch::Tensor> top;  // the last layer's state is the output that predicts the next token
+        for (const auto& c : contexts) top.push_back(state.at(key(c)).select(0, layers - 1));
+        const auto lp = m->out->log_prob(torch::stack(top)).contiguous();  // [contexts, vocab]
+        out.assign(lp.data_ptr<float>(), lp.data_ptr<float>() + lp.numel());
+        rows += contexts.size();
+    }
+};
+
+/// The largest difference between prefix_teacher's rows and the teacher's full forward along a
+/// chunk's own tokenization (the rows its canonical targets read).
+double check_prefix_teacher(prefix_teacher& pt, const std::vector<example>& ex, int i) {
+    torch::NoGradGuard ng;
+    const auto& ids = ex[static_cast<std::size_t>(i)].teacher_ids;
+    std::vector<std::vector<std::int32_t>> contexts(ids.size());
+    for (std::size_t j = 1; j < ids.size(); ++j) {
+        contexts[j] = contexts[j - 1];
+        contexts[j].push_back(static_cast<std::int32_t>(ids[j - 1]));
+    }
+    std::vector<float> rows;
+    pt.clear();
+    pt.logits(contexts, rows);
+    pt.clear();
+    const std::array<int, 1> one{i};
+    const auto full = pt.m->out->log_prob(target_hidden(pt.m, make_batch(ex, one, true, pt.m->bos))).contiguous();
+    const auto mine = torch::from_blob(rows.data(), full.sizes(), torch::kFloat32);
+    return (mine - full).abs().max().item<double>();
+}
+
+/// --c-targets beam|repair: (c)'s next-byte distributions for every chunk of `pool`, computed
+/// once before training from the frozen teacher, and their cost (docs/efficacy_design.md,
+/// "Two more (c) arms"). The text is the one the teacher's ids spell (byte_sequence's rule).
+void covering_targets(teacher_targets& tt, const config& cfg, const bld::vocabulary& teacher_vocab,
+                      const std::vector<example>& ex, const std::vector<int>& pool) {
+    const auto t0 = clock_type::now();
+    const bld::byte_trie trie(teacher_vocab);
+    prefix_teacher pt{.m = tt.teacher, .vocab = teacher_vocab.size()};
+    double worst = 0;
+    for (std::size_t k = 0; k < std::min<std::size_t>(pool.size(), 8); ++k)
+        worst = std::max(worst, check_prefix_teacher(pt, ex, pool[k]));
+    if (!(worst < 1e-3)) throw std::runtime_error("prefix teacher rows differ from the full forward by " + std::to_string(worst));
+    pt.rows = pt.steps = 0;
+    tt.covering.assign(ex.size(), {});
+    const bld::beam_options beam{cfg.covering_k, cfg.covering_epsilon};
+    double bytes = 0, dropped = 0, canonical_rows = 0;
+    std::size_t recoveries = 0, repaired = 0;
+    progress bar("targets (" + cfg.c_targets + ")", static_cast<std::int64_t>(pool.size()));
+    for (std::size_t k = 0; k < pool.size(); ++k) {
+        const auto& e = ex[static_cast<std::size_t>(pool[k])];
+        std::string spelled;
+        for (auto id : e.teacher_ids) spelled += teacher_vocab.bytes(static_cast<std::size_t>(id));
+        pt.clear();
+        auto& d = tt.covering[static_cast<std::size_t>(pool[k])];
+        try {
+            d = cfg.c_targets == "beam" ? bld::covering_beam(trie, pt, spelled, beam)
+                                        : bld::repaired_path(trie, pt, spelled, e.teacher_ids, {cfg.repair_threshold, beam});
+        } catch (const bld::error& err) {
+            throw std::runtime_error("chunk " + std::to_string(pool[k]) + " (\"" + e.text + "\"): " + err.what());
+        }
+        bytes += static_cast<double>(spelled.size());
+        canonical_rows += static_cast<double>(e.teacher_ids.size());
+        for (std::size_t b = 0; b < spelled.size(); ++b) dropped += d.dropped[b];
+        recoveries += d.recoveries;
+        repaired += d.repaired;
+        bar.update(static_cast<std::int64_t>(k + 1));
+    }
+    pt.clear();
+    const double seconds = seconds_since(t0);
+    char note[200];
+    std::snprintf(note, sizeof note, "%.0f rows (%.3f a byte, %.2fx the canonical path's), %.0f s", static_cast<double>(pt.rows),
+                  static_cast<double>(pt.rows) / bytes, static_cast<double>(pt.rows) / canonical_rows, seconds);
+    bar.finish(note);
+    tt.covering_cost = {{"method", cfg.c_targets}, {"k", cfg.covering_k}, {"epsilon", cfg.covering_epsilon},
+                        {"threshold", cfg.repair_threshold}, {"chunks", pool.size()}, {"bytes", bytes},
+                        {"seconds", seconds}, {"threads", cfg.threads}, {"teacher_rows", pt.rows},
+                        {"gru_steps", pt.steps}, {"canonical_rows", canonical_rows},
+                        {"rows_per_byte", static_cast<double>(pt.rows) / bytes},
+                        {"mean_dropped", dropped / bytes}, {"recoveries", recoveries}, {"repaired_bytes", repaired},
+                        {"prefix_check_max_abs", worst}};
 }
 
 /// The slots of a batch: mask [N, K] uint8 and true bytes [N, K] int32.
@@ -752,6 +936,7 @@ bool teacher_side_of(role r) { return r == role::teacher || r == role::p || r ==
 struct arm {
     role r = role::a;
     double lambda = 0.0;
+    std::string targets{};  // (c): "" (the canonical path) or the covering method of --c-targets
     [[nodiscard]] std::string key() const {
         std::string k(1, role_letter(r));
         if (r == role::c || r == role::d || r == role::e) {
@@ -762,7 +947,7 @@ struct arm {
         return k;
     }
     [[nodiscard]] std::string name() const {
-        std::string n = role_name(r);
+        std::string n = r == role::c && !targets.empty() ? "(c) BLD KL, " + targets + " targets" : role_name(r);
         if (r == role::c || r == role::d || r == role::e) {
             char b[48];
             std::snprintf(b, sizeof b, " %s=%g", r == role::c ? "kl" : r == role::d ? "th" : "kd", lambda);
@@ -873,7 +1058,9 @@ void train(group& g, const std::vector<example>& ex, const std::vector<std::vect
     const auto warmup = std::max<std::int64_t>(1, std::min<std::int64_t>(100, steps / 20));
     const double curve_bytes = text_bytes(ex, curve_set);
     const auto any = [&](auto pred) { return std::any_of(g.begin(), g.end(), [&](const auto& t) { return pred(t->which.r); }); };
-    const bool need_rows = any([](role r) { return r == role::c || r == role::d || r == role::e; });
+    // (c) reads the teacher's rows unless its targets were computed before training (--c-targets).
+    const bool c_covering = targets && !targets->covering.empty();
+    const bool need_rows = any([&](role r) { return (r == role::c && !c_covering) || r == role::d || r == role::e; });
     const bool need_c = any([](role r) { return r == role::c; }), need_d = any([](role r) { return r == role::d; });
     for (auto& t : g) {
         t->res.params = lm_params(t->m);
@@ -982,7 +1169,8 @@ void train(group& g, const std::vector<example>& ex, const std::vector<std::vect
         }
         if (need_c) {
             const double before = targets->t_bld;
-            tc = batch_targets(*targets, *targets->distiller, ex, idx, rows);
+            tc = c_covering ? covering_batch_targets(*targets, *targets->distiller, ex, idx)
+                            : batch_targets(*targets, *targets->distiller, ex, idx, rows);
             t_c = targets->t_bld - before;
         }
         if (need_d) {
@@ -1068,7 +1256,7 @@ void train(group& g, const std::vector<example>& ex, const std::vector<std::vect
             t.train_nats += ce * static_cast<double>(b.tokens);
             t.train_bytes += idx_bytes;
             t.res.step_seconds += seconds_since(ts);
-            if (r == role::c || r == role::d || r == role::e) t.res.teacher_seconds += t_rows;
+            if ((r == role::c && !c_covering) || r == role::d || r == role::e) t.res.teacher_seconds += t_rows;
             t.res.targets_seconds += r == role::c ? t_c : r == role::d ? t_d : 0.0;
         }
         bar.update(step + 1, note_text());
@@ -1287,7 +1475,8 @@ std::vector<arm> arms_of(const config& cfg) {
     std::vector<arm> arms;
     for (const char k : arm_letters)
         if (cfg.students.find(k) != std::string::npos)
-            for (const double l : grid_of(cfg, role_of(k))) arms.push_back({role_of(k), l});
+            for (const double l : grid_of(cfg, role_of(k)))
+                arms.push_back({role_of(k), l, role_of(k) == role::c && cfg.c_targets != "canonical" ? cfg.c_targets : ""});
     return arms;
 }
 
@@ -1455,6 +1644,9 @@ int run(const config& cfg) {
                      {"lambda_byte", cfg.lambda_byte}, {"lambda_kl", cfg.lambda_kl}, {"lambda_th", cfg.lambda_th},
                      {"lambda_kd", cfg.lambda_kd}, {"batch", cfg.batch}, {"lr", cfg.lr}, {"cutoffs", cfg.cutoffs},
                      {"threads", cfg.threads}, {"students", cfg.students}};
+    if (cfg.c_targets != "canonical")  // (absent for the canonical path: the kept seeds' keys stay as they were)
+        out["config"]["c_targets"] = {{"method", cfg.c_targets}, {"k", cfg.covering_k}, {"epsilon", cfg.covering_epsilon},
+                                      {"threshold", cfg.c_targets == "repair" ? cfg.repair_threshold : 0.0}};
     out["data"] = {{"train_chunks", train_set.size()}, {"valid_chunks", valid_set.size()},
                    {"student_chunks", student_pool.size()}, {"student_bytes", text_bytes(ex, student_pool)},
                    {"heldout_chunks", heldout.size()}, {"heldout_bytes", text_bytes(ex, heldout)},
@@ -1560,10 +1752,13 @@ int run(const config& cfg) {
                 if (j.at(a.key()).contains("losses")) r.losses = j.at(a.key()).at("losses").get<std::vector<double>>();
                 students[a.key()].push_back(std::move(r));
             }
+            if (j.contains("covering_targets") && cache.covering_cost.is_null()) cache.covering_cost = j["covering_targets"];
             std::printf("seed %d: read from %s\n", seed, seed_file.c_str());
             continue;
         }
         const auto batches = schedule(ex, student_pool, false, cfg.student_epochs, cfg.batch, 1000 + static_cast<std::uint64_t>(seed));
+        if (cfg.c_targets != "canonical" && cache.covering.empty() && cfg.students.find('c') != std::string::npos)
+            covering_targets(cache, cfg, tv.vocab, ex, student_pool);
         auto g = make_students(cfg, arms, seed, tv.size(), sv.size());
         resume_point rp;
         const std::string ckpt = seed_file.empty() ? "" : runs_dir + "/seed-" + std::to_string(seed) + ".checkpoint";
@@ -1583,6 +1778,7 @@ int run(const config& cfg) {
             j[t->which.key()]["losses"] = t->res.losses;  // every step's training loss (the smoke checks read them)
         }
         j["machine"] = machine_note(cfg);
+        if (!cache.covering_cost.is_null()) j["covering_targets"] = cache.covering_cost;
         if (!seed_file.empty()) {
             {
                 std::ofstream f(seed_file + ".part");
@@ -1741,6 +1937,15 @@ int run(const config& cfg) {
     }
     std::printf("%sTeacher targets: %.0f s for %lld chunks. Total %s.\n", verdict.c_str(), cache.seconds(),
                 static_cast<long long>(cache.chunks), format_duration(seconds_since(t_start)).c_str());
+    if (!cache.covering_cost.is_null()) {
+        const auto& c = cache.covering_cost;
+        std::printf("(c)'s %s targets, computed once for the %lld student chunks (%.0f bytes): %.0f s on %d thread(s), "
+                    "%lld teacher rows (%.3f a byte; the canonical path reads %.0f), mean dropped mass %.4f a byte\n",
+                    c["method"].get<std::string>().c_str(), c["chunks"].get<long long>(), c["bytes"].get<double>(),
+                    c["seconds"].get<double>(), c["threads"].get<int>(), c["teacher_rows"].get<long long>(),
+                    c["rows_per_byte"].get<double>(), c["canonical_rows"].get<double>(), c["mean_dropped"].get<double>());
+        out["covering_targets"] = c;
+    }
     out["students"] = js;
     out["summary"]["seeds"] = cfg.seeds;
     out["summary"]["seconds"] = seconds_since(t_start);
@@ -1793,9 +1998,12 @@ int main(int argc, char** argv) {
     // Keep freed tensor memory in the heap: by default glibc maps every large block afresh and
     // the page faults of zeroing it cost a fifth of the run on this CPU-only trainer (a third of
     // (d)'s, whose [B, T, V] log-probabilities and gradient are hundreds of MB a step). glibc
-    // caps M_MMAP_THRESHOLD at 32 MiB, so blocks above it are kept off mmap with M_MMAP_MAX = 0.
+    // caps M_MMAP_THRESHOLD at 32 MiB, so blocks above it are kept off mmap with M_MMAP_MAX = 0,
+    // and the heap's top is never given back (−1 disables trimming: a finite threshold, at most
+    // INT_MAX through mallopt, is crossed by the full preset's 4–5 GB heap, which then shrank and
+    // refaulted every step, half of a seed's time in the kernel).
     mallopt(M_MMAP_MAX, 0);
-    mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+    mallopt(M_TRIM_THRESHOLD, -1);
 #endif
     try {
         return run(parse_args(argc, argv));

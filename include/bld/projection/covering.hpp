@@ -463,7 +463,7 @@ private:
             moved.push_back(std::move(hy));
         }
         if (moved.empty()) {
-            moved = recover(x);
+            moved = recover(i, x);
             ++out_.recoveries;
         }
         beam_ = std::move(moved);
@@ -472,7 +472,9 @@ private:
     /// The kept hypotheses give the observed byte no mass (a narrow beam kept only paths inside
     /// longer tokens): bring back the pruned hypotheses that can take it — fetching rows for
     /// pruned new contexts in one batch — best first by their mass after the byte, at most K.
-    std::vector<hypothesis> recover(std::uint8_t x) {
+    /// If none can either (every path that covers the text so far was pruned at an earlier byte),
+    /// the beam restarts on the text's fewest-token tokenization (backstop).
+    std::vector<hypothesis> recover(std::size_t i, std::uint8_t x) {
         struct back {
             double mass;
             hypothesis h;
@@ -501,7 +503,53 @@ private:
         if (opt_.k > 0 && backs.size() > opt_.k) backs.resize(opt_.k);
         std::vector<hypothesis> moved;
         for (auto& b : backs) moved.push_back(std::move(b.h));
+        if (moved.empty() && !guide_) backstop(i, moved);
         return moved;
+    }
+
+    /// A dead end at byte i: no kept or just-pruned path covers text[0..i]. The beam goes on
+    /// from the hypothesis of the text's tokenization with the fewest tokens (ties: longer tokens
+    /// first; found on the trie alone, once): its tokens that end at or before byte i as the
+    /// context (one teacher row), inside the token that covers byte i. It is the only hypothesis
+    /// left, so its weight restarts at 1 (the distributions are normalised per byte). Nothing is
+    /// added when no tokenization covers the text up to byte i + 1 (the caller then reports it).
+    void backstop(std::size_t i, std::vector<hypothesis>& moved) {
+        const std::size_t L = text_.size();
+        if (backstop_.empty()) {
+            // fewest[p]: fewest tokens that cover text[p..L) (SIZE_MAX: none); first[p]: their first token.
+            std::vector<std::size_t> fewest(L + 1, SIZE_MAX), len(L + 1, 0);
+            std::vector<std::int32_t> first(L + 1, -1);
+            fewest[L] = 0;
+            for (std::size_t p = L; p-- > 0;) {
+                byte_trie::node_index n = byte_trie::root;
+                for (std::size_t q = p; q < L; ++q) {
+                    n = trie_.child(n, static_cast<std::uint8_t>(text_[q]));
+                    if (n == byte_trie::npos) break;
+                    const auto& nd = trie_.node(n);
+                    if (nd.end_hi == nd.lo || fewest[q + 1] == SIZE_MAX) continue;
+                    if (fewest[q + 1] + 1 <= fewest[p]) {  // <=: the longer token wins a tie
+                        fewest[p] = fewest[q + 1] + 1;
+                        first[p] = static_cast<std::int32_t>(trie_.order()[nd.lo]);
+                        len[p] = q + 1 - p;
+                    }
+                }
+            }
+            if (fewest[0] == SIZE_MAX) return;
+            for (std::size_t p = 0; p < L; p += len[p]) backstop_.push_back({first[p], p + len[p]});
+        }
+        std::vector<std::int32_t> ctx;
+        std::size_t start = 0, j = 0;
+        while (j < backstop_.size() && backstop_[j].end <= i) {
+            ctx.push_back(backstop_[j].id);
+            start = backstop_[j].end;
+            ++j;
+        }
+        if (j == backstop_.size()) return;
+        byte_trie::node_index n = byte_trie::root;
+        for (std::size_t q = start; q <= i && n != byte_trie::npos; ++q) n = trie_.child(n, static_cast<std::uint8_t>(text_[q]));
+        if (n == byte_trie::npos) return;
+        detail::fetch_rows(teacher_, trie_, store_, {ctx}, handles_);
+        moved.push_back(hypothesis{std::move(ctx), handles_[0], n, 1.0, 1.0});
     }
 
     /// Drops the rows no hypothesis uses any more: memory stays at O(K) rows.
@@ -535,6 +583,11 @@ private:
     std::vector<double> new_w_;                        ///< … their path probabilities …
     std::vector<char> new_canonical_;                  ///< … and whether each is the canonical next context
     double lost_ = 0;                                  ///< mass of ending tokens a closed byte does not continue
+    struct backstop_token {
+        std::int32_t id;
+        std::size_t end;  ///< byte offset after the token
+    };
+    std::vector<backstop_token> backstop_;             ///< the fewest-token tokenization, once needed
     std::vector<hypothesis> pruned_old_;               ///< what select pruned, for recover
     std::vector<node_sums> pruned_old_sums_;
     std::vector<std::size_t> pruned_new_;
@@ -549,7 +602,9 @@ private:
 /// mass are pruned, the top K kept, the distribution read off, and every hypothesis follows
 /// the observed byte. With K = ∞ and ε = 0 it equals exact_covering. If no kept hypothesis can
 /// take the observed byte (a narrow beam kept only paths inside longer tokens), the best pruned
-/// hypotheses that can are brought back, and `recoveries` counts such bytes.
+/// hypotheses that can are brought back, or, when every path that covers the text so far was
+/// pruned at an earlier byte, the beam restarts on the text's fewest-token tokenization;
+/// `recoveries` counts such bytes.
 /// @returns [text bytes + 1, 260] as exact_covering; `dropped` = mass pruned at each byte;
 ///          `teacher_rows` = contexts asked of the teacher.
 template <teacher_model Teacher>

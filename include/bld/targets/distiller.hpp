@@ -194,6 +194,27 @@ struct slot_sink_adapter {
 
 [[nodiscard]] inline std::string seq_name(std::size_t b) { return "sequence " + std::to_string(b); }
 
+/// Re-throws a bld error with sequence b named first in its location (same kind and reason).
+[[noreturn]] inline void rethrow_in_sequence(const error& e, std::size_t b) {
+    const std::string where = seq_name(b) + (e.location().empty() ? "" : ", " + e.location());
+    if (dynamic_cast<const alignment_error*>(&e)) throw alignment_error(e.operation(), where, e.reason());
+    if (dynamic_cast<const shape_error*>(&e)) throw shape_error(e.operation(), where, e.reason());
+    if (dynamic_cast<const value_error*>(&e)) throw value_error(e.operation(), where, e.reason());
+    throw;
+}
+
+/// The text's ids within a teacher sequence: [first, end) past the leading and before the
+/// trailing special tokens (BOS, EOS, padding ids the vocabulary marks special).
+[[nodiscard]] inline std::pair<std::size_t, std::size_t> text_id_range(const vocabulary& v, std::span<const std::int64_t> ids) {
+    const auto special = [&](std::int64_t id) {
+        return id >= 0 && static_cast<std::uint64_t>(id) < v.size() && v.kinds()[static_cast<std::size_t>(id)] == token_kind::special;
+    };
+    std::size_t lead = 0, end = ids.size();
+    while (lead < end && special(ids[lead])) ++lead;
+    while (end > lead && special(ids[end - 1])) --end;
+    return {lead, end};
+}
+
 } // namespace detail
 
 /// The trainer-facing route from teacher rows to slot targets (see the top of this header).
@@ -828,13 +849,7 @@ private:
     detail::aligned_sequence align(const detail::distill_job<T>& j, target_batch& out, bool every_byte = false) const {
         detail::aligned_sequence a;
         const auto& tv = teacher_->vocab();
-        const auto is_special = [&](std::int64_t id) {
-            return id >= 0 && static_cast<std::uint64_t>(id) < tv.size() &&
-                   tv.kinds()[static_cast<std::size_t>(id)] == token_kind::special;
-        };
-        std::size_t lead = 0, end = j.teacher.size();
-        while (lead < end && is_special(j.teacher[lead])) ++lead;
-        while (end > lead && is_special(j.teacher[end - 1])) --end;
+        const auto [lead, end] = detail::text_id_range(tv, j.teacher);
         const auto text_ids = j.teacher.subspan(lead, end - lead);
         slot_alignment al;
         try {
@@ -876,13 +891,7 @@ private:
         return a;
     }
 
-    [[noreturn]] static void rethrow_in(const error& e, std::size_t b) {
-        const std::string where = detail::seq_name(b) + (e.location().empty() ? "" : ", " + e.location());
-        if (dynamic_cast<const alignment_error*>(&e)) throw alignment_error(e.operation(), where, e.reason());
-        if (dynamic_cast<const shape_error*>(&e)) throw shape_error(e.operation(), where, e.reason());
-        if (dynamic_cast<const value_error*>(&e)) throw value_error(e.operation(), where, e.reason());
-        throw;
-    }
+    [[noreturn]] static void rethrow_in(const error& e, std::size_t b) { detail::rethrow_in_sequence(e, b); }
 
     template <class T>
     target_batch run(std::vector<detail::distill_job<T>>& jobs, std::int64_t B, std::int64_t Ss, std::int64_t V,
