@@ -427,6 +427,35 @@ TEST_CASE("covering beam: a dead end (every covering path pruned bytes earlier) 
                          bld::value_error);
 }
 
+TEST_CASE("covering beam and repaired path: a long text whose path probability underflows a double") {
+    // Every row puts almost all its mass on "z", which the text never uses: the one path that
+    // spells 80 × 'a' has probability e^(−60·80), far below the smallest double. The beam and
+    // the repaired path keep only ratios, so both still give the canonical path's distributions
+    // (exact here: the segmentation is unique).
+    std::vector<bld::token_entry> e{{0, {}, bld::token_kind::special, "<eos>"}, {1, "a", bld::token_kind::text, ""},
+                                    {2, "z", bld::token_kind::text, ""}};
+    bld::byte_trie trie(bld::vocabulary::from_entries(std::move(e), "az"));
+    const std::int64_t V = 3;
+    std::vector<float> table(static_cast<std::size_t>((V + 1) * V), 0.f);
+    for (std::int64_t r = 0; r <= V; ++r) table[static_cast<std::size_t>(r * V + 2)] = 60.f;
+    bld::testing::bigram_teacher teacher(bld::tensor_view<const float, 2>(table.data(), {V + 1, V}), V);
+    const std::size_t n = 80;
+    const std::string text(n, 'a');
+    const std::vector<std::int64_t> ids(n, 1);
+    std::vector<float> rows(n * static_cast<std::size_t>(V));
+    for (std::size_t k = 0; k < n; ++k)  // row k: after BOS (table row 0), then after "a" (row 2)
+        std::copy_n(table.begin() + (k == 0 ? 0 : 2 * V), V, rows.begin() + static_cast<std::ptrdiff_t>(k) * V);
+    const auto canon = bld::reference::canonical_path(
+        trie, bld::tensor_view<const float, 2>(rows.data(), {static_cast<std::int64_t>(n), V}), ids, text);
+    const auto beam = bld::covering_beam(trie, teacher, text, {10, 0.01});
+    const auto repaired = bld::repaired_path(trie, teacher, text, ids, {0.0, {10, 0.01}});
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t a = 0; a < bld::alphabet_size; ++a) {
+            CHECK(beam.at(i)[a] == doctest::Approx(canon.at(i)[a]).epsilon(1e-12));
+            CHECK(repaired.at(i)[a] == doctest::Approx(canon.at(i)[a]).epsilon(1e-12));
+        }
+}
+
 TEST_CASE("canonical path: f16 rows — the reference reads them as the float rows they widen to; the fast path agrees") {
     // Bytes, words and their space-prefixed forms, so first-byte nodes have children at depth 2
     // and deeper; 21 tokens of text: two summary blocks of the fast path.

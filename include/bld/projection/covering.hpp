@@ -266,7 +266,7 @@ private:
         std::vector<std::int32_t> ctx;
         std::size_t row;            ///< handle into the row store
         byte_trie::node_index node;
-        double w;                   ///< probability of the path's tokens
+        double w;                   ///< probability of the path's tokens (rescaled each byte: the kept masses sum to 1)
         double mass = 0;            ///< w × (children mass at node, or 1 at the root)
         bool canonical = false;     ///< on the teacher's own tokenization (a guided search), within its token
     };
@@ -433,6 +433,13 @@ private:
             }
         }
         beam_ = std::move(next);
+        // The kept masses are rescaled to sum to 1: only ratios matter (each distribution is
+        // normalised, `dropped` is a share), and a long text's path probabilities underflow.
+        if (kept_mass > 0)
+            for (auto& hy : beam_) {
+                hy.w /= kept_mass;
+                hy.mass /= kept_mass;
+            }
     }
 
     /// Step 3: the distribution of byte i, Σ over hypotheses of w × (root masses of the path's
