@@ -75,11 +75,12 @@ def main():
             ax.plot(steps, [p["bpb"] for p in run["curve"]], color=color, ls=style, lw=0.8, alpha=0.45)
         mean = [sum(run["curve"][i]["bpb"] for run in runs) / len(runs) for i in range(len(steps))]
         ax.plot(steps, mean, color=color, ls=style, lw=2.2, label=f"{label} (mean of {len(runs)})")
-    ax.axhline(r["teacher"]["curve"][-1]["bpb"], color="black", ls="--", lw=1,
-               label="teacher (llama2 tokenizer), end of training")
+    # (a teacher read from its cache has no curve in the file, only its held-out number)
+    teacher = r["teacher"]["curve"][-1]["bpb"] if r["teacher"].get("curve") else r["teacher"]["heldout_bpb"]
+    ax.axhline(teacher, color="black", ls="--", lw=1, label="teacher (llama2 tokenizer), end of training")
     # The first evaluations (untrained models) dwarf the rest: zoom on the second half.
     tail = [p["bpb"] for runs in r["students"].values() for run in runs for p in run["curve"][len(run["curve"]) // 3:]]
-    tail.append(r["teacher"]["curve"][-1]["bpb"])
+    tail.append(teacher)
     lo, hi = min(tail), max(tail)
     ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.6 * (hi - lo + 1e-9))
     ax.set_xlabel("student training step")
