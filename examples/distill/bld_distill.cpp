@@ -811,8 +811,7 @@ void covering_targets(teacher_targets& tt, const config& cfg, const bld::vocabul
     progress bar("targets (" + cfg.c_targets + ")", static_cast<std::int64_t>(pool.size()));
     for (std::size_t k = 0; k < pool.size(); ++k) {
         const auto& e = ex[static_cast<std::size_t>(pool[k])];
-        std::string spelled;
-        for (auto id : e.teacher_ids) spelled += teacher_vocab.bytes(static_cast<std::size_t>(id));
+        const std::string spelled = bld::detail::check_ids(trie, e.teacher_ids, std::nullopt, "covering targets");
         pt.clear();
         auto& d = tt.covering[static_cast<std::size_t>(pool[k])];
         try {

@@ -207,7 +207,7 @@ struct slot_sink_adapter {
 /// trailing special tokens (BOS, EOS, padding ids the vocabulary marks special).
 [[nodiscard]] inline std::pair<std::size_t, std::size_t> text_id_range(const vocabulary& v, std::span<const std::int64_t> ids) {
     const auto special = [&](std::int64_t id) {
-        return id >= 0 && static_cast<std::uint64_t>(id) < v.size() && v.kinds()[static_cast<std::size_t>(id)] == token_kind::special;
+        return id >= 0 && static_cast<std::uint64_t>(id) < v.size() && v.is_special(static_cast<std::size_t>(id));
     };
     std::size_t lead = 0, end = ids.size();
     while (lead < end && special(ids[lead])) ++lead;
@@ -646,7 +646,7 @@ public:
                                                  static_cast<std::size_t>(V));
                     }
                 } catch (const error& e) {
-                    rethrow_in(e, b);
+                    detail::rethrow_in_sequence(e, b);
                 }
             });
         }
@@ -737,7 +737,7 @@ private:
                                                      row0, grad != nullptr ? &pieces[b - b0] : nullptr);
                     }
                 } catch (const error& e) {
-                    rethrow_in(e, b);
+                    detail::rethrow_in_sequence(e, b);
                 }
             });
             if (grad != nullptr) {
@@ -855,7 +855,7 @@ private:
         try {
             al = align_slots(*student_, j.student, tv, text_ids, options_.heads, j.text);
         } catch (const error& e) {
-            rethrow_in(e, j.index);
+            detail::rethrow_in_sequence(e, j.index);
         }
         // Rows: position q's row predicts input id q (or q + 1 when shifted).
         std::size_t skip = 0; // text tokens without a row (shifted, no context before the text)
@@ -890,8 +890,6 @@ private:
         }
         return a;
     }
-
-    [[noreturn]] static void rethrow_in(const error& e, std::size_t b) { detail::rethrow_in_sequence(e, b); }
 
     template <class T>
     target_batch run(std::vector<detail::distill_job<T>>& jobs, std::int64_t B, std::int64_t Ss, std::int64_t V,
@@ -930,7 +928,7 @@ private:
             try {
                 project(jobs[b], al[b], out, first[b], V);
             } catch (const error& e) {
-                rethrow_in(e, b);
+                detail::rethrow_in_sequence(e, b);
             }
         });
         return out;
